@@ -1,0 +1,74 @@
+//! The crate's one error type, grouped by area. Variants carry the context a user needs to find the
+//! problem (shard path, byte offset, sample key); library code returns these, never panics on data.
+
+use std::path::PathBuf;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in vlmprep's library code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- files and inputs -------------------------------------------------------------------
+    /// An operating-system I/O error on a named path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An `--input` spec (path, glob, brace range) that cannot be expanded or matched nothing.
+    #[error("input `{spec}`: {reason}")]
+    InputSpec { spec: String, reason: String },
+
+    // ---- shards -----------------------------------------------------------------------------
+    /// A malformed tar shard; `offset` is the byte offset of the offending header or member.
+    #[error("{}: byte {offset}: {reason}", shard.display())]
+    Tar {
+        shard: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    // ---- images -----------------------------------------------------------------------------
+    /// The bytes are not a JPEG, PNG or WebP image.
+    #[error("not a supported image (JPEG, PNG, WebP): {0}")]
+    UnknownFormat(String),
+    /// The header of a recognized format is malformed or truncated.
+    #[error("bad {format} header: {reason}")]
+    BadHeader {
+        format: &'static str,
+        reason: String,
+    },
+    /// The decoder failed on the entropy-coded data or pixel stream.
+    #[error("{format} decode failed: {reason}")]
+    Decode {
+        format: &'static str,
+        reason: String,
+    },
+    /// Refused from the header alone: a decompression bomb guard (`--max-pixels`).
+    #[error("{width}x{height} = {} pixels exceeds the limit of {limit} (--max-pixels)", *width as u64 * *height as u64)]
+    TooManyPixels { width: u32, height: u32, limit: u64 },
+
+    // ---- tiling, resize, output -------------------------------------------------------------
+    /// Settings that no tiling rule can honor (e.g. min tiles > max tiles).
+    #[error("invalid tiling settings: {0}")]
+    TilingSettings(String),
+    /// A resize that could not run (zero size, buffer mismatch).
+    #[error("resize: {0}")]
+    Resize(String),
+    /// Writing an output file failed for a reason other than I/O.
+    #[error("{}: {reason}", path.display())]
+    Output { path: PathBuf, reason: String },
+}
+
+impl Error {
+    /// Wraps an `std::io::Error` with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! vlmprep: a GPU-native, high-throughput preprocessing runtime for vision-language-model
+//! training data. WebDataset shards in; decoded, tiled, normalized images (and later embeddings,
+//! dedup decisions and packed sequences) out.
+//!
+//! Layout: [`shard`] reads pools without copying, [`image`] probes, decodes and tiles,
+//! [`backend`] runs batch work on a device (CPU is the reference), [`pipeline`] wires stages.
+
+pub mod backend;
+pub mod error;
+pub mod image;
+pub mod pipeline;
+pub mod problems;
+pub mod shard;
+
+pub use error::{Error, Result};

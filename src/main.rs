@@ -1,0 +1,2 @@
+//! The `vlmprep` command line: parses flags, calls the library, prints.
+fn main() {}
