@@ -11,5 +11,6 @@ pub mod image;
 pub mod pipeline;
 pub mod problems;
 pub mod shard;
+pub mod sink;
 
 pub use error::{Error, Result};

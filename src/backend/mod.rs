@@ -1,1 +1,128 @@
-//! (in progress)
+//! The Backend trait: batch-oriented device work (resize + tile + normalize now; SigLIP ops in a
+//! later issue), with device buffers as associated types. Stages are written once against it;
+//! the CPU backend is the reference every other backend is tested against.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::image::RgbImage;
+use crate::image::normalize::{Dtype, Normalization};
+use crate::image::resize::ResizeFilter;
+use crate::image::tiling::TilePlan;
+
+pub use cpu::CpuBackend;
+
+/// How tiles are produced: resampling filter, output dtype and normalization.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TileSpec {
+    /// Resampling filter of the resize.
+    pub filter: ResizeFilter,
+    /// Output element type: u8 → HWC as resized; floats → CHW normalized.
+    pub dtype: Dtype,
+    /// Mean/std applied to float outputs (ignored for u8).
+    pub norm: Normalization,
+}
+
+/// Where one image's tiles lie in a batch tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileSlot {
+    /// Byte offset of the image's first tile in the batch.
+    pub offset: usize,
+    /// Bytes taken by all of the image's tiles.
+    pub len: usize,
+    /// The plan the tiles follow.
+    pub plan: TilePlan,
+}
+
+impl TileSlot {
+    /// NumPy shape of the image's tiles: u8 `[T, H, W, 3]`, float `[T, 3, H, W]`.
+    /// A thumbnail has the grid tiles' size in every rule that makes one.
+    pub fn shape(&self, dtype: Dtype) -> [usize; 4] {
+        let (w, h) = (self.plan.tile.0 as usize, self.plan.tile.1 as usize);
+        let t = self.plan.num_tiles() as usize;
+        if dtype.is_float() {
+            [t, 3, h, w]
+        } else {
+            [t, h, w, 3]
+        }
+    }
+}
+
+/// The layout of a batch: every image's tiles back to back, each at a fixed offset, so each
+/// tile can be written once, at its final place, in parallel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TileLayout {
+    /// One slot per image, in batch order.
+    pub slots: Vec<TileSlot>,
+    /// Total bytes of the batch.
+    pub total_bytes: usize,
+}
+
+impl TileLayout {
+    /// Lays out the tiles of `plans` for `dtype`.
+    pub fn new(plans: &[TilePlan], dtype: Dtype) -> TileLayout {
+        let mut offset = 0;
+        let slots = plans
+            .iter()
+            .map(|plan| {
+                let len = tile_bytes(plan, dtype) * plan.num_tiles() as usize;
+                let slot = TileSlot {
+                    offset,
+                    len,
+                    plan: *plan,
+                };
+                offset += len;
+                slot
+            })
+            .collect();
+        TileLayout {
+            slots,
+            total_bytes: offset,
+        }
+    }
+}
+
+/// Bytes of one grid tile of `plan` in `dtype`.
+pub fn tile_bytes(plan: &TilePlan, dtype: Dtype) -> usize {
+    3 * plan.tile.0 as usize * plan.tile.1 as usize * dtype.size()
+}
+
+/// A batch of tiles in host memory.
+#[derive(Debug, Clone)]
+pub struct HostTiles {
+    /// Element type of `data`.
+    pub dtype: Dtype,
+    /// Where each image's tiles are.
+    pub layout: TileLayout,
+    /// The batch tensor bytes (little-endian elements).
+    pub data: Vec<u8>,
+}
+
+impl HostTiles {
+    /// The bytes of image `i`'s tiles.
+    pub fn image_bytes(&self, i: usize) -> &[u8] {
+        let slot = &self.layout.slots[i];
+        &self.data[slot.offset..slot.offset + slot.len]
+    }
+}
+
+/// A compute device that runs the batch stages.
+pub trait Backend: Send + Sync {
+    /// The batch tensor of tiles as this device holds it.
+    type Tiles;
+
+    /// A human-readable name of the device (shown in summaries).
+    fn name(&self) -> String;
+
+    /// Resizes, cuts and converts every image per its plan; all tiles of the batch go into one
+    /// tensor laid out by [`TileLayout::new`], each written once at its final offset.
+    fn tile_batch(
+        &self,
+        images: &[&RgbImage],
+        plans: &[TilePlan],
+        spec: &TileSpec,
+    ) -> Result<Self::Tiles>;
+
+    /// Brings a batch to host memory (a move on the CPU).
+    fn tiles_to_host(&self, tiles: Self::Tiles) -> Result<HostTiles>;
+}

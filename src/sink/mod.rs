@@ -1,0 +1,30 @@
+//! Output writers: NumPy `.npy` tensors and WebDataset tar shards. Files are written under a
+//! temporary name and renamed, so an interrupted run never leaves a half-written file behind.
+
+pub mod npy;
+pub mod tar;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Writes `path` through `write`, atomically: a `.partial` sibling first, then a rename.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let mut partial = PathBuf::from(path);
+    partial.as_mut_os_string().push(".partial");
+    let file = fs::File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io(&partial, e))?;
+    drop(out);
+    fs::rename(&partial, path).map_err(|e| Error::io(path, e))
+}
