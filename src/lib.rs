@@ -6,6 +6,7 @@
 //! [`backend`] runs batch work on a device (CPU is the reference), [`pipeline`] wires stages.
 
 pub mod backend;
+pub mod demo;
 pub mod error;
 pub mod image;
 pub mod pipeline;

@@ -83,7 +83,9 @@ impl Normalization {
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
     };
-    /// OpenAI CLIP statistics, used by CLIP and Qwen2-VL.
+    /// OpenAI CLIP statistics, used by CLIP and Qwen2-VL. Written as the references spell them
+    /// (f32 rounds them the same way torch does).
+    #[allow(clippy::excessive_precision)]
     pub const CLIP: Normalization = Normalization {
         mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
         std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
@@ -111,13 +113,12 @@ impl NormalizeTable {
     /// Builds the table; errors on a zero or non-finite std.
     pub fn new(norm: &Normalization) -> Result<Self> {
         let mut values = [[0f32; 256]; 3];
-        for c in 0..3 {
-            let std = norm.std[c];
-            if !(std.is_finite() && std != 0.0 && norm.mean[c].is_finite()) {
+        for ((row, &mean), &std) in values.iter_mut().zip(&norm.mean).zip(&norm.std) {
+            if !(std.is_finite() && std != 0.0 && mean.is_finite()) {
                 return Err(Error::TilingSettings(format!("bad normalization {norm:?}")));
             }
-            for (v, out) in values[c].iter_mut().enumerate() {
-                *out = (v as f32 / 255.0 - norm.mean[c]) / std;
+            for (v, out) in row.iter_mut().enumerate() {
+                *out = (v as f32 / 255.0 - mean) / std;
             }
         }
         Ok(NormalizeTable { values })

@@ -1,1 +1,58 @@
-//! (in progress)
+//! Stages wired together: `inspect` (index + probe a pool) and `tile` (decode → plan → tile →
+//! write), processed shard by shard in bounded chunks so memory stays flat however large the
+//! pool, with rayon across samples.
+
+pub mod inspect;
+pub mod tile;
+
+use crate::image::ImageFormat;
+use crate::problems::Problem;
+use crate::shard::{MemberEntry, SampleEntry, Shard};
+
+/// Extensions recognized as the image member of a sample (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+/// The sample's image member: the first member whose extension is an image extension.
+pub fn image_member(sample: &SampleEntry) -> Option<&MemberEntry> {
+    sample.members.iter().find(|m| {
+        IMAGE_EXTENSIONS
+            .iter()
+            .any(|ext| m.ext.eq_ignore_ascii_case(ext))
+    })
+}
+
+/// A problem about one sample of a shard.
+pub fn sample_problem(
+    shard: &Shard,
+    sample: &SampleEntry,
+    kind: &'static str,
+    message: String,
+) -> Problem {
+    Problem {
+        shard: shard.path().to_path_buf(),
+        offset: Some(sample.offset),
+        key: Some(sample.key.clone()),
+        kind,
+        message,
+    }
+}
+
+/// The problem kind for an image-stage error.
+pub fn image_error_kind(err: &crate::Error) -> &'static str {
+    use crate::Error;
+    match err {
+        Error::UnknownFormat(_) => "unknown-format",
+        Error::BadHeader { .. } => "bad-header",
+        Error::TooManyPixels { .. } => "too-many-pixels",
+        Error::Decode { .. } => "decode",
+        Error::TilingSettings(_) => "tiling",
+        Error::Resize(_) => "resize",
+        Error::Io { .. } => "io",
+        _ => "other",
+    }
+}
+
+/// Name of a format for reports.
+pub fn format_name(format: ImageFormat) -> &'static str {
+    format.name()
+}

@@ -2,6 +2,7 @@
 //! temporary name and renamed, so an interrupted run never leaves a half-written file behind.
 
 pub mod npy;
+pub mod png;
 pub mod tar;
 
 use std::fs;

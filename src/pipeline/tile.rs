@@ -1,0 +1,343 @@
+//! `tile`: every image of a pool decoded, planned by a tiling rule, resized/cut/normalized by a
+//! backend and written as `KEY.npy` (u8 `[T, H, W, 3]` or float `[T, 3, H, W]`), with an
+//! `index.jsonl` line per image and every problem recorded in `problems.jsonl`.
+//!
+//! Shards are processed one after another, each in chunks bounded by decoded bytes, so memory
+//! stays flat whatever the size of the pool; within a chunk all stages run across cores.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::{image_error_kind, image_member, sample_problem};
+use crate::backend::{Backend, HostTiles, TileSpec};
+use crate::error::{Error, Result};
+use crate::image::RgbImage;
+use crate::image::decode::{DecodeOptions, decode_rgb8};
+use crate::image::normalize::Dtype;
+use crate::image::probe::probe;
+use crate::image::tiling::{TilePlan, TilingRule, plan};
+use crate::problems::{Problem, ProblemLog};
+use crate::shard::{SampleEntry, Shard, ShardSource};
+use crate::sink::npy::write_npy;
+
+/// Settings of a `tile` run.
+#[derive(Debug, Clone)]
+pub struct TileConfig {
+    /// The tiling rule and its settings.
+    pub rule: TilingRule,
+    /// Filter, dtype and normalization of the tiles.
+    pub spec: TileSpec,
+    /// Decode guard (`max_pixels`) and orientation; `min_size` is set per image from its plan.
+    pub decode: DecodeOptions,
+    /// Decode JPEGs at reduced DCT scale when the plan needs much fewer pixels.
+    pub dct_scaling: bool,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Also write each tile as a PNG (`KEY.tNN.png`) for looking at.
+    pub png: bool,
+    /// Bound on the decoded bytes held at once (per chunk).
+    pub chunk_bytes: u64,
+}
+
+/// What a `tile` run did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct TileSummary {
+    /// Backend that made the tiles.
+    pub backend: String,
+    /// Shards read.
+    pub shards: usize,
+    /// Samples seen.
+    pub samples: usize,
+    /// Images tiled and written.
+    pub images: usize,
+    /// Tiles written (thumbnails included).
+    pub tiles: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Images per second.
+    pub images_per_second: f64,
+    /// Problems by kind.
+    pub problem_counts: std::collections::BTreeMap<&'static str, usize>,
+}
+
+/// One entry of `index.jsonl`.
+#[derive(Debug, serde::Serialize)]
+struct IndexLine<'a> {
+    key: &'a str,
+    shard: &'a Path,
+    file: String,
+    width: u32,
+    height: u32,
+    grid: (u32, u32),
+    tiles: u32,
+    thumbnail: bool,
+    shape: [usize; 4],
+    dtype: Dtype,
+}
+
+/// A decoded image ready for the backend.
+struct Decoded<'s> {
+    sample: &'s SampleEntry,
+    size: (u32, u32),
+    plan: TilePlan,
+    image: RgbImage,
+}
+
+/// Runs `tile` over `sources` on `backend`. `progress` is advanced by the bytes of each chunk's
+/// members. Fails only on output errors (the run cannot go on); bad inputs are recorded.
+pub fn run_tile<B: Backend<Tiles = HostTiles>>(
+    backend: &B,
+    sources: &[ShardSource],
+    cfg: &TileConfig,
+    progress: &indicatif::ProgressBar,
+) -> Result<(TileSummary, ProblemLog)> {
+    let start = Instant::now();
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let index_path = cfg.out.join("index.jsonl");
+    let mut index = std::io::BufWriter::new(
+        std::fs::File::create(&index_path).map_err(|e| Error::io(&index_path, e))?,
+    );
+    let mut summary = TileSummary {
+        backend: backend.name(),
+        ..Default::default()
+    };
+    let mut problems = ProblemLog::default();
+    let mut written_keys: HashSet<u64> = HashSet::new();
+
+    for source in sources {
+        let shard = match Shard::open(source) {
+            Ok(shard) => shard,
+            Err(err) => {
+                problems.push(source_problem(source, err));
+                continue;
+            }
+        };
+        summary.shards += 1;
+        summary.samples += shard.samples().len();
+        problems.extend(shard.problems().iter().cloned());
+
+        for chunk in chunks_by_bytes(shard.samples(), cfg.chunk_bytes) {
+            let chunk_bytes: u64 = chunk.iter().flat_map(|s| &s.members).map(|m| m.len).sum();
+            let (decoded, mut bad): (Vec<_>, Vec<_>) = chunk
+                .par_iter()
+                .map(|sample| decode_sample(&shard, sample, cfg))
+                .partition(|r| r.is_ok());
+            problems.extend(bad.drain(..).filter_map(|r| r.err()));
+            let mut decoded: Vec<Decoded> = decoded.into_iter().filter_map(|r| r.ok()).collect();
+
+            // Keys must be unique across the run: a second image with the same key is
+            // recorded and skipped rather than overwriting the first one's tiles.
+            decoded.retain(|d| {
+                let fresh = written_keys.insert(key_hash(&d.sample.key));
+                if !fresh {
+                    problems.push(sample_problem(
+                        &shard,
+                        d.sample,
+                        "duplicate-key",
+                        "key already written from an earlier shard; skipped".into(),
+                    ));
+                }
+                fresh
+            });
+
+            let images: Vec<&RgbImage> = decoded.iter().map(|d| &d.image).collect();
+            let plans: Vec<TilePlan> = decoded.iter().map(|d| d.plan).collect();
+            let tiles = backend.tiles_to_host(backend.tile_batch(&images, &plans, &cfg.spec)?)?;
+            drop(images);
+
+            let files: Vec<Result<String>> = decoded
+                .par_iter()
+                .enumerate()
+                .map(|(i, d)| write_image(cfg, &tiles, i, &d.sample.key))
+                .collect();
+            for (i, (d, file)) in decoded.iter().zip(files).enumerate() {
+                let slot = &tiles.layout.slots[i];
+                let line = IndexLine {
+                    key: &d.sample.key,
+                    shard: shard.path(),
+                    file: file?,
+                    width: d.size.0,
+                    height: d.size.1,
+                    grid: d.plan.grid,
+                    tiles: d.plan.num_tiles(),
+                    thumbnail: d.plan.thumbnail.is_some(),
+                    shape: slot.shape(cfg.spec.dtype),
+                    dtype: cfg.spec.dtype,
+                };
+                serde_json::to_writer(&mut index, &line).map_err(|e| Error::Output {
+                    path: index_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                index
+                    .write_all(b"\n")
+                    .map_err(|e| Error::io(&index_path, e))?;
+                summary.images += 1;
+                summary.tiles += d.plan.num_tiles() as u64;
+            }
+            progress.inc(chunk_bytes);
+            progress.set_message(format!("{} images", summary.images));
+        }
+    }
+    index.flush().map_err(|e| Error::io(&index_path, e))?;
+
+    summary.seconds = start.elapsed().as_secs_f64();
+    summary.images_per_second = summary.images as f64 / summary.seconds.max(1e-9);
+    summary.problem_counts = problems.counts();
+    write_problems(&cfg.out.join("problems.jsonl"), &problems)?;
+    Ok((summary, problems))
+}
+
+/// Splits samples into runs whose (estimated) decoded size stays under `budget` bytes; the
+/// estimate is 12× the compressed size (a JPEG photo compresses about 10:1 against RGB8).
+fn chunks_by_bytes(samples: &[SampleEntry], budget: u64) -> Vec<&[SampleEntry]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut used = 0u64;
+    for (i, sample) in samples.iter().enumerate() {
+        let estimate = 12 * image_member(sample).map_or(0, |m| m.len);
+        if i > start && used + estimate > budget {
+            chunks.push(&samples[start..i]);
+            start = i;
+            used = 0;
+        }
+        used += estimate;
+    }
+    if start < samples.len() {
+        chunks.push(&samples[start..]);
+    }
+    chunks
+}
+
+fn decode_sample<'s>(
+    shard: &Shard,
+    sample: &'s SampleEntry,
+    cfg: &TileConfig,
+) -> Result<Decoded<'s>, Problem> {
+    let fail = |kind: &'static str, message: String| sample_problem(shard, sample, kind, message);
+    let member = image_member(sample)
+        .ok_or_else(|| fail("no-image", "sample has no image member".into()))?;
+    safe_relative_key(&sample.key).ok_or_else(|| {
+        fail(
+            "bad-key",
+            "key would write outside the output folder".into(),
+        )
+    })?;
+    let data = shard
+        .member_data(member)
+        .map_err(|e| fail(image_error_kind(&e), e.to_string()))?;
+    let header = probe(&data).map_err(|e| fail(image_error_kind(&e), e.to_string()))?;
+    let (width, height) = header.oriented_size();
+    let plan = plan(&cfg.rule, width, height).map_err(|e| fail("tiling", e.to_string()))?;
+    let mut options = cfg.decode.clone();
+    if cfg.dct_scaling {
+        let side = plan.thumbnail.unwrap_or(0);
+        options.min_size = Some((plan.resize.0.max(side), plan.resize.1.max(side)));
+    }
+    let image =
+        decode_rgb8(&data, &options).map_err(|e| fail(image_error_kind(&e), e.to_string()))?;
+    Ok(Decoded {
+        sample,
+        size: (width, height),
+        plan,
+        image,
+    })
+}
+
+/// The key as a relative path that stays inside the output folder, or None.
+fn safe_relative_key(key: &str) -> Option<PathBuf> {
+    let path = Path::new(key);
+    let ok = !key.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    ok.then(|| path.to_path_buf())
+}
+
+fn key_hash(key: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// Writes `KEY.npy` (and PNGs when asked); returns the npy path relative to the output folder.
+fn write_image(cfg: &TileConfig, tiles: &HostTiles, i: usize, key: &str) -> Result<String> {
+    let slot = &tiles.layout.slots[i];
+    let file = format!("{key}.npy");
+    let shape = slot.shape(tiles.dtype);
+    write_npy(
+        &cfg.out.join(&file),
+        tiles.dtype.npy_descr(),
+        &shape,
+        tiles.image_bytes(i),
+    )?;
+    if cfg.png {
+        crate::sink::png::write_tile_pngs(&cfg.out, key, tiles, i, &cfg.spec)?;
+    }
+    Ok(file)
+}
+
+fn write_problems(path: &Path, problems: &ProblemLog) -> Result<()> {
+    crate::sink::write_atomically(path, |out| {
+        for p in &problems.problems {
+            serde_json::to_writer(&mut *out, p)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+}
+
+fn source_problem(source: &ShardSource, err: Error) -> Problem {
+    let path = match source {
+        ShardSource::Tar(p) | ShardSource::Folder(p) => p.clone(),
+    };
+    Problem {
+        shard: path,
+        offset: None,
+        key: None,
+        kind: "io",
+        message: err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::MemberEntry;
+
+    fn sample(key: &str, len: u64) -> SampleEntry {
+        SampleEntry {
+            key: key.into(),
+            offset: 0,
+            members: vec![MemberEntry {
+                ext: "jpg".into(),
+                offset: 0,
+                len,
+                file: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn chunks_respect_budget_and_cover_everything() {
+        let samples: Vec<_> = (0..10).map(|i| sample(&i.to_string(), 100)).collect();
+        let chunks = chunks_by_bytes(&samples, 12 * 100 * 3);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![3, 3, 3, 1]
+        );
+        // One sample larger than the budget still gets a chunk of its own.
+        let big = vec![sample("a", 10_000), sample("b", 1)];
+        assert_eq!(chunks_by_bytes(&big, 100).len(), 2);
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_output_folder() {
+        assert!(safe_relative_key("a/b/000123").is_some());
+        assert!(safe_relative_key("../etc/passwd").is_none());
+        assert!(safe_relative_key("/abs").is_none());
+        assert!(safe_relative_key("a/./b").is_some()); // `.` components are dropped by Path
+        assert!(safe_relative_key("").is_none());
+    }
+}
