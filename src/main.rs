@@ -145,6 +145,10 @@ struct TileArgs {
     /// Also write every tile as KEY.tNN.png, to look at.
     #[arg(long)]
     png: bool,
+    /// Decode and tile but write no tile files (index.jsonl, problems.jsonl and summary.json
+    /// are still written): measures decode + tile throughput alone.
+    #[arg(long, conflicts_with = "png")]
+    no_write: bool,
     /// Upper bound, in MiB, on decoded images held in memory at once.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     memory_mib: u64,
@@ -320,6 +324,7 @@ fn tile_config(args: &TileArgs) -> Result<TileConfig> {
         },
         dct_scaling: args.dct_scaling,
         out: args.out.clone(),
+        write_tiles: !args.no_write,
         png: args.png,
         chunk_bytes: args.memory_mib << 20,
     })

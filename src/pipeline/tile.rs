@@ -1,6 +1,7 @@
 //! `tile`: every image of a pool decoded, planned by a tiling rule, resized/cut/normalized by a
 //! backend and written as `KEY.npy` (u8 `[T, H, W, 3]` or float `[T, 3, H, W]`), with an
-//! `index.jsonl` line per image and every problem recorded in `problems.jsonl`.
+//! `index.jsonl` line per image, every problem recorded in `problems.jsonl`, and the run's
+//! figures in `summary.json`.
 //!
 //! Shards are processed one after another, each in chunks bounded by decoded bytes, so memory
 //! stays flat whatever the size of the pool; within a chunk all stages run across cores.
@@ -38,6 +39,8 @@ pub struct TileConfig {
     pub dct_scaling: bool,
     /// Output folder.
     pub out: PathBuf,
+    /// Write the tiles (`KEY.npy`); off for benchmarking decode + tile alone.
+    pub write_tiles: bool,
     /// Also write each tile as a PNG (`KEY.tNN.png`) for looking at.
     pub png: bool,
     /// Bound on the decoded bytes held at once (per chunk).
@@ -153,7 +156,10 @@ pub fn run_tile<B: Backend<Tiles = HostTiles>>(
             let files: Vec<Result<String>> = decoded
                 .par_iter()
                 .enumerate()
-                .map(|(i, d)| write_image(cfg, &tiles, i, &d.sample.key))
+                .map(|(i, d)| match cfg.write_tiles {
+                    true => write_image(cfg, &tiles, i, &d.sample.key),
+                    false => Ok(String::new()),
+                })
                 .collect();
             for (i, (d, file)) in decoded.iter().zip(files).enumerate() {
                 let slot = &tiles.layout.slots[i];
@@ -189,6 +195,12 @@ pub fn run_tile<B: Backend<Tiles = HostTiles>>(
     summary.images_per_second = summary.images as f64 / summary.seconds.max(1e-9);
     summary.problem_counts = problems.counts();
     write_problems(&cfg.out.join("problems.jsonl"), &problems)?;
+    let summary_path = cfg.out.join("summary.json");
+    let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Output {
+        path: summary_path.clone(),
+        reason: e.to_string(),
+    })?;
+    crate::sink::write_atomically(&summary_path, |out| out.write_all(&json))?;
     Ok((summary, problems))
 }
 
