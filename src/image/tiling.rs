@@ -7,8 +7,8 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
-/// Largest `max_tiles` accepted. InternVL models use 6–40; the candidate list grows as
-/// `max_tiles · ln(max_tiles)`, and the float-tie behaviour is only reasoned about this far.
+/// Largest `max_tiles` accepted: a bound on the candidate list (about `max · ln(max)` grids,
+/// rebuilt by [`Tiler::new`]) far above what InternVL models use (6–40).
 pub const MAX_TILES_LIMIT: u32 = 4096;
 
 /// InternVL `dynamic_preprocess` settings.
@@ -75,9 +75,10 @@ impl InternVlSettings {
     /// InternVL builds `sorted(set(generator), key=cols*rows)`. `sorted` is stable, so grids with
     /// the same tile count keep the CPython set's iteration order, which is neither
     /// lexicographic nor insertion order. That order decides the outcome when two grids of equal
-    /// tile count tie for closest: impossible with `min_tiles <= 1` (the grid (c1, r2) lies
-    /// strictly between two equal-count grids (c1, r1), (c2, r2) and is always a candidate then),
-    /// but real with e.g. min = max = 4, where 5:8 is exactly halfway between 1:4 and 2:2. So the
+    /// tile count tie for closest. With `min_tiles <= 1` that cannot happen: between equal-count
+    /// grids c1/r1 < c2/r2 lies c1/r2, a candidate with fewer tiles that is strictly (and by far
+    /// more than rounding error) closer to any aspect ratio halfway between them. With a larger
+    /// minimum it does: for min = max = 4, 5:8 is exactly halfway between 1:4 and 2:2. So the
     /// set is reproduced here: same insertion order, CPython's tuple hash, table and probing.
     /// Checked against CPython 3.11 for every 1 <= min <= max <= 48 (tests/tiling_golden.rs).
     pub fn target_ratios(&self) -> Vec<(u32, u32)> {
