@@ -55,6 +55,14 @@ pub enum Error {
     /// Settings that no tiling rule can honor (e.g. min tiles > max tiles).
     #[error("invalid tiling settings: {0}")]
     TilingSettings(String),
+    /// The tiling rule refuses this image (its reference implementation raises on it, or the
+    /// result would not fit); the sample cannot be planned under this rule.
+    #[error("{width}x{height} image: cannot tile: {reason}")]
+    TilingRefused {
+        width: u32,
+        height: u32,
+        reason: crate::image::tiling::TilingRefusal,
+    },
     /// A resize that could not run (zero size, buffer mismatch).
     #[error("resize: {0}")]
     Resize(String),
