@@ -45,7 +45,7 @@ pub fn image_error_kind(err: &crate::Error) -> &'static str {
         Error::BadHeader { .. } => "bad-header",
         Error::TooManyPixels { .. } => "too-many-pixels",
         Error::Decode { .. } => "decode",
-        Error::TilingSettings(_) => "tiling",
+        Error::TilingSettings(_) | Error::TilingRefused { .. } => "tiling",
         Error::Resize(_) => "resize",
         Error::Io { .. } => "io",
         _ => "other",

@@ -21,7 +21,7 @@ use crate::image::RgbImage;
 use crate::image::decode::{DecodeOptions, decode_rgb8};
 use crate::image::normalize::Dtype;
 use crate::image::probe::probe;
-use crate::image::tiling::{TilePlan, TilingRule, plan};
+use crate::image::tiling::{TilePlan, Tiler, TilingRule};
 use crate::problems::{Problem, ProblemLog};
 use crate::shard::{SampleEntry, Shard, ShardSource};
 use crate::sink::npy::write_npy;
@@ -111,6 +111,8 @@ pub fn run_tile<B: Backend<Tiles = HostTiles>>(
     };
     let mut problems = ProblemLog::default();
     let mut written_keys: HashSet<u64> = HashSet::new();
+    // Settings are checked (and InternVL's candidate grids built) once, not per image.
+    let tiler = Tiler::new(cfg.rule)?;
 
     for source in sources {
         let shard = match Shard::open(source) {
@@ -128,7 +130,7 @@ pub fn run_tile<B: Backend<Tiles = HostTiles>>(
             let chunk_bytes: u64 = chunk.iter().flat_map(|s| &s.members).map(|m| m.len).sum();
             let (decoded, mut bad): (Vec<_>, Vec<_>) = chunk
                 .par_iter()
-                .map(|sample| decode_sample(&shard, sample, cfg))
+                .map(|sample| decode_sample(&shard, sample, &tiler, cfg))
                 .partition(|r| r.is_ok());
             problems.extend(bad.drain(..).filter_map(|r| r.err()));
             let mut decoded: Vec<Decoded> = decoded.into_iter().filter_map(|r| r.ok()).collect();
@@ -228,6 +230,7 @@ fn chunks_by_bytes(samples: &[SampleEntry], budget: u64) -> Vec<&[SampleEntry]> 
 fn decode_sample<'s>(
     shard: &Shard,
     sample: &'s SampleEntry,
+    tiler: &Tiler,
     cfg: &TileConfig,
 ) -> Result<Decoded<'s>, Problem> {
     let fail = |kind: &'static str, message: String| sample_problem(shard, sample, kind, message);
@@ -244,7 +247,9 @@ fn decode_sample<'s>(
         .map_err(|e| fail(image_error_kind(&e), e.to_string()))?;
     let header = probe(&data).map_err(|e| fail(image_error_kind(&e), e.to_string()))?;
     let (width, height) = header.oriented_size();
-    let plan = plan(&cfg.rule, width, height).map_err(|e| fail("tiling", e.to_string()))?;
+    let plan = tiler
+        .plan(width, height)
+        .map_err(|e| fail("tiling", e.to_string()))?;
     let mut options = cfg.decode.clone();
     if cfg.dct_scaling {
         let side = plan.thumbnail.unwrap_or(0);
