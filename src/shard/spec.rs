@@ -286,20 +286,18 @@ fn expand_range(s: &str) -> std::result::Result<Option<Vec<String>>, String> {
             _ => None,
         }
     };
-    if let (Some(a), Some(b)) = (letter(left), letter(right)) {
-        let (lo, hi) = (a.min(b), a.max(b));
-        let mut values: Vec<String> = (lo..=hi)
-            .step_by(usize::try_from(step).unwrap_or(usize::MAX))
-            .map(|c| char::from(c).to_string())
-            .collect();
-        if a > b {
-            // Counting down starts from `a`: walk from the high end.
-            values = (lo..=hi)
-                .rev()
-                .step_by(usize::try_from(step).unwrap_or(usize::MAX))
-                .map(|c| char::from(c).to_string())
-                .collect();
-        }
+    // Letters of one case only: between 'Z' and 'a' lie characters no one means.
+    if let (Some(a), Some(b)) = (letter(left), letter(right))
+        && a.is_ascii_uppercase() == b.is_ascii_uppercase()
+    {
+        let step = usize::try_from(step).unwrap_or(usize::MAX);
+        let letters = (a.min(b)..=a.max(b)).map(char::from);
+        // Counting down starts from `a`, the high end.
+        let values: Vec<String> = if a <= b {
+            letters.step_by(step).map(String::from).collect()
+        } else {
+            letters.rev().step_by(step).map(String::from).collect()
+        };
         return Ok(Some(values));
     }
     Ok(None)
@@ -350,6 +348,10 @@ mod tests {
         assert_eq!(braces("plain.tar"), ["plain.tar"]);
         assert_eq!(braces("odd{name}.tar"), ["odd{name}.tar"]);
         assert_eq!(braces("a}b"), ["a}b"]);
+        assert_eq!(braces("{a..C}"), ["{a..C}"]);
+        assert_eq!(braces("{a..e..2}"), ["a", "c", "e"]);
+        assert_eq!(braces("{e..a..2}"), ["e", "c", "a"]);
+        assert_eq!(braces("{1..x}"), ["{1..x}"]);
         assert!(
             expand_braces("pool-{0..3.tar")
                 .unwrap_err()
