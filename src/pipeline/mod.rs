@@ -7,12 +7,11 @@ pub mod tile;
 
 use crate::image::ImageFormat;
 use crate::problems::Problem;
+use crate::shard::folder::IMAGE_EXTS;
 use crate::shard::{MemberEntry, SampleEntry, Shard};
 
-/// Extensions recognized as the image member of a sample (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
-
-/// The sample's image member: the first member whose extension is an image extension.
+/// The sample's image member: the first member whose extension is an image extension
+/// (the same list folder inputs recognize).
 pub fn image_member(sample: &SampleEntry) -> Option<&MemberEntry> {
     sample.members.iter().find(|m| {
         IMAGE_EXTENSIONS
