@@ -13,11 +13,10 @@ use crate::shard::{MemberEntry, SampleEntry, Shard};
 /// The sample's image member: the first member whose extension is an image extension
 /// (the same list folder inputs recognize).
 pub fn image_member(sample: &SampleEntry) -> Option<&MemberEntry> {
-    sample.members.iter().find(|m| {
-        IMAGE_EXTENSIONS
-            .iter()
-            .any(|ext| m.ext.eq_ignore_ascii_case(ext))
-    })
+    sample
+        .members
+        .iter()
+        .find(|m| IMAGE_EXTS.iter().any(|ext| m.ext.eq_ignore_ascii_case(ext)))
 }
 
 /// A problem about one sample of a shard.
