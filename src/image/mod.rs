@@ -6,6 +6,8 @@ pub mod normalize;
 pub mod orientation;
 pub mod probe;
 pub mod resize;
+#[cfg(test)]
+mod test_images;
 pub mod tiling;
 
 /// The container formats vlmprep reads.
@@ -71,6 +73,10 @@ pub struct ImageHeader {
     pub orientation: u8,
     /// Whether the image carries an alpha channel (PNG/WebP).
     pub has_alpha: bool,
+    /// JPEG only: the Adobe APP14 color transform flag when that segment is present
+    /// (0 = none: RGB or CMYK, 1 = YCbCr, 2 = YCCK). Decides how 3- and 4-component JPEGs
+    /// are converted to RGB.
+    pub adobe_transform: Option<u8>,
 }
 
 impl ImageHeader {
