@@ -92,16 +92,25 @@ pub fn resize_region_into(
             height: full_h,
         })
     {
-        options = options.crop(
-            region.x as f64 * scale_x,
-            region.y as f64 * scale_y,
-            region.width as f64 * scale_x,
-            region.height as f64 * scale_y,
-        );
+        let (left, width) = preimage(region.x, region.width, scale_x, src.width);
+        let (top, height) = preimage(region.y, region.height, scale_y, src.height);
+        options = options.crop(left, top, width, height);
     }
     resizer
         .resize(&src_view, &mut dst_view, &options)
         .map_err(|e| Error::Resize(e.to_string()))
+}
+
+/// The source interval `(start, length)` that output pixels `[start, start + len)` come from.
+/// Float rounding may put the end an ulp past the source edge, which fast_image_resize rejects;
+/// the length is nudged down until the interval fits (a change far below a pixel).
+fn preimage(start: u32, len: u32, scale: f64, src_len: u32) -> (f64, f64) {
+    let begin = start as f64 * scale;
+    let mut length = ((start + len) as f64 * scale).min(src_len as f64) - begin;
+    while begin + length > src_len as f64 {
+        length = length.next_down();
+    }
+    (begin, length)
 }
 
 /// Resizes a whole image to `width`×`height`.
@@ -184,6 +193,40 @@ mod tests {
                         max_diff <= 1,
                         "{filter:?} tile ({col},{row}) differs by {max_diff}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn regions_at_the_far_edge_fit_despite_rounding() {
+        // 3000 / 1344 is not exact in binary: the last row's preimage used to end an ulp past
+        // the source edge, which fast_image_resize refuses.
+        let src = gradient(3000, 2000);
+        let mut resizer = Resizer::new();
+        for (full, tile) in [
+            ((1344u32, 896u32), 448u32),
+            ((1792, 1344), 448),
+            ((999, 333), 111),
+        ] {
+            let mut dst = vec![0u8; 3 * (tile * tile) as usize];
+            for y in (0..full.1).step_by(tile as usize) {
+                for x in (0..full.0).step_by(tile as usize) {
+                    let region = Region {
+                        x,
+                        y,
+                        width: tile,
+                        height: tile,
+                    };
+                    resize_region_into(
+                        &mut resizer,
+                        &src,
+                        full,
+                        region,
+                        ResizeFilter::Bicubic,
+                        &mut dst,
+                    )
+                    .unwrap();
                 }
             }
         }

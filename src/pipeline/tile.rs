@@ -150,10 +150,29 @@ pub fn run_tile<B: Backend<Tiles = HostTiles>>(
                 fresh
             });
 
-            let images: Vec<&RgbImage> = decoded.iter().map(|d| &d.image).collect();
-            let plans: Vec<TilePlan> = decoded.iter().map(|d| d.plan).collect();
-            let tiles = backend.tiles_to_host(backend.tile_batch(&images, &plans, &cfg.spec)?)?;
-            drop(images);
+            let tiles = match tile_decoded(backend, &decoded, &cfg.spec) {
+                Ok(tiles) => tiles,
+                Err(_) => {
+                    // One image the backend cannot handle must not cost the batch: find it
+                    // (rare path, one image at a time), record it, and tile the rest.
+                    decoded.retain(|d| {
+                        match tile_decoded(backend, std::slice::from_ref(d), &cfg.spec) {
+                            Ok(_) => true,
+                            Err(err) => {
+                                let kind = image_error_kind(&err);
+                                problems.push(sample_problem(
+                                    &shard,
+                                    d.sample,
+                                    kind,
+                                    err.to_string(),
+                                ));
+                                false
+                            }
+                        }
+                    });
+                    tile_decoded(backend, &decoded, &cfg.spec)?
+                }
+            };
 
             let files: Vec<Result<String>> = decoded
                 .par_iter()
@@ -204,6 +223,17 @@ pub fn run_tile<B: Backend<Tiles = HostTiles>>(
     })?;
     crate::sink::write_atomically(&summary_path, |out| out.write_all(&json))?;
     Ok((summary, problems))
+}
+
+/// Tiles a run of decoded images as one batch and brings it to the host.
+fn tile_decoded<B: Backend<Tiles = HostTiles>>(
+    backend: &B,
+    decoded: &[Decoded],
+    spec: &TileSpec,
+) -> Result<HostTiles> {
+    let images: Vec<&RgbImage> = decoded.iter().map(|d| &d.image).collect();
+    let plans: Vec<TilePlan> = decoded.iter().map(|d| d.plan).collect();
+    backend.tiles_to_host(backend.tile_batch(&images, &plans, spec)?)
 }
 
 /// Splits samples into runs whose (estimated) decoded size stays under `budget` bytes; the
