@@ -367,7 +367,7 @@ fn print_tile_summary(s: &TileSummary, cfg: &TileConfig) {
         s.images_per_second, s.seconds
     );
     println!(
-        "output   {} (KEY.npy, index.jsonl, problems.jsonl)",
+        "output   {} (KEY.npy, index.jsonl, problems.jsonl, summary.json)",
         cfg.out.display()
     );
 }
