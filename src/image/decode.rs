@@ -34,7 +34,7 @@ pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
 pub const DCT_SCALE_MARGIN: f64 = 2.0;
 
 /// How to decode.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeOptions {
     /// Refuse images with more stored pixels than this, from the header alone.
     pub max_pixels: u64,

@@ -61,11 +61,12 @@ pub struct ImageHeader {
     pub width: u32,
     /// Height as stored (before EXIF rotation).
     pub height: u32,
-    /// Number of color components (JPEG: 1, 3 or 4; PNG: 1–4 after palette; WebP: 3 or 4).
+    /// Number of color components (JPEG: 1, 3 or 4; PNG: 1–4 after palette expansion, counting
+    /// the alpha a tRNS chunk adds; WebP: 3 or 4).
     pub components: u8,
     /// Bits per sample (JPEG 8 or 12; PNG 1–16; WebP 8).
     pub bit_depth: u8,
-    /// JPEG progressive (SOF2) or not.
+    /// JPEG progressive (SOF2, or SOF6/10/14) or not.
     pub progressive: bool,
     /// JPEG chroma subsampling; None for other formats.
     pub subsampling: Option<ChromaSubsampling>,
