@@ -1,7 +1,8 @@
 //! The embedded default pool for `vlmprep demo`: synthetic image–caption samples in two
 //! WebDataset shards, made on the spot (no downloads), covering the formats and the bad input
 //! the pipeline must handle — baseline/progressive/grayscale/4:4:4 JPEG, EXIF-rotated JPEG,
-//! PNG with alpha, lossless WebP, a corrupt JPEG and a caption-only sample.
+//! PNG with alpha, lossless WebP, a truncated JPEG, an HTML page saved as .jpg and a
+//! caption-only sample.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,8 @@ enum Kind {
     Png,
     PngAlpha,
     WebpLossless,
-    CorruptJpeg,
+    TruncatedJpeg,
+    HtmlNotAnImage,
 }
 
 /// (width, height, kind) of each demo image, in order; sizes span thumbnails to wallpapers and
@@ -43,13 +45,13 @@ const IMAGES: [(u32, u32, Kind); 24] = [
     (720, 1280, Kind::JpegProgressive),
     (1280, 720, Kind::Jpeg444),
     (256, 256, Kind::Png),
-    (640, 640, Kind::CorruptJpeg),
+    (640, 640, Kind::TruncatedJpeg),
     (1366, 768, Kind::Jpeg420),
     (1000, 3000, Kind::Jpeg420),
     (3000, 2000, Kind::JpegProgressive),
     (480, 640, Kind::JpegRotated),
     (900, 700, Kind::WebpLossless),
-    (64, 48, Kind::Jpeg420),
+    (64, 48, Kind::HtmlNotAnImage),
     (1536, 1024, Kind::Png),
 ];
 
@@ -156,15 +158,14 @@ fn encode(w: u32, h: u32, kind: Kind, seed: u32) -> Result<(&'static str, Vec<u8
             "jpg",
             jpeg(false, SamplingFactor::F_2_2, ColorType::Rgb, Some(6))?,
         ),
-        Kind::CorruptJpeg => {
+        Kind::TruncatedJpeg => {
+            // A download cut short: headers and the first third of the scan, no EOI.
             let mut bytes = jpeg(false, SamplingFactor::F_2_2, ColorType::Rgb, None)?;
-            // Keep the headers, replace the entropy-coded data after them with garbage markers.
-            let cut = bytes.len() / 3;
-            bytes.truncate(cut);
-            bytes.extend(std::iter::repeat_n(0xFFu8, 64));
-            bytes.extend_from_slice(&[0xFF, 0xD9]);
+            bytes.truncate(bytes.len() / 3);
             ("jpg", bytes)
         }
+        // What scrapers often store under .jpg: the server's error page.
+        Kind::HtmlNotAnImage => ("jpg", b"<html><body>404 Not Found</body></html>".to_vec()),
         Kind::Png | Kind::PngAlpha => {
             let alpha = matches!(kind, Kind::PngAlpha);
             let mut out = Vec::new();

@@ -415,8 +415,11 @@ fn cmd_demo(args: DemoArgs) -> Result<()> {
     let (summary, problems) = tile_with_progress(&sources, &cfg)?;
     print_tile_summary(&summary, &cfg);
     print_problems(&problems, 10);
-    println!("\nThe corrupt image and the caption-only samples above are deliberate: they show");
-    println!("that bad input is named, counted and skipped while the rest of the pool goes on.");
+    println!(
+        "\nThe problems above are deliberate: a truncated JPEG, an HTML page saved as .jpg and"
+    );
+    println!("captions without images show that bad input is named, counted and skipped while the");
+    println!("rest of the pool goes on.");
     Ok(())
 }
 
