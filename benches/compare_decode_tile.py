@@ -17,7 +17,6 @@ Needs: Pillow, numpy, opencv-python-headless. Prints one markdown table row per 
 import argparse
 import io
 import json
-import math
 import os
 import pathlib
 import subprocess
@@ -26,39 +25,19 @@ import tempfile
 import time
 
 
-def internvl_grid(w, h, size=448, lo=1, hi=12):
-    ratios = sorted({(i, j) for n in range(lo, hi + 1) for i in range(1, n + 1)
-                     for j in range(1, n + 1) if lo <= i * j <= hi}, key=lambda r: r[0] * r[1])
-    aspect, best, best_diff = w / h, (1, 1), float("inf")
-    for i, j in ratios:
-        diff = abs(aspect - i / j)
-        if diff < best_diff:
-            best, best_diff = (i, j), diff
-        elif diff == best_diff and w * h > 0.5 * size * size * i * j:
-            best = (i, j)
-    return best
-
-
-def qwen_size(w, h, factor=28, min_pixels=56 * 56, max_pixels=28 * 28 * 1280):
-    hb, wb = round(h / factor) * factor, round(w / factor) * factor
-    if hb * wb > max_pixels:
-        beta = math.sqrt(h * w / max_pixels)
-        hb, wb = math.floor(h / beta / factor) * factor, math.floor(w / beta / factor) * factor
-    elif hb * wb < min_pixels:
-        beta = math.sqrt(min_pixels / (h * w))
-        hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
-    return max(wb, factor), max(hb, factor)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests/fixtures/tiling"))
+from make_golden import fixed_plan, internvl_plan, qwen2vl_plan  # noqa: E402 (the reference rules)
 
 
 def plan(mode, w, h):
-    """(resize_w, resize_h, cols, rows, thumbnail_side or 0)."""
+    """(resize_w, resize_h, cols, rows, thumbnail_side or None) with each rule's defaults."""
     if mode == "internvl":
-        c, r = internvl_grid(w, h)
-        return 448 * c, 448 * r, c, r, (448 if c * r > 1 else 0)
-    if mode == "qwen2vl":
-        rw, rh = qwen_size(w, h)
-        return rw, rh, 1, 1, 0
-    return 384, 384, 1, 1, 0
+        p = internvl_plan((448, 1, 12, True), w, h)
+    elif mode == "qwen2vl":
+        p = qwen2vl_plan((28, 56 * 56, 28 * 28 * 1280), w, h)
+    else:
+        p = fixed_plan(384, w, h)
+    return p[0], p[1], p[2], p[3], p[6]
 
 
 def pillow_one(data, mode):
