@@ -280,7 +280,7 @@ fn decode_sample<'s>(
     let plan = tiler
         .plan(width, height)
         .map_err(|e| fail("tiling", e.to_string()))?;
-    let mut options = cfg.decode.clone();
+    let mut options = cfg.decode;
     if cfg.dct_scaling {
         let side = plan.thumbnail.unwrap_or(0);
         options.min_size = Some((plan.resize.0.max(side), plan.resize.1.max(side)));
