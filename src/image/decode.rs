@@ -37,6 +37,11 @@ pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
 /// Reduced-scale JPEG decoding keeps the decoded size at least this many times the size the
 /// consumer needs, in both dimensions (like Pillow's `reducing_gap`), so the later resize still
 /// averages several source pixels per output pixel.
+///
+/// Measured with libjpeg-turbo on 20 wallpaper photos, `--mode fixed` (384x384), mean absolute
+/// difference against Pillow's full decode + BICUBIC resize: 0.099 without DCT scaling; 0.180
+/// (max 8) at margin 2.0, 0.238 (max 20) at 1.5, 0.443 (max 35) at 1.0. Only 2.0 keeps the
+/// added error below the resize's own (benches/dct_scale_error.py).
 pub const DCT_SCALE_MARGIN: f64 = 2.0;
 
 /// How to decode.
