@@ -212,9 +212,10 @@ mod tests {
     }
 
     /// Times zune-jpeg and libjpeg-turbo full decodes on every JPEG in $VLMPREP_BENCH_DIR
-    /// (one thread, best of 5 per image), e.g.
-    /// `VLMPREP_BENCH_DIR=bench-data/photos-web cargo test --release --features turbojpeg
-    /// --lib turbo::tests::time_decoders -- --ignored --nocapture`.
+    /// (one thread, best of 5 per image; $VLMPREP_BENCH_SCALE=2|4|8 for reduced scale, where the
+    /// pure-Rust side is jpeg-decoder), e.g. `VLMPREP_BENCH_DIR=bench-data/photos-web cargo test
+    /// --features turbojpeg --lib turbo::tests::time_decoders -- --ignored --nocapture` (the test
+    /// profile is optimized; both decoders are timed in the same binary).
     #[test]
     #[ignore]
     fn time_decoders() {
