@@ -7,7 +7,7 @@
 //! Decoders: zune-jpeg for JPEG at full size, jpeg-decoder for JPEG at a reduced DCT scale
 //! (1/2, 1/4, 1/8) when the consumer needs far fewer pixels, the png crate, image-webp. With the
 //! `turbojpeg` feature, 1- and 3-component JPEGs (full and reduced scale) go through libjpeg-turbo
-//! ([`turbo`]), the decoder Pillow itself uses; the pure-Rust decoders remain for CMYK/YCCK and
+//! (`decode/turbo.rs`), the decoder Pillow itself uses; the pure-Rust decoders remain for CMYK/YCCK and
 //! as the fallback when libjpeg-turbo refuses a file.
 //!
 //! Where the output deliberately follows or departs from Pillow:
