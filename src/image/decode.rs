@@ -7,8 +7,8 @@
 //! Decoders: zune-jpeg for JPEG at full size, jpeg-decoder for JPEG at a reduced DCT scale
 //! (1/2, 1/4, 1/8) when the consumer needs far fewer pixels, the png crate, image-webp. With the
 //! `turbojpeg` feature, 1- and 3-component JPEGs (full and reduced scale) go through libjpeg-turbo
-//! (`decode/turbo.rs`), the decoder Pillow itself uses; the pure-Rust decoders remain for CMYK/YCCK and
-//! as the fallback when libjpeg-turbo refuses a file.
+//! (`decode/turbo.rs`), the decoder Pillow itself uses; the pure-Rust decoders remain for
+//! CMYK/YCCK and as the fallback when libjpeg-turbo refuses a file.
 //!
 //! Where the output deliberately follows or departs from Pillow:
 //! - CMYK/YCCK JPEG: converted as Pillow does (Adobe inverted CMYK, `R = C·K/255` on the stored
