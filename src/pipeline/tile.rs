@@ -18,7 +18,7 @@ use super::{image_error_kind, image_member, sample_problem};
 use crate::backend::{Backend, HostTiles, TileSpec};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
-use crate::image::decode::{DecodeOptions, decode_rgb8};
+use crate::image::decode::{DecodeOptions, decode_with_header};
 use crate::image::normalize::Dtype;
 use crate::image::probe::probe;
 use crate::image::tiling::{TilePlan, Tiler, TilingRule};
@@ -285,8 +285,10 @@ fn decode_sample<'s>(
         let side = plan.thumbnail.unwrap_or(0);
         options.min_size = Some((plan.resize.0.max(side), plan.resize.1.max(side)));
     }
-    let image =
-        decode_rgb8(&data, &options).map_err(|e| fail(image_error_kind(&e), e.to_string()))?;
+    // The header probed above is reused: one parse of the markers per image.
+    let image = decode_with_header(&data, &header, &options)
+        .map_err(|e| fail(image_error_kind(&e), e.to_string()))?
+        .image;
     Ok(Decoded {
         sample,
         size: (width, height),
