@@ -11,7 +11,7 @@ What each tool does per image (the work a VLM data loader does):
 Files are read into memory before timing for Pillow/OpenCV; vlmprep maps them (page cache warm).
 
 Usage: benches/compare_decode_tile.py DIR [--mode internvl|qwen2vl|fixed] [--threads 1]
-       [--repeat N] [--vlmprep target/release/vlmprep]
+       [--repeat N] [--vlmprep LABEL=BIN ...]
 Needs: Pillow, numpy, opencv-python-headless. Prints one markdown table row per tool.
 """
 import argparse
@@ -96,7 +96,9 @@ def main():
     ap.add_argument("--mode", default="internvl", choices=["internvl", "qwen2vl", "fixed"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--vlmprep", default="target/release/vlmprep")
+    ap.add_argument("--vlmprep", action="append", metavar="LABEL=BIN",
+                    help="a vlmprep binary to time, as LABEL=PATH (repeatable); "
+                         "default: vlmprep=target/release/vlmprep")
     args = ap.parse_args()
     if args.threads != 1:
         sys.exit("Pillow and OpenCV are timed on one core here; use --threads 1 for per-core ratios")
@@ -114,10 +116,12 @@ def main():
     rates = {
         "Pillow": time_python(pillow_one, blobs, args.mode, args.repeat),
         "OpenCV": time_python(opencv_one, blobs, args.mode, args.repeat),
-        "vlmprep": time_vlmprep(args.vlmprep, args.folder, args.mode, 1, args.repeat, []),
-        "vlmprep --dct-scaling": time_vlmprep(args.vlmprep, args.folder, args.mode, 1, args.repeat,
-                                              ["--dct-scaling"]),
     }
+    for entry in args.vlmprep or ["vlmprep=target/release/vlmprep"]:
+        label, _, binary = entry.partition("=")
+        rates[label] = time_vlmprep(binary, args.folder, args.mode, 1, args.repeat, [])
+        rates[label + " --dct-scaling"] = time_vlmprep(binary, args.folder, args.mode, 1,
+                                                       args.repeat, ["--dct-scaling"])
     print(f"{len(blobs)} images, {mp / len(blobs):.2f} MP average, mode {args.mode}, 1 thread each")
     print("| tool | images/s | vs Pillow | vs OpenCV |")
     print("|---|---:|---:|---:|")
