@@ -139,7 +139,8 @@ struct TileArgs {
     #[arg(long, default_value_t = 89_478_485)]
     max_image_pixels: u64,
     /// Decode JPEGs at 1/2, 1/4 or 1/8 scale (DCT scaling) when the tiles need at most half as
-    /// many pixels per side; faster, and within the resize's own error (see BENCHMARKS.md).
+    /// many pixels per side. Faster on large photos; on average within the resize's own error
+    /// against Pillow, but single images can differ more (see BENCHMARKS.md), hence opt-in.
     #[arg(long)]
     dct_scaling: bool,
     /// Also write every tile as KEY.tNN.png, to look at.

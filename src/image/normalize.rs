@@ -142,32 +142,37 @@ pub fn write_chw(rgb: &[u8], table: &NormalizeTable, dtype: Dtype, dst: &mut [u8
     }
     let plane_bytes = pixels * dtype.size();
     for (c, plane) in dst.chunks_exact_mut(plane_bytes).enumerate() {
+        let levels = rgb.chunks_exact(3).map(|px| px[c]);
         let lut = &table.values[c];
-        let levels = rgb.iter().skip(c).step_by(3);
+        // Each level's bytes in the output encoding, computed once per plane (256 conversions)
+        // instead of once per pixel; the per-pixel work is then a fixed-size copy.
         match dtype {
-            Dtype::U8 => {
-                for (out, &v) in plane.iter_mut().zip(levels) {
-                    *out = v;
-                }
-            }
-            Dtype::F32 => {
-                for (out, &v) in plane.chunks_exact_mut(4).zip(levels) {
-                    out.copy_from_slice(&lut[v as usize].to_le_bytes());
-                }
-            }
-            Dtype::F16 => {
-                for (out, &v) in plane.chunks_exact_mut(2).zip(levels) {
-                    out.copy_from_slice(&half::f16::from_f32(lut[v as usize]).to_le_bytes());
-                }
-            }
-            Dtype::Bf16 => {
-                for (out, &v) in plane.chunks_exact_mut(2).zip(levels) {
-                    out.copy_from_slice(&half::bf16::from_f32(lut[v as usize]).to_le_bytes());
-                }
-            }
+            Dtype::U8 => plane.iter_mut().zip(levels).for_each(|(out, v)| *out = v),
+            Dtype::F32 => fill(plane, levels, &lut.map(f32::to_le_bytes)),
+            Dtype::F16 => fill(
+                plane,
+                levels,
+                &lut.map(|v| half::f16::from_f32(v).to_le_bytes()),
+            ),
+            Dtype::Bf16 => fill(
+                plane,
+                levels,
+                &lut.map(|v| half::bf16::from_f32(v).to_le_bytes()),
+            ),
         }
     }
     Ok(())
+}
+
+/// Writes `encoded[level]` for each level into consecutive `N`-byte elements of `plane`.
+fn fill<const N: usize>(
+    plane: &mut [u8],
+    levels: impl Iterator<Item = u8>,
+    encoded: &[[u8; N]; 256],
+) {
+    for (out, v) in plane.chunks_exact_mut(N).zip(levels) {
+        out.copy_from_slice(&encoded[v as usize]);
+    }
 }
 
 #[cfg(test)]
