@@ -5,7 +5,6 @@
 pub mod inspect;
 pub mod tile;
 
-use crate::image::ImageFormat;
 use crate::problems::Problem;
 use crate::shard::folder::IMAGE_EXTS;
 use crate::shard::{MemberEntry, SampleEntry, Shard};
@@ -48,9 +47,4 @@ pub fn image_error_kind(err: &crate::Error) -> &'static str {
         Error::Io { .. } => "io",
         _ => "other",
     }
-}
-
-/// Name of a format for reports.
-pub fn format_name(format: ImageFormat) -> &'static str {
-    format.name()
 }

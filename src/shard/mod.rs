@@ -8,7 +8,7 @@ pub mod folder;
 pub mod spec;
 pub mod tar;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Result;
 use crate::problems::Problem;
@@ -116,10 +116,5 @@ impl Shard {
             Shard::Tar(s) => Ok(MemberData::Borrowed(s.member_bytes(member))),
             Shard::Folder(s) => s.member_data(member),
         }
-    }
-
-    /// A short display name (file name) for messages.
-    pub fn display_name(&self) -> PathBuf {
-        self.path().to_path_buf()
     }
 }
