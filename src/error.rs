@@ -69,6 +69,11 @@ pub enum Error {
     /// Writing an output file failed for a reason other than I/O.
     #[error("{}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
+
+    // ---- plans and packs --------------------------------------------------------------------
+    /// A plan file (`plan.parquet`, `plan.json`) that cannot be read or is not a vlmprep plan.
+    #[error("plan {}: {reason}", path.display())]
+    PlanFile { path: PathBuf, reason: String },
 }
 
 impl Error {

@@ -1,7 +1,9 @@
-//! Output writers: NumPy `.npy` tensors and WebDataset tar shards. Files are written under a
+//! Output writers: NumPy `.npy` tensors, WebDataset tar shards, PNG previews and the parquet
+//! plan table. Files are written under a
 //! temporary name and renamed, so an interrupted run never leaves a half-written file behind.
 
 pub mod npy;
+pub mod parquet;
 pub mod png;
 pub mod tar;
 
