@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 pub const MAX_TILES_LIMIT: u32 = 4096;
 
 /// InternVL `dynamic_preprocess` settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InternVlSettings {
     /// Side of a square tile in pixels (InternVL: 448).
     pub tile_size: u32,
@@ -89,7 +89,7 @@ impl InternVlSettings {
 }
 
 /// Qwen2-VL `smart_resize` settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Qwen2VlSettings {
     /// Both sides become multiples of this (patch 14 × merge 2 = 28).
     pub factor: u32,
@@ -174,7 +174,7 @@ impl Qwen2VlSettings {
 }
 
 /// A tiling rule with its settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TilingRule {
     /// InternVL dynamic tiling.
     InternVl(InternVlSettings),

@@ -327,7 +327,7 @@ fn write_image(cfg: &TileConfig, tiles: &HostTiles, i: usize, key: &str) -> Resu
     Ok(file)
 }
 
-fn write_problems(path: &Path, problems: &ProblemLog) -> Result<()> {
+pub(crate) fn write_problems(path: &Path, problems: &ProblemLog) -> Result<()> {
     crate::sink::write_atomically(path, |out| {
         for p in &problems.problems {
             serde_json::to_writer(&mut *out, p)?;

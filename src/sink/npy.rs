@@ -1,10 +1,10 @@
 //! NumPy `.npy` (format 1.0) writer: a little header naming dtype and shape, then raw C-order
 //! data, so numpy (`np.load`) and torch read the tiles without vlmprep.
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The `.npy` header for `descr` (e.g. `<f4`) and `shape`, padded so the data starts at a
 /// multiple of 64 bytes (the format's alignment rule).
@@ -29,6 +29,112 @@ pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     out.extend(std::iter::repeat_n(b' ', padding));
     out.push(b'\n');
     out
+}
+
+/// The header padded with spaces to exactly `len` bytes (a multiple of 64), or `None` when it
+/// does not fit: lets a streamed file reserve its header and fill in the shape at the end.
+pub fn header_of_len(descr: &str, shape: &[usize], len: usize) -> Option<Vec<u8>> {
+    let mut head = header(descr, shape);
+    if head.len() > len || len % 64 != 0 || len - 10 > usize::from(u16::MAX) {
+        return None;
+    }
+    let newline = head.pop();
+    head.resize(len - 1, b' ');
+    head.extend(newline);
+    let header_len = (len - 10) as u16;
+    head[8..10].copy_from_slice(&header_len.to_le_bytes());
+    Some(head)
+}
+
+/// An `.npy` written as its rows arrive, when their number is known only at the end: a header
+/// of fixed length is reserved and rewritten with the final first dimension by
+/// [`NpyStream::finish`], then the file is renamed into place (no half-written file is left
+/// under the final name).
+pub struct NpyStream {
+    path: PathBuf,
+    partial: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    descr: &'static str,
+    row_shape: Vec<usize>,
+    row_bytes: usize,
+    rows: usize,
+}
+
+/// Bytes reserved for a streamed header: room for any first dimension.
+const STREAM_HEADER_LEN: usize = 128;
+
+impl NpyStream {
+    /// Starts `path` for rows of `row_shape` elements of `descr` (`elem_size` bytes each).
+    pub fn create(
+        path: &Path,
+        descr: &'static str,
+        row_shape: &[usize],
+        elem_size: usize,
+    ) -> Result<Self> {
+        let mut partial = PathBuf::from(path);
+        partial.as_mut_os_string().push(".partial");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let file = std::fs::File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&[b' '; STREAM_HEADER_LEN])
+            .map_err(|e| Error::io(&partial, e))?;
+        Ok(NpyStream {
+            path: path.to_path_buf(),
+            partial,
+            out,
+            descr,
+            row_shape: row_shape.to_vec(),
+            row_bytes: row_shape.iter().product::<usize>() * elem_size,
+            rows: 0,
+        })
+    }
+
+    /// Appends whole rows; `data.len()` must be a multiple of the row size.
+    pub fn append(&mut self, data: &[u8]) -> Result<()> {
+        if self.row_bytes == 0 || data.len() % self.row_bytes != 0 {
+            return Err(Error::Output {
+                path: self.path.clone(),
+                reason: format!(
+                    "{} bytes is not a whole number of {}-byte rows",
+                    data.len(),
+                    self.row_bytes
+                ),
+            });
+        }
+        self.out
+            .write_all(data)
+            .map_err(|e| Error::io(&self.partial, e))?;
+        self.rows += data.len() / self.row_bytes;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes the final header and renames the file into place.
+    pub fn finish(self) -> Result<()> {
+        let mut shape = vec![self.rows];
+        shape.extend(&self.row_shape);
+        let head =
+            header_of_len(self.descr, &shape, STREAM_HEADER_LEN).ok_or_else(|| Error::Output {
+                path: self.path.clone(),
+                reason: format!("npy header for shape {shape:?} exceeds {STREAM_HEADER_LEN} bytes"),
+            })?;
+        let mut file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.partial, e.into_error()))?;
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&head))
+            .and_then(|()| file.flush())
+            .map_err(|e| Error::io(&self.partial, e))?;
+        drop(file);
+        std::fs::rename(&self.partial, &self.path).map_err(|e| Error::io(&self.path, e))
+    }
 }
 
 /// Writes one array to `path` (atomically).
@@ -64,6 +170,31 @@ mod tests {
                 .unwrap()
                 .contains("'shape': (5,)")
         );
+    }
+
+    #[test]
+    fn streamed_npy_gets_its_final_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.npy");
+        let mut stream = NpyStream::create(&path, "<i4", &[2], 4).unwrap();
+        stream.append(&[1, 0, 0, 0, 2, 0, 0, 0]).unwrap();
+        stream
+            .append(&[3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0])
+            .unwrap();
+        assert!(stream.append(&[1, 2, 3]).is_err());
+        assert_eq!(stream.rows(), 3);
+        stream.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let expected_head = header_of_len("<i4", &[3, 2], 128).unwrap();
+        assert_eq!(&bytes[..128], &expected_head[..]);
+        assert!(
+            std::str::from_utf8(&bytes[10..128])
+                .unwrap()
+                .contains("'shape': (3, 2)")
+        );
+        assert_eq!(bytes.len(), 128 + 24);
+        assert_eq!(bytes[128 + 20], 6);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
