@@ -69,6 +69,11 @@ pub enum Error {
     /// Writing an output file failed for a reason other than I/O.
     #[error("{}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
+
+    // ---- packing ----------------------------------------------------------------------------
+    /// Packing settings that no packer can honor (a zero limit, a zero buffer, too many samples).
+    #[error("invalid packing settings: {0}")]
+    PackSettings(String),
 }
 
 impl Error {
