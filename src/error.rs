@@ -70,7 +70,10 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
 
-    // ---- plans and packs --------------------------------------------------------------------
+    // ---- packing ----------------------------------------------------------------------------
+    /// Packing settings that no packer can honor (a zero limit, a zero buffer, too many samples).
+    #[error("invalid packing settings: {0}")]
+    PackSettings(String),
     /// A plan file (`plan.parquet`, `plan.json`) that cannot be read or is not a vlmprep plan.
     #[error("plan {}: {reason}", path.display())]
     PlanFile { path: PathBuf, reason: String },

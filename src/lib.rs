@@ -3,12 +3,14 @@
 //! dedup decisions and packed sequences) out.
 //!
 //! Layout: [`shard`] reads pools without copying, [`image`] probes, decodes and tiles,
-//! [`backend`] runs batch work on a device (CPU is the reference), [`pipeline`] wires stages.
+//! [`backend`] runs batch work on a device (CPU is the reference), [`pack`] plans padding-free
+//! packed sequences from per-sample costs, [`pipeline`] wires stages.
 
 pub mod backend;
 pub mod demo;
 pub mod error;
 pub mod image;
+pub mod pack;
 pub mod pipeline;
 pub mod problems;
 pub mod shard;
