@@ -9,6 +9,8 @@ pub mod backend;
 pub mod demo;
 pub mod error;
 pub mod image;
+pub mod model;
+pub mod pack;
 pub mod pipeline;
 pub mod problems;
 pub mod shard;
