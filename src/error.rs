@@ -51,6 +51,21 @@ pub enum Error {
     #[error("{width}x{height} = {} pixels exceeds the limit of {limit} (--max-pixels)", *width as u64 * *height as u64)]
     TooManyPixels { width: u32, height: u32, limit: u64 },
 
+    // ---- text and token layout --------------------------------------------------------------
+    /// A `tokenizer.json` that cannot be read or is not a valid Hugging Face tokenizer.
+    #[error("tokenizer {}: {reason}", path.display())]
+    Tokenizer { path: PathBuf, reason: String },
+    /// The tokenizer failed on a text (rare: Hugging Face models refuse very few inputs).
+    #[error("tokenizer {tokenizer}: cannot encode text: {reason}")]
+    Encode { tokenizer: String, reason: String },
+    /// A special token the sequence layout needs (e.g. `<img>`) is not in the tokenizer's vocab.
+    #[error("tokenizer {tokenizer}: no token `{token}` in its vocabulary")]
+    MissingToken { tokenizer: String, token: String },
+    /// A sample's `.txt` / `.json` text cannot be used: bad UTF-8 or JSON, wrong types, unknown
+    /// roles, labels of the wrong length, more image tags than images.
+    #[error("sample text: {reason}")]
+    SampleText { reason: String },
+
     // ---- tiling, resize, output -------------------------------------------------------------
     /// Settings that no tiling rule can honor (e.g. min tiles > max tiles).
     #[error("invalid tiling settings: {0}")]

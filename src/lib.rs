@@ -10,6 +10,7 @@ pub mod backend;
 pub mod demo;
 pub mod error;
 pub mod image;
+pub mod model;
 pub mod pack;
 pub mod pipeline;
 pub mod problems;

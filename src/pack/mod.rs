@@ -10,6 +10,9 @@
 //!   that starts before the whole pool is read.
 //! - [`Algo::Ordered`]: next-fit in stream order, for data whose order matters.
 //!
+//! What a sample's token sequence is: [`sample_text`] (its .txt/.json) and [`sequence`] (tokens,
+//! labels, image placeholder spans).
+//!
 //! Samples over a limit follow an [`OversizePolicy`]. [`balance`] groups packs into data-parallel
 //! steps of similar compute.
 //!
@@ -21,6 +24,8 @@ mod bfd;
 mod online;
 mod ordered;
 pub mod rng;
+pub mod sample_text;
+pub mod sequence;
 
 pub use balance::{
     CostModel, Spread, balance_steps, balance_steps_windowed, emitted_steps, pack_costs,

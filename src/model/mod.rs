@@ -1,0 +1,3 @@
+//! Models and the text side of them: tokenizers (SigLIP towers will live here too).
+
+pub mod tokenizer;
