@@ -16,6 +16,9 @@ use vlmprep::pipeline::tile::{TileConfig, TileSummary, run_tile};
 use vlmprep::problems::ProblemLog;
 use vlmprep::shard::{ShardSource, expand_inputs};
 
+mod cli;
+use cli::packing::{PackArgs, PlanArgs, cmd_pack, cmd_plan};
+
 /// vlmprep: preprocessing for vision-language-model training data.
 ///
 /// Reads pools of image–text samples (WebDataset tar shards or folders of images) without
@@ -40,7 +43,13 @@ enum Command {
     /// Decode every image, cut it into tiles by a VLM's rule and write one KEY.npy per image
     /// (u8: [T, S, S, 3]; float: [T, 3, S, S] normalized), plus index.jsonl and problems.jsonl.
     Tile(TileArgs),
-    /// Build a small synthetic pool (no downloads) and run inspect and tile on it.
+    /// Cost every sample from its image headers and text (no pixel decoded) and pack them into
+    /// sequences of at most L tokens and T tiles: writes plan.parquet and plan.json.
+    Plan(PlanArgs),
+    /// Write the packed sequences of a plan as .npy fields (input_ids, labels, position_ids,
+    /// cu_seqlens, image spans), with the tiles too when --materialize.
+    Pack(PackArgs),
+    /// Build a small synthetic pool (no downloads) and run inspect, tile, plan and pack on it.
     Demo(DemoArgs),
 }
 
@@ -68,7 +77,7 @@ struct InspectArgs {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum Mode {
+pub enum Mode {
     /// InternVL dynamic tiling: a grid of S×S tiles chosen by aspect ratio, plus a thumbnail.
     Internvl,
     /// Qwen2-VL smart resize: one image, sides multiples of --factor, area within
@@ -79,11 +88,113 @@ enum Mode {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum FilterArg {
+pub enum FilterArg {
     /// Pillow BICUBIC (antialiased on downscale): what SigLIP, InternVL and Qwen2-VL use.
     Bicubic,
     /// Pillow BILINEAR (antialiased on downscale).
     Bilinear,
+}
+
+/// How images are planned into tiles: shared by `tile`, `plan` and (through the plan) `pack`.
+#[derive(Args, Debug, Clone)]
+pub struct TilingArgs {
+    /// Tiling rule.
+    #[arg(long, value_enum, default_value_t = Mode::Internvl)]
+    pub mode: Mode,
+    /// Tile side in pixels (internvl default 448, fixed default 384; unused by qwen2vl).
+    #[arg(long, value_name = "S")]
+    pub tile_size: Option<u32>,
+    /// internvl: fewest tiles in the grid.
+    #[arg(long, default_value_t = 1)]
+    pub min_tiles: u32,
+    /// internvl: most tiles in the grid.
+    #[arg(long, default_value_t = 12)]
+    pub max_tiles: u32,
+    /// internvl: append an S×S thumbnail of the whole image when the grid has >1 tile.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub thumbnail: bool,
+    /// qwen2vl: sides become multiples of this (patch 14 × merge 2).
+    #[arg(long, default_value_t = 28)]
+    pub factor: u32,
+    /// qwen2vl: smallest resized area in pixels.
+    #[arg(long, default_value_t = 56 * 56)]
+    pub min_pixels: u64,
+    /// qwen2vl: largest resized area in pixels.
+    #[arg(long, default_value_t = 28 * 28 * 1280)]
+    pub max_pixels: u64,
+    /// Refuse images with more pixels than this, from the header alone, before allocating
+    /// (Pillow's MAX_IMAGE_PIXELS; named so as not to clash with qwen2vl's --max-pixels).
+    #[arg(long, default_value_t = 89_478_485)]
+    pub max_image_pixels: u64,
+}
+
+impl TilingArgs {
+    /// The tiling rule these flags select.
+    pub fn rule(&self) -> TilingRule {
+        match self.mode {
+            Mode::Internvl => TilingRule::InternVl(InternVlSettings {
+                tile_size: self.tile_size.unwrap_or(448),
+                min_tiles: self.min_tiles,
+                max_tiles: self.max_tiles,
+                thumbnail: self.thumbnail,
+            }),
+            Mode::Qwen2vl => TilingRule::Qwen2Vl(Qwen2VlSettings {
+                factor: self.factor,
+                min_pixels: self.min_pixels,
+                max_pixels: self.max_pixels,
+            }),
+            Mode::Fixed => TilingRule::Fixed {
+                size: self.tile_size.unwrap_or(384),
+            },
+        }
+    }
+}
+
+/// What the tiles are made of: shared by `tile` and `pack --materialize`.
+#[derive(Args, Debug, Clone)]
+pub struct PixelArgs {
+    /// Output element type: u8 (HWC, as resized) or f32/f16/bf16 (CHW, normalized; bf16 is
+    /// stored as its uint16 bit pattern: torch.from_numpy(a).view(torch.bfloat16)).
+    #[arg(long, default_value = "u8", value_parser = parse_dtype)]
+    pub dtype: Dtype,
+    /// Normalization preset for float outputs: siglip (0.5/0.5), imagenet (InternVL), clip
+    /// (Qwen2-VL). Default: the mode's own (internvl → imagenet, qwen2vl → clip, fixed → siglip).
+    #[arg(long, value_name = "PRESET")]
+    pub norm: Option<String>,
+    /// Per-channel mean, e.g. `0.5,0.5,0.5` (overrides --norm; needs --std).
+    #[arg(long, value_name = "R,G,B", value_parser = parse_triple, requires = "std")]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel std, e.g. `0.5,0.5,0.5` (overrides --norm; needs --mean).
+    #[arg(long, value_name = "R,G,B", value_parser = parse_triple, requires = "mean")]
+    pub std: Option<[f32; 3]>,
+    /// Resampling filter.
+    #[arg(long, value_enum, default_value_t = FilterArg::Bicubic)]
+    pub filter: FilterArg,
+}
+
+impl PixelArgs {
+    /// Filter, dtype and normalization for tiles made under `rule`.
+    pub fn spec(&self, rule: &TilingRule) -> Result<TileSpec> {
+        let norm = match (self.mean, self.std, &self.norm) {
+            (Some(mean), Some(std), _) => Normalization { mean, std },
+            (_, _, Some(name)) => Normalization::preset(name)
+                .with_context(|| format!("unknown --norm `{name}` (siglip, imagenet, clip)"))?,
+            _ => match rule {
+                TilingRule::InternVl(_) => Normalization::IMAGENET,
+                TilingRule::Qwen2Vl(_) => Normalization::CLIP,
+                TilingRule::Fixed { .. } => Normalization::SIGLIP,
+            },
+        };
+        let filter = match self.filter {
+            FilterArg::Bicubic => ResizeFilter::Bicubic,
+            FilterArg::Bilinear => ResizeFilter::Bilinear,
+        };
+        Ok(TileSpec {
+            filter,
+            dtype: self.dtype,
+            norm,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -93,51 +204,10 @@ struct TileArgs {
     /// Output folder for KEY.npy files, index.jsonl and problems.jsonl.
     #[arg(long, short = 'o', value_name = "DIR")]
     out: PathBuf,
-    /// Tiling rule.
-    #[arg(long, value_enum, default_value_t = Mode::Internvl)]
-    mode: Mode,
-    /// Tile side in pixels (internvl default 448, fixed default 384; unused by qwen2vl).
-    #[arg(long, value_name = "S")]
-    tile_size: Option<u32>,
-    /// internvl: fewest tiles in the grid.
-    #[arg(long, default_value_t = 1)]
-    min_tiles: u32,
-    /// internvl: most tiles in the grid.
-    #[arg(long, default_value_t = 12)]
-    max_tiles: u32,
-    /// internvl: append an S×S thumbnail of the whole image when the grid has >1 tile.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    thumbnail: bool,
-    /// qwen2vl: sides become multiples of this (patch 14 × merge 2).
-    #[arg(long, default_value_t = 28)]
-    factor: u32,
-    /// qwen2vl: smallest resized area in pixels.
-    #[arg(long, default_value_t = 56 * 56)]
-    min_pixels: u64,
-    /// qwen2vl: largest resized area in pixels.
-    #[arg(long, default_value_t = 28 * 28 * 1280)]
-    max_pixels: u64,
-    /// Output element type: u8 (HWC, as resized) or f32/f16/bf16 (CHW, normalized; bf16 is
-    /// stored as its uint16 bit pattern: torch.from_numpy(a).view(torch.bfloat16)).
-    #[arg(long, default_value = "u8", value_parser = parse_dtype)]
-    dtype: Dtype,
-    /// Normalization preset for float outputs: siglip (0.5/0.5), imagenet (InternVL), clip
-    /// (Qwen2-VL). Default: the mode's own (internvl → imagenet, qwen2vl → clip, fixed → siglip).
-    #[arg(long, value_name = "PRESET")]
-    norm: Option<String>,
-    /// Per-channel mean, e.g. `0.5,0.5,0.5` (overrides --norm; needs --std).
-    #[arg(long, value_name = "R,G,B", value_parser = parse_triple, requires = "std")]
-    mean: Option<[f32; 3]>,
-    /// Per-channel std, e.g. `0.5,0.5,0.5` (overrides --norm; needs --mean).
-    #[arg(long, value_name = "R,G,B", value_parser = parse_triple, requires = "mean")]
-    std: Option<[f32; 3]>,
-    /// Resampling filter.
-    #[arg(long, value_enum, default_value_t = FilterArg::Bicubic)]
-    filter: FilterArg,
-    /// Refuse images with more pixels than this, from the header alone, before allocating
-    /// (Pillow's MAX_IMAGE_PIXELS; named so as not to clash with qwen2vl's --max-pixels).
-    #[arg(long, default_value_t = 89_478_485)]
-    max_image_pixels: u64,
+    #[command(flatten)]
+    tiling: TilingArgs,
+    #[command(flatten)]
+    pixels: PixelArgs,
     /// Decode JPEGs at 1/2, 1/4 or 1/8 scale (DCT scaling) when the tiles need at most half as
     /// many pixels per side. Faster on large photos; on average within the resize's own error
     /// against Pillow, but single images can differ more (see BENCHMARKS.md), hence opt-in.
@@ -188,6 +258,8 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Inspect(args) => cmd_inspect(args),
         Command::Tile(args) => cmd_tile(args),
+        Command::Plan(args) => cmd_plan(args),
+        Command::Pack(args) => cmd_pack(args),
         Command::Demo(args) => cmd_demo(args),
     }
 }
@@ -282,45 +354,13 @@ fn print_problems(problems: &ProblemLog, show: usize) {
 }
 
 fn tile_config(args: &TileArgs) -> Result<TileConfig> {
-    let rule = match args.mode {
-        Mode::Internvl => TilingRule::InternVl(InternVlSettings {
-            tile_size: args.tile_size.unwrap_or(448),
-            min_tiles: args.min_tiles,
-            max_tiles: args.max_tiles,
-            thumbnail: args.thumbnail,
-        }),
-        Mode::Qwen2vl => TilingRule::Qwen2Vl(Qwen2VlSettings {
-            factor: args.factor,
-            min_pixels: args.min_pixels,
-            max_pixels: args.max_pixels,
-        }),
-        Mode::Fixed => TilingRule::Fixed {
-            size: args.tile_size.unwrap_or(384),
-        },
-    };
-    let norm = match (args.mean, args.std, &args.norm) {
-        (Some(mean), Some(std), _) => Normalization { mean, std },
-        (_, _, Some(name)) => Normalization::preset(name)
-            .with_context(|| format!("unknown --norm `{name}` (siglip, imagenet, clip)"))?,
-        _ => match args.mode {
-            Mode::Internvl => Normalization::IMAGENET,
-            Mode::Qwen2vl => Normalization::CLIP,
-            Mode::Fixed => Normalization::SIGLIP,
-        },
-    };
-    let filter = match args.filter {
-        FilterArg::Bicubic => ResizeFilter::Bicubic,
-        FilterArg::Bilinear => ResizeFilter::Bilinear,
-    };
+    let rule = args.tiling.rule();
+    let spec = args.pixels.spec(&rule)?;
     Ok(TileConfig {
         rule,
-        spec: TileSpec {
-            filter,
-            dtype: args.dtype,
-            norm,
-        },
+        spec,
         decode: DecodeOptions {
-            max_pixels: args.max_image_pixels,
+            max_pixels: args.tiling.max_image_pixels,
             ..DecodeOptions::default()
         },
         dct_scaling: args.dct_scaling,

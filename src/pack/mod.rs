@@ -24,6 +24,7 @@ mod bfd;
 mod online;
 mod ordered;
 pub mod rng;
+pub mod sample_cost;
 pub mod sample_text;
 pub mod sequence;
 

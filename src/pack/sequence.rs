@@ -32,7 +32,7 @@ use crate::pack::sample_text::{Role, SampleText};
 pub const IGNORE_LABEL: i64 = -100;
 
 /// The token ids that make an image's placeholder span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageTokenIds {
     /// Opens the span (InternVL: `<img>`).
     pub start: u32,
@@ -64,7 +64,7 @@ impl ImageTokenIds {
 }
 
 /// How text and conversations are written out before tokenization.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TextFormat {
     /// Marks where an image goes in the text (default `<image>`, as in LLaVA / InternVL data).
     pub image_tag: String,

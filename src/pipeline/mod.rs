@@ -3,6 +3,8 @@
 //! pool, with rayon across samples.
 
 pub mod inspect;
+pub mod pack;
+pub mod plan;
 pub mod tile;
 
 use crate::problems::Problem;
