@@ -456,12 +456,88 @@ fn cmd_demo(args: DemoArgs) -> Result<()> {
     let (summary, problems) = tile_with_progress(&sources, &cfg)?;
     print_tile_summary(&summary, &cfg);
     print_problems(&problems, 10);
+    let plan_dir = dir.join("plan");
+    println!(
+        "\n== vlmprep plan --input {spec} --mode internvl --tokens-per-pack 8192 --tiles-per-pack 24 \\\n   --balance-world 2 --out {}  (embedded demo tokenizer)",
+        plan_dir.display()
+    );
+    let plan_args = PlanArgs::parse_demo(&spec, &plan_dir);
+    let tokenizer = vlmprep::model::tokenizer::TextTokenizer::demo();
+    let source = vlmprep::pipeline::plan::TokenizerSource::Demo;
+    let settings = cli::packing::plan_settings(&plan_args, &source, &tokenizer)?;
+    let (summary, problems) =
+        cli::packing::plan_with_progress(&sources, &settings, &tokenizer, &plan_dir)?;
+    cli::packing::print_plan_summary(&summary, &settings, &plan_dir);
+    print_problems(&problems, 10);
+
+    let packs_dir = dir.join("packs");
+    println!(
+        "\n== vlmprep pack --plan {} --materialize --dtype bf16 --out {}",
+        plan_dir.display(),
+        packs_dir.display()
+    );
+    let pack_args = PackArgs::parse_demo(&plan_dir, &packs_dir);
+    let (summary, problems) = cli::packing::pack_with_progress(&pack_args)?;
+    cli::packing::print_pack_summary(&summary, &packs_dir);
+    print_problems(&problems, 10);
     println!(
         "\nThe problems above are deliberate: a truncated JPEG, an HTML page saved as .jpg and"
     );
     println!("captions without images show that bad input is named, counted and skipped while the");
-    println!("rest of the pool goes on.");
+    println!(
+        "rest of the pool goes on. The truncated JPEG has a good header, so `plan` (headers only)"
+    );
+    println!(
+        "packs it and `pack --materialize` leaves it out of its pack when it fails to decode."
+    );
     Ok(())
+}
+
+impl PlanArgs {
+    /// The demo's plan settings: `vlmprep plan` defaults with a tile limit and balancing.
+    fn parse_demo(spec: &str, out: &std::path::Path) -> PlanArgs {
+        let out = out.display().to_string();
+        let cli = Cli::parse_from([
+            "vlmprep",
+            "plan",
+            "--input",
+            spec,
+            "--out",
+            &out,
+            "--tokens-per-pack",
+            "8192",
+            "--tiles-per-pack",
+            "24",
+            "--balance-world",
+            "2",
+        ]);
+        match cli.command {
+            Command::Plan(args) => args,
+            _ => unreachable!("the argument list names the plan command"),
+        }
+    }
+}
+
+impl PackArgs {
+    /// The demo's pack settings: materialized bf16 tiles.
+    fn parse_demo(plan: &std::path::Path, out: &std::path::Path) -> PackArgs {
+        let (plan, out) = (plan.display().to_string(), out.display().to_string());
+        let cli = Cli::parse_from([
+            "vlmprep",
+            "pack",
+            "--plan",
+            &plan,
+            "--out",
+            &out,
+            "--materialize",
+            "--dtype",
+            "bf16",
+        ]);
+        match cli.command {
+            Command::Pack(args) => args,
+            _ => unreachable!("the argument list names the pack command"),
+        }
+    }
 }
 
 impl TileArgs {
