@@ -12,9 +12,10 @@ use std::collections::BTreeSet;
 
 use super::{Cost, Entry, Limits, Pack};
 
-/// Capacities above 2^20 share leaves (buckets); the bucket holding the query is then checked
-/// bin by bin, so answers stay exact, only "tightest" becomes approximate inside a bucket.
-const MAX_LEAF_BITS: u32 = 20;
+/// Capacities above 2^16 share leaves (buckets); the bucket holding the query is then checked
+/// bin by bin, so answers stay exact, only "tightest" becomes approximate inside a bucket. The
+/// tree is allocated per plan, so this also bounds its cost for huge limits (65536 leaves).
+const MAX_LEAF_BITS: u32 = 16;
 
 /// Segment tree over remaining primary capacity; see the module docs.
 struct CapacityTree {
