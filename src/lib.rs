@@ -3,8 +3,8 @@
 //! dedup decisions and packed sequences) out.
 //!
 //! Layout: [`shard`] reads pools without copying, [`image`] probes, decodes and tiles,
-//! [`backend`] runs batch work on a device (CPU is the reference), [`pack`] plans padding-free
-//! packed sequences from per-sample costs, [`pipeline`] wires stages.
+//! [`backend`] runs batch work on a device (CPU is the reference), [`model`] holds tokenizers,
+//! [`pack`] lays out each sample's tokens and packs them, [`pipeline`] wires stages.
 
 pub mod backend;
 pub mod demo;

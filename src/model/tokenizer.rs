@@ -41,7 +41,8 @@ impl TextTokenizer {
         Self::from_json_bytes(&bytes).map_err(err)
     }
 
-    /// The embedded tiny demo tokenizer (vocabulary of 400; see [`DEMO_TOKENIZER_JSON`]).
+    /// The embedded tiny demo tokenizer: byte-level BPE, vocabulary of 400, made by
+    /// `tests/fixtures/text/make_tokenizer.py`; `<img>` = 1, `<IMG_CONTEXT>` = 2, `</img>` = 3.
     pub fn demo() -> Self {
         match Self::from_json_bytes(DEMO_TOKENIZER_JSON.as_bytes()) {
             Ok(t) => t,
