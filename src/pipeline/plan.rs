@@ -358,21 +358,23 @@ fn cost_shard(
                 offset: sample.offset,
                 ..PlanRow::default()
             };
-            match coster.cost(&shard, sample) {
-                Ok(costing) => {
-                    row.image_offsets = costing.images.iter().map(|i| i.offset).collect();
-                    row.images = costing.images.len() as u32;
-                    row.width = costing.images.first().map(|i| i.width);
-                    row.height = costing.images.first().map(|i| i.height);
-                    row.tiles = costing.tiles();
-                    row.image_tokens = costing.image_tokens();
-                    row.tokens = costing.cost().tokens;
-                    row.text_tokens = row.tokens - row.image_tokens;
-                    let cost = costing.cost();
+            match coster.count(&shard, sample) {
+                Ok(count) => {
+                    row.image_offsets = count.images.iter().map(|i| i.offset).collect();
+                    row.images = count.images.len() as u32;
+                    row.width = count.images.first().map(|i| i.width);
+                    row.height = count.images.first().map(|i| i.height);
+                    row.tiles = count.tiles;
+                    row.image_tokens = count.image_tokens;
+                    row.tokens = count.tokens;
+                    row.text_tokens = count.tokens - count.image_tokens;
+                    let cost = count.cost();
                     let over = cost.tokens > limits.tokens || cost.tiles > limits.tiles;
+                    // Only an oversize sample to truncate needs its real layout, to cut it.
                     let truncated = (over && oversize == OversizeSetting::Truncate)
-                        .then(|| costing.truncated(limits).map(|t| t.cost()))
-                        .flatten();
+                        .then(|| coster.cost(&shard, sample).ok())
+                        .flatten()
+                        .and_then(|full| full.truncated(limits).map(|t| t.cost()));
                     let costed = Costed {
                         row,
                         cost: Some(cost),
