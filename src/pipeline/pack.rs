@@ -318,14 +318,19 @@ fn write_pack_shard<B: Backend<Tiles = HostTiles>>(
     write_token_arrays(cfg, dir, &members, summary)?;
     if let Some(stream) = pixels {
         stream.finish()?;
-        write_npy(
-            &dir.join("tile_offsets.npy"),
-            "<i8",
-            &[tile_offsets.len()],
-            &le_bytes_i64(&tile_offsets),
-        )?;
+        write_i64(&dir.join("tile_offsets.npy"), &tile_offsets)?;
     }
     Ok(())
+}
+
+/// Writes a 1-d int64 array.
+fn write_i64(path: &Path, values: &[i64]) -> Result<()> {
+    write_npy(path, "<i8", &[values.len()], &le_bytes_i64(values))
+}
+
+/// Writes a 1-d int32 array.
+fn write_i32(path: &Path, values: &[i32]) -> Result<()> {
+    write_npy(path, "<i4", &[values.len()], &le_bytes_i32(values))
 }
 
 fn le_bytes_i64(values: &[i64]) -> Vec<u8> {
@@ -520,30 +525,10 @@ fn write_token_arrays(
     };
     write_npy(&dir.join("input_ids.npy"), descr, &[n], &ids)?;
     write_npy(&dir.join("labels.npy"), descr, &[n], &labs)?;
-    write_npy(
-        &dir.join("position_ids.npy"),
-        "<i4",
-        &[n],
-        &le_bytes_i32(&position_ids),
-    )?;
-    write_npy(
-        &dir.join("pack_offsets.npy"),
-        "<i8",
-        &[pack_offsets.len()],
-        &le_bytes_i64(&pack_offsets),
-    )?;
-    write_npy(
-        &dir.join("cu_seqlens.npy"),
-        "<i4",
-        &[cu_seqlens.len()],
-        &le_bytes_i32(&cu_seqlens),
-    )?;
-    write_npy(
-        &dir.join("cu_offsets.npy"),
-        "<i8",
-        &[cu_offsets.len()],
-        &le_bytes_i64(&cu_offsets),
-    )?;
+    write_i32(&dir.join("position_ids.npy"), &position_ids)?;
+    write_i64(&dir.join("pack_offsets.npy"), &pack_offsets)?;
+    write_i32(&dir.join("cu_seqlens.npy"), &cu_seqlens)?;
+    write_i64(&dir.join("cu_offsets.npy"), &cu_offsets)?;
     write_npy(
         &dir.join("image_spans.npy"),
         "<i8",

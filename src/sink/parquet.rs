@@ -264,6 +264,15 @@ fn plan_error(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+/// A nullable column's value: null → `None`, a value of the right type → `Some`, else `Err`.
+fn optional<T>(field: &Field, value: Option<T>) -> std::result::Result<Option<T>, ()> {
+    match (field, value) {
+        (Field::Null, _) => Ok(None),
+        (_, Some(v)) => Ok(Some(v)),
+        (_, None) => Err(()),
+    }
+}
+
 fn as_u64(field: &Field) -> Option<u64> {
     match field {
         Field::Long(v) => u64::try_from(*v).ok(),
@@ -289,7 +298,6 @@ pub fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
         let mut seen = 0u32;
         for (name, field) in row.get_column_iter() {
             let bad = || plan_error(path, format!("row {index}: column `{name}` has {field:?}"));
-            let null = matches!(field, Field::Null);
             match name.as_str() {
                 "sample" => out.sample = as_u64(field).ok_or_else(bad)?,
                 "key" | "shard" | "placement" => {
@@ -324,34 +332,10 @@ pub fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
                 "image_tokens" => out.image_tokens = as_u32(field).ok_or_else(bad)?,
                 "text_tokens" => out.text_tokens = as_u32(field).ok_or_else(bad)?,
                 "tokens" => out.tokens = as_u32(field).ok_or_else(bad)?,
-                "width" => {
-                    out.width = if null {
-                        None
-                    } else {
-                        Some(as_u32(field).ok_or_else(bad)?)
-                    }
-                }
-                "height" => {
-                    out.height = if null {
-                        None
-                    } else {
-                        Some(as_u32(field).ok_or_else(bad)?)
-                    }
-                }
-                "pack_id" => {
-                    out.pack_id = if null {
-                        None
-                    } else {
-                        Some(as_u64(field).ok_or_else(bad)?)
-                    }
-                }
-                "slot" => {
-                    out.slot = if null {
-                        None
-                    } else {
-                        Some(as_u32(field).ok_or_else(bad)?)
-                    }
-                }
+                "width" => out.width = optional(field, as_u32(field)).map_err(|()| bad())?,
+                "height" => out.height = optional(field, as_u32(field)).map_err(|()| bad())?,
+                "pack_id" => out.pack_id = optional(field, as_u64(field)).map_err(|()| bad())?,
+                "slot" => out.slot = optional(field, as_u32(field)).map_err(|()| bad())?,
                 _ => continue,
             }
             seen += 1;
