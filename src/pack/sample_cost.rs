@@ -105,7 +105,7 @@ impl SampleCosting {
         }
         let mut layout = self.layout.clone();
         layout.truncate(limits.tokens as usize, Some(images));
-        if layout.len() == 0 {
+        if layout.is_empty() {
             return None;
         }
         // Images whose span was cut away no longer count; spans keep sample image indices.
@@ -222,7 +222,7 @@ impl SampleCoster<'_> {
                 kind: "text",
                 message: e.to_string(),
             })?;
-        if layout.len() == 0 {
+        if layout.is_empty() {
             return Err(CostFailure {
                 kind: "empty-sample",
                 message: "no image and no text".into(),

@@ -35,7 +35,7 @@ pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
 /// does not fit: lets a streamed file reserve its header and fill in the shape at the end.
 pub fn header_of_len(descr: &str, shape: &[usize], len: usize) -> Option<Vec<u8>> {
     let mut head = header(descr, shape);
-    if head.len() > len || len % 64 != 0 || len - 10 > usize::from(u16::MAX) {
+    if head.len() > len || !len.is_multiple_of(64) || len - 10 > usize::from(u16::MAX) {
         return None;
     }
     let newline = head.pop();
@@ -93,7 +93,7 @@ impl NpyStream {
 
     /// Appends whole rows; `data.len()` must be a multiple of the row size.
     pub fn append(&mut self, data: &[u8]) -> Result<()> {
-        if self.row_bytes == 0 || data.len() % self.row_bytes != 0 {
+        if self.row_bytes == 0 || !data.len().is_multiple_of(self.row_bytes) {
             return Err(Error::Output {
                 path: self.path.clone(),
                 reason: format!(
