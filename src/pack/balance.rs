@@ -89,7 +89,16 @@ pub fn balance_steps_windowed(
         let mut sorted = win.to_vec();
         // Descending compute, ties by id: a total order, so the result is deterministic.
         sorted.sort_by(|&a, &b| pc[b as usize].total_cmp(&pc[a as usize]).then(a.cmp(&b)));
-        let mut local: Vec<Vec<u32>> = sorted.chunks(world).map(<[u32]>::to_vec).collect();
+        let sizes = group_sizes(
+            &sorted.iter().map(|&p| pc[p as usize]).collect::<Vec<_>>(),
+            world,
+        );
+        let mut local: Vec<Vec<u32>> = Vec::with_capacity(sizes.len());
+        let mut at = 0;
+        for size in sizes {
+            local.push(sorted[at..at + size].to_vec());
+            at += size;
+        }
         shuffle(
             &mut local,
             seed ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -97,6 +106,55 @@ pub fn balance_steps_windowed(
         steps.extend(local);
     }
     steps
+}
+
+/// Cuts `c` (descending) into consecutive steps of `world`, except one short step of
+/// `len % world` where it does least harm: a dynamic program over where the short step goes
+/// minimizes the worst step's max/mean (then the sum of them). Cutting at fixed multiples of
+/// `world` instead puts the cheapest packs, or a gap between two clusters of pack costs, in one
+/// step: a pack that costs half of the others then weighs on a step of 3.
+fn group_sizes(c: &[f64], world: usize) -> Vec<usize> {
+    let n = c.len();
+    let (q, r) = (n / world, n % world);
+    if r == 0 || q == 0 {
+        let mut v = vec![world; q];
+        if r > 0 {
+            v.push(r);
+        }
+        return v;
+    }
+    let mut pre = vec![0.0; n + 1];
+    for (i, &x) in c.iter().enumerate() {
+        pre[i + 1] = pre[i] + x;
+    }
+    let ratio = |at: usize, len: usize| {
+        let mean = (pre[at + len] - pre[at]) / len as f64;
+        if mean > 0.0 { c[at] / mean } else { 1.0 }
+    };
+    // best[s][k]: (worst, sum) of the best cut of the first k full steps, plus the short one when
+    // s = 1; short_at[k]: how many full steps precede the short one in best[1][k].
+    let add = |a: (f64, f64), r: f64| (a.0.max(r), a.1 + r);
+    let better = |a: (f64, f64), b: (f64, f64)| a.0 < b.0 || (a.0 == b.0 && a.1 < b.1);
+    let mut none = vec![(1.0f64, 0.0f64); q + 1];
+    let mut short = vec![(f64::INFINITY, f64::INFINITY); q + 1];
+    let mut short_at = vec![0usize; q + 1];
+    short[0] = add((1.0, 0.0), ratio(0, r));
+    for k in 1..=q {
+        none[k] = add(none[k - 1], ratio((k - 1) * world, world));
+        // The short step last (after k full steps) or a full step after an earlier short one.
+        let last = add(none[k], ratio(k * world, r));
+        let after = add(short[k - 1], ratio((k - 1) * world + r, world));
+        if better(last, after) {
+            short[k] = last;
+            short_at[k] = k;
+        } else {
+            short[k] = after;
+            short_at[k] = short_at[k - 1];
+        }
+    }
+    let mut sizes = vec![world; q + 1];
+    sizes[short_at[q]] = r;
+    sizes
 }
 
 /// How uneven steps are: per step, the slowest pack over the step's mean.

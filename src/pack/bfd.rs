@@ -116,8 +116,172 @@ impl CapacityTree {
     }
 }
 
+/// One fitting item: sample index and its (primary, secondary) size.
+#[derive(Clone, Copy)]
+struct Item {
+    idx: u32,
+    p: u32,
+    s: u32,
+}
+
+/// The bins of one BFD run: remaining room per bin, and each item's bin (`u32::MAX` when none).
+struct Run {
+    bins: Vec<(u32, u32)>,
+    bin_of: Vec<u32>,
+    /// Bins emptied by the post-pass; left out of the plan.
+    gone: Vec<bool>,
+    live: usize,
+}
+
+/// Limits in (primary, secondary) order, and the smallest item sizes (a bin with less room than
+/// these in either dimension can take no item, so it stays out of the tree).
+#[derive(Clone, Copy)]
+struct Dims {
+    cap: (u32, u32),
+    min: (u32, u32),
+}
+
+impl Dims {
+    fn usable(self, rem: (u32, u32)) -> bool {
+        rem.0 >= self.min.0 && rem.1 >= self.min.1
+    }
+}
+
+/// Best fit of `items` in the given order, then [`empty_weak_bins`].
+fn run(items: &[Item], order: &[u32], d: Dims, n: usize) -> Run {
+    let mut tree = CapacityTree::new(d.cap.0);
+    let mut bins: Vec<(u32, u32)> = Vec::new();
+    let mut bin_of = vec![u32::MAX; n];
+    for &k in order {
+        let it = items[k as usize];
+        let b = match tree.best_fit(it.p, it.s, &bins) {
+            Some(b) => {
+                tree.remove(bins[b as usize], b);
+                b
+            }
+            None => {
+                bins.push(d.cap);
+                (bins.len() - 1) as u32
+            }
+        };
+        let rem = &mut bins[b as usize];
+        *rem = (rem.0 - it.p, rem.1 - it.s);
+        if d.usable(*rem) {
+            tree.insert(*rem, b);
+        }
+        bin_of[it.idx as usize] = b;
+    }
+    let live = bins.len();
+    let mut r = Run {
+        gone: vec![false; bins.len()],
+        bins,
+        bin_of,
+        live,
+    };
+    empty_weak_bins(&mut r, &mut tree, items, d);
+    r
+}
+
+/// Post-pass: tries the bins from the least filled (normalized primary + secondary fill) up, and
+/// empties one when all its items fit, best fit, into the room other bins have left in both
+/// dimensions; otherwise its items stay. A bin that received items is not tried (its member list
+/// here would be stale). Stops after a run of failures: the fuller bins rarely empty.
+fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, items: &[Item], d: Dims) {
+    const GIVE_UP_AFTER: usize = 256;
+    let nb = r.bins.len();
+    if nb < 2 {
+        return;
+    }
+    // Members per bin (item positions), by a counting sort.
+    let mut start = vec![0u32; nb + 1];
+    for it in items {
+        start[r.bin_of[it.idx as usize] as usize + 1] += 1;
+    }
+    for i in 0..nb {
+        start[i + 1] += start[i];
+    }
+    let mut fill = start.clone();
+    let mut members = vec![0u32; items.len()];
+    for (k, it) in items.iter().enumerate() {
+        let b = r.bin_of[it.idx as usize] as usize;
+        members[fill[b] as usize] = k as u32;
+        fill[b] += 1;
+    }
+    let weight = |b: usize| {
+        let (rp, rs) = r.bins[b];
+        let used = (u128::from(d.cap.0 - rp), u128::from(d.cap.1 - rs));
+        used.0 * u128::from(d.cap.1) + used.1 * u128::from(d.cap.0)
+    };
+    let mut cand: Vec<u32> = (0..nb as u32).collect();
+    cand.sort_by_key(|&b| (weight(b as usize), b));
+    let mut touched = vec![false; nb];
+    let mut moves: Vec<(u32, u32, (u32, u32))> = Vec::new();
+    let mut failures = 0;
+    for &b in &cand {
+        if failures >= GIVE_UP_AFTER {
+            break;
+        }
+        let b = b as usize;
+        if touched[b] {
+            continue;
+        }
+        let own = r.bins[b];
+        if d.usable(own) {
+            tree.remove(own, b as u32);
+        }
+        let mut mine: Vec<Item> = members[start[b] as usize..start[b + 1] as usize]
+            .iter()
+            .map(|&k| items[k as usize])
+            .collect();
+        mine.sort_unstable_by_key(|it| (!it.p, !it.s, it.idx));
+        moves.clear();
+        let mut ok = true;
+        for it in &mine {
+            let Some(t) = tree.best_fit(it.p, it.s, &r.bins) else {
+                ok = false;
+                break;
+            };
+            let old = r.bins[t as usize];
+            tree.remove(old, t);
+            let rem = (old.0 - it.p, old.1 - it.s);
+            r.bins[t as usize] = rem;
+            if d.usable(rem) {
+                tree.insert(rem, t);
+            }
+            moves.push((it.idx, t, old));
+        }
+        if ok {
+            for &(idx, t, _) in &moves {
+                r.bin_of[idx as usize] = t;
+                touched[t as usize] = true;
+            }
+            r.gone[b] = true;
+            r.live -= 1;
+            failures = 0;
+        } else {
+            for &(_, t, old) in moves.iter().rev() {
+                let cur = r.bins[t as usize];
+                if d.usable(cur) {
+                    tree.remove(cur, t);
+                }
+                r.bins[t as usize] = old;
+                if d.usable(old) {
+                    tree.insert(old, t);
+                }
+            }
+            if d.usable(own) {
+                tree.insert(own, b as u32);
+            }
+            failures += 1;
+        }
+    }
+}
+
 /// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (appended
 /// after the BFD packs, in index order). Pack order here is creation order; the caller shuffles.
+///
+/// With both limits set, BFD runs under three orders (primary size; normalized sum; normalized
+/// max) and the plan with the fewest packs is kept (ties: the earlier order).
 pub(super) fn pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
     let (mut sum_tok, mut sum_til) = (0u128, 0u128);
     for e in entries {
@@ -137,46 +301,63 @@ pub(super) fn pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
     };
     let (cap_p, cap_s) = dims(Cost::new(limits.tokens, limits.tiles));
 
-    // One u128 per item: complemented sizes so an ascending sort is primary-descending, then
-    // secondary-descending, then index-ascending (a total order: deterministic).
-    let mut keys: Vec<u128> = Vec::with_capacity(entries.len());
+    let mut items: Vec<Item> = Vec::with_capacity(entries.len());
     let (mut min_p, mut min_s) = (u32::MAX, u32::MAX);
     for (i, e) in entries.iter().enumerate() {
         if let Entry::Fits(c) = *e {
             let (p, s) = dims(c);
             min_p = min_p.min(p);
             min_s = min_s.min(s);
-            keys.push((u128::from(!p) << 64) | (u128::from(!s) << 32) | i as u128);
+            items.push(Item {
+                idx: i as u32,
+                p,
+                s,
+            });
         }
     }
-    keys.sort_unstable();
-
-    let mut tree = CapacityTree::new(cap_p);
-    let mut bins: Vec<(u32, u32)> = Vec::new();
-    let mut bin_of = vec![u32::MAX; entries.len()];
-    for key in keys {
-        let idx = key as u32 as usize;
-        let p = !((key >> 64) as u32);
-        let s = !((key >> 32) as u32);
-        let b = match tree.best_fit(p, s, &bins) {
-            Some(b) => {
-                let rem = bins[b as usize];
-                tree.remove(rem, b);
-                b
-            }
-            None => {
-                bins.push((cap_p, cap_s));
-                (bins.len() - 1) as u32
-            }
-        };
-        let rem = &mut bins[b as usize];
-        *rem = (rem.0 - p, rem.1 - s);
-        // A bin that no item can enter again stays out of the tree (keeps the leaves short).
-        if rem.0 >= min_p && rem.1 >= min_s {
-            tree.insert(*rem, b);
-        }
-        bin_of[idx] = b;
+    let d = Dims {
+        cap: (cap_p, cap_s),
+        min: (min_p, min_s),
+    };
+    // Sort keys: a descending size key complemented so that ascending order is size-descending,
+    // then the item position: a total order, so runs are deterministic.
+    let order_by = |key: &dyn Fn(Item) -> u64| -> Vec<u32> {
+        let mut keys: Vec<u128> = items
+            .iter()
+            .enumerate()
+            .map(|(k, &it)| (u128::from(!key(it)) << 32) | k as u128)
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter().map(|k| k as u32).collect()
+    };
+    let (cp, cs) = (u64::from(cap_p), u64::from(cap_s));
+    let mut keys: Vec<Box<dyn Fn(Item) -> u64>> = vec![Box::new(|it: Item| {
+        (u64::from(it.p) << 32) | u64::from(it.s)
+    })];
+    if !limits.unlimited_tiles() && limits.tokens != u32::MAX {
+        // Sizes normalized by the limits, cross-multiplied: p/cap_p + s/cap_s and the max.
+        keys.push(Box::new(move |it: Item| {
+            u64::from(it.p) * cs + u64::from(it.s) * cp
+        }));
+        keys.push(Box::new(move |it: Item| {
+            (u64::from(it.p) * cs).max(u64::from(it.s) * cp)
+        }));
     }
+    let mut best: Option<Run> = None;
+    for key in &keys {
+        let r = run(&items, &order_by(key.as_ref()), d, entries.len());
+        if best.as_ref().is_none_or(|b| r.live < b.live) {
+            best = Some(r);
+        }
+    }
+    let Run {
+        bins, bin_of, gone, ..
+    } = best.unwrap_or(Run {
+        bins: Vec::new(),
+        bin_of: Vec::new(),
+        gone: Vec::new(),
+        live: 0,
+    });
 
     // Group members per bin by a counting sort over sample indices: members come out ascending.
     let mut start = vec![0u32; bins.len() + 1];
@@ -198,6 +379,9 @@ pub(super) fn pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
     }
     let mut packs = Vec::with_capacity(bins.len());
     for (b, &rem) in bins.iter().enumerate() {
+        if gone[b] {
+            continue;
+        }
         let samples = members[start[b] as usize..start[b + 1] as usize].to_vec();
         let (used_p, used_s) = (u64::from(cap_p - rem.0), u64::from(cap_s - rem.1));
         let cost = if tiles_primary {
