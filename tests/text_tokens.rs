@@ -311,10 +311,13 @@ fn fast_path_equals_hf_on_supported_variants() {
     assert_fast_equals_reference("llama3 regex", &tok, &texts);
 }
 
+/// An edit of a tokenizer.json.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn unsupported_configurations_fall_back_and_still_match() {
     let texts = random_texts(300, 7);
-    let cases: Vec<(&str, &str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, &str, Edit)> = vec![
         (
             "tokenizer.json",
             "prefix space",

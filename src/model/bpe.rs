@@ -60,13 +60,15 @@ impl Hasher for Fx {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
+/// A thread's memo of word (raw UTF-8 bytes) → ids.
+type WordCache = FxMap<Box<[u8]>, Box<[u32]>>;
+
 /// Distinguishes instances in the per-thread word cache.
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// Word (raw UTF-8 bytes) → ids, for the instance whose number is in the first field.
-    static WORD_CACHE: RefCell<(u64, FxMap<Box<[u8]>, Box<[u32]>>)> =
-        RefCell::new((0, FxMap::default()));
+    static WORD_CACHE: RefCell<(u64, WordCache)> = RefCell::new((0, WordCache::default()));
 }
 
 /// GPT-2's byte → printable character table (`bytes_to_unicode`).
@@ -521,12 +523,7 @@ impl FastBpe {
     }
 
     /// Appends the ids of one pre-token.
-    fn word(
-        &self,
-        word: &[u8],
-        cache: Option<&mut FxMap<Box<[u8]>, Box<[u32]>>>,
-        out: &mut Vec<u32>,
-    ) {
+    fn word(&self, word: &[u8], cache: Option<&mut WordCache>, out: &mut Vec<u32>) {
         if let [b] = word {
             out.push(self.byte_ids[usize::from(*b)]);
             return;
