@@ -45,6 +45,23 @@ fn encode(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The same captions through the `tokenizers` crate, for the fast path's speed-up.
+    let mut group = c.benchmark_group("cpu/text_encode_hf_reference");
+    group.throughput(Throughput::Elements(CAPTIONS.len() as u64));
+    for (name, tok) in tokenizers() {
+        if tok.fast_path().is_err() {
+            continue;
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for cap in CAPTIONS {
+                    black_box(tok.encode_reference(black_box(cap)).unwrap());
+                }
+            })
+        });
+    }
+    group.finish();
 }
 
 fn parse_and_layout(c: &mut Criterion) {
