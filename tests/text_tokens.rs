@@ -31,12 +31,7 @@ fn check_against_golden(name: &str, tok: &TextTokenizer) -> usize {
     let mut failures = Vec::new();
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let want = golden_ids(case);
         let got = tok.encode(text).unwrap();
         if got != want {
             failures.push(format!("{text:?}: got {got:?}, want {want:?}"));
@@ -97,12 +92,7 @@ fn encoding_from_many_threads_agrees() {
         .into_par_iter()
         .flat_map(|_| cases.par_iter())
         .all(|case| {
-            let want: Vec<u32> = case["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let want = golden_ids(case);
             tok.encode(case["text"].as_str().unwrap()).unwrap() == want
         });
     assert!(ok);
@@ -374,4 +364,14 @@ fn unsupported_configurations_fall_back_and_still_match() {
             }
         }
     }
+}
+
+/// The token ids a golden case expects.
+fn golden_ids(case: &serde_json::Value) -> Vec<u32> {
+    case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
 }

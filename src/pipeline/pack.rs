@@ -167,12 +167,7 @@ pub fn run_pack<B: Backend<Tiles = HostTiles>>(
     summary.samples_per_second = summary.samples as f64 / summary.seconds.max(1e-9);
     summary.problem_counts = problems.counts();
     super::tile::write_problems(&cfg.out.join("problems.jsonl"), &problems)?;
-    let path = cfg.out.join("summary.json");
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Output {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    crate::sink::write_atomically(&path, |w| w.write_all(&json))?;
+    crate::sink::write_json(&cfg.out.join("summary.json"), &summary)?;
     Ok((summary, problems))
 }
 
@@ -431,13 +426,11 @@ fn tile_sample<B: Backend<Tiles = HostTiles>>(
         .get(&m.row.shard)
         .ok_or_else(|| plan_problem(m.row, "unreadable-shard", "shard not open".into()))?;
     let sample = &shard.samples()[index[&m.row.key]];
-    let by_offset: HashMap<u64, &crate::shard::MemberEntry> =
-        image_members(sample).map(|e| (e.offset, e)).collect();
     let mut decoded = Vec::with_capacity(m.costing.images.len());
     let mut plans: Vec<TilePlan> = Vec::with_capacity(m.costing.images.len());
     for image in &m.costing.images {
-        let entry = by_offset
-            .get(&image.offset)
+        let entry = image_members(sample)
+            .find(|e| e.offset == image.offset)
             .ok_or_else(|| plan_problem(m.row, "plan-mismatch", "image member moved".into()))?;
         let data = shard.member_data(entry).map_err(fail)?;
         let opts = DecodeOptions {

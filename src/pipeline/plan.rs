@@ -317,12 +317,7 @@ pub fn run_plan(
         settings: settings.clone(),
         summary: summary.clone(),
     };
-    let json_path = out.join(PLAN_SETTINGS);
-    let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Output {
-        path: json_path.clone(),
-        reason: e.to_string(),
-    })?;
-    crate::sink::write_atomically(&json_path, |w| w.write_all(&json))?;
+    crate::sink::write_json(&out.join(PLAN_SETTINGS), &file)?;
     super::tile::write_problems(&out.join("problems.jsonl"), &problems)?;
     Ok((summary, problems))
 }
@@ -383,8 +378,7 @@ fn cost_shard(
                     (costed, None)
                 }
                 Err(failure) => {
-                    row.images =
-                        super::super::pack::sample_cost::image_members(sample).count() as u32;
+                    row.images = crate::pack::sample_cost::image_members(sample).count() as u32;
                     row.placement = "failed".into();
                     row.reason = Some(format!("{}: {}", failure.kind, failure.message));
                     let problem = sample_problem(&shard, sample, failure.kind, failure.message);

@@ -216,12 +216,7 @@ pub fn run_tile<B: Backend<Tiles = HostTiles>>(
     summary.images_per_second = summary.images as f64 / summary.seconds.max(1e-9);
     summary.problem_counts = problems.counts();
     write_problems(&cfg.out.join("problems.jsonl"), &problems)?;
-    let summary_path = cfg.out.join("summary.json");
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Output {
-        path: summary_path.clone(),
-        reason: e.to_string(),
-    })?;
-    crate::sink::write_atomically(&summary_path, |out| out.write_all(&json))?;
+    crate::sink::write_json(&cfg.out.join("summary.json"), &summary)?;
     Ok((summary, problems))
 }
 

@@ -31,3 +31,12 @@ pub fn write_atomically(
     drop(out);
     fs::rename(&partial, path).map_err(|e| Error::io(path, e))
 }
+
+/// Writes `value` as pretty JSON to `path` (atomically).
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Output {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomically(path, |out| out.write_all(&json))
+}
