@@ -92,6 +92,21 @@ pub enum Error {
     /// A plan file (`plan.parquet`, `plan.json`) that cannot be read or is not a vlmprep plan.
     #[error("plan {}: {reason}", path.display())]
     PlanFile { path: PathBuf, reason: String },
+
+    // ---- models -----------------------------------------------------------------------------
+    /// A model folder or file that cannot be used: missing file, unsupported config, bad JSON.
+    #[error("model {}: {reason}", path.display())]
+    Model { path: PathBuf, reason: String },
+    /// A weight tensor that is missing, mis-shaped, of an unsupported dtype, or unreadable.
+    #[error("model {}: tensor `{tensor}`: {reason}", path.display())]
+    Tensor {
+        path: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+    /// A model computation that was handed inconsistent shapes (a bug or a bad config).
+    #[error("model compute: {0}")]
+    Compute(String),
 }
 
 impl Error {

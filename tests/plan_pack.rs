@@ -3,6 +3,8 @@
 //! (cu_seqlens, position_ids, labels, image spans, tile rows) and with the plan; plans do not
 //! depend on the thread count; materialized tiles equal what `tile` makes of the same image.
 
+mod common;
+use common::{load_i64, load_npy};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -54,49 +56,6 @@ fn demo_pool(dir: &Path) -> Vec<ShardSource> {
     vlmprep::demo::build_demo_pool(&dir.join("pool")).unwrap();
     let spec = format!("{}/pool/pool-{{000000..000001}}.tar", dir.display());
     expand_inputs(&[spec]).unwrap()
-}
-
-/// A little `.npy` reader for the tests: (descr, shape, data bytes).
-fn load_npy(path: &Path) -> (String, Vec<usize>, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-    let descr = header
-        .split("'descr': '")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap();
-    let shape_text = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape = shape_text
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    (descr.to_string(), shape, bytes[10 + header_len..].to_vec())
-}
-
-fn load_i64(path: &Path) -> Vec<i64> {
-    let (descr, _, data) = load_npy(path);
-    match descr.as_str() {
-        "<i8" => data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        "<i4" => data
-            .chunks_exact(4)
-            .map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap())))
-            .collect(),
-        other => panic!("{}: unexpected dtype {other}", path.display()),
-    }
 }
 
 fn packs_of(rows: &[PlanRow]) -> BTreeMap<u64, Vec<&PlanRow>> {

@@ -1,8 +1,11 @@
-//! The Backend trait: batch-oriented device work (resize + tile + normalize now; SigLIP ops in a
-//! later issue), with device buffers as associated types. Stages are written once against it;
-//! the CPU backend is the reference every other backend is tested against.
+//! The Backend trait: batch-oriented device work (resize + tile + normalize), and [`TensorOps`]
+//! (the dense ops SigLIP's forward is written in), with device buffers as associated types.
+//! Stages are written once against them; the CPU backend is the reference every other backend
+//! is tested against.
 
 pub mod cpu;
+mod cpu_tensor;
+pub mod tensor;
 
 use crate::error::Result;
 use crate::image::RgbImage;
@@ -11,6 +14,8 @@ use crate::image::resize::ResizeFilter;
 use crate::image::tiling::TilePlan;
 
 pub use cpu::CpuBackend;
+pub use cpu_tensor::CpuMatrix;
+pub use tensor::TensorOps;
 
 /// How tiles are produced: resampling filter, output dtype and normalization.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]

@@ -1,4 +1,7 @@
-//! Models and the text side of them: tokenizers (SigLIP towers will live here too).
+//! Models and the text side of them: the SigLIP towers, weights loading, and tokenizers.
 
 pub mod bpe;
+pub mod siglip;
+pub mod spiece;
 pub mod tokenizer;
+pub mod weights;

@@ -1,0 +1,714 @@
+//! [`TensorOps`] on the CPU: the `gemm` crate's blocked, SIMD, multithreaded GEMM for the
+//! projections and attention products, rayon over rows (or over sequences) for everything else.
+//! This is the reference the GPU backends are tested against, and it must also be fast.
+
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+use super::CpuBackend;
+use super::tensor::{Activation, TensorOps};
+use crate::error::{Error, Result};
+
+/// A host matrix, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuMatrix {
+    /// `rows × cols` values.
+    pub data: Vec<f32>,
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+}
+
+/// GEMMs below this many multiply-adds run on the calling thread: splitting them costs more
+/// than it saves.
+const PARALLEL_GEMM_WORK: usize = 1 << 20;
+
+fn shape_error(what: &str, detail: String) -> Error {
+    Error::Compute(format!("{what}: {detail}"))
+}
+
+/// `dst[m×n] = beta·lhs·rhs (+ dst when accumulate)`, with element strides given as
+/// (row stride, column stride) for each operand.
+///
+/// SAFETY contract (checked by callers): every index `r·rs + c·cs` for `r < rows, c < cols` of
+/// each operand lies inside the slice it points into.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_strides: (isize, isize),
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_strides: (isize, isize),
+    rhs: *const f32,
+    rhs_strides: (isize, isize),
+    beta: f32,
+    parallel: bool,
+) {
+    let par = if parallel && m * n * k >= PARALLEL_GEMM_WORK {
+        Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_strides.1,
+            dst_strides.0,
+            accumulate,
+            lhs,
+            lhs_strides.1,
+            lhs_strides.0,
+            rhs,
+            rhs_strides.1,
+            rhs_strides.0,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// tanh-form GELU of one value.
+#[inline]
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// erf-form GELU of one value (erf in f64: libm has no f32 erf in std).
+#[inline]
+fn gelu_erf(x: f32) -> f32 {
+    let x = f64::from(x);
+    (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+/// erf in f64: the Taylor series near zero, erfc's continued fraction in the tails; both
+/// converge to ~1e-15 in the iterations given, far below what an f32 GELU can show.
+fn erf(x: f64) -> f64 {
+    let ax = x.abs();
+    let r = if ax < 2.5 {
+        // Taylor series: erf(x) = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut term = ax;
+        let mut sum = ax;
+        let x2 = ax * ax;
+        for n in 1..60 {
+            term *= -x2 / n as f64;
+            let add = term / (2 * n + 1) as f64;
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // continued fraction for erfc, evaluated bottom-up
+        let mut f = 0.0;
+        for n in (1..60).rev() {
+            f = (n as f64 / 2.0) / (ax + f);
+        }
+        1.0 - (-ax * ax).exp() / std::f64::consts::PI.sqrt() / (ax + f)
+    };
+    r.copysign(x)
+}
+
+/// Softmax of one row in place, after multiplying by `scale`.
+#[inline]
+fn softmax_scaled(row: &mut [f32], scale: f32) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = (*v * scale - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+impl TensorOps for CpuBackend {
+    type Matrix = CpuMatrix;
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuMatrix> {
+        if data.len() != rows * cols {
+            return Err(shape_error(
+                "upload",
+                format!("{} values for {rows}×{cols}", data.len()),
+            ));
+        }
+        Ok(CpuMatrix {
+            data: data.to_vec(),
+            rows,
+            cols,
+        })
+    }
+
+    fn download(&self, m: &CpuMatrix) -> Result<Vec<f32>> {
+        Ok(m.data.clone())
+    }
+
+    fn dims(&self, m: &CpuMatrix) -> (usize, usize) {
+        (m.rows, m.cols)
+    }
+
+    fn linear(&self, x: &CpuMatrix, w: &CpuMatrix, b: Option<&CpuMatrix>) -> Result<CpuMatrix> {
+        let (n, k, out) = (x.rows, x.cols, w.rows);
+        if w.cols != k {
+            return Err(shape_error(
+                "linear",
+                format!("x {n}×{k} against w {out}×{}", w.cols),
+            ));
+        }
+        let mut y = vec![0.0f32; n * out];
+        if let Some(b) = b {
+            if b.data.len() != out {
+                return Err(shape_error(
+                    "linear",
+                    format!("bias of {} for {out} outputs", b.data.len()),
+                ));
+            }
+            y.par_chunks_mut(out.max(1))
+                .for_each(|row| row.copy_from_slice(&b.data));
+        }
+        if n > 0 && out > 0 && k > 0 {
+            // SAFETY: x is n×k (strides k,1), wᵀ is k×out read from w (out×k) with strides
+            // (1, k), y is n×out (strides out,1): all indices are inside the three buffers.
+            unsafe {
+                gemm_strided(
+                    n,
+                    out,
+                    k,
+                    y.as_mut_ptr(),
+                    (out as isize, 1),
+                    b.is_some(),
+                    x.data.as_ptr(),
+                    (k as isize, 1),
+                    w.data.as_ptr(),
+                    (1, k as isize),
+                    1.0,
+                    true,
+                )
+            };
+        }
+        Ok(CpuMatrix {
+            data: y,
+            rows: n,
+            cols: out,
+        })
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CpuMatrix,
+        gamma: &CpuMatrix,
+        beta: &CpuMatrix,
+        eps: f32,
+    ) -> Result<CpuMatrix> {
+        let d = x.cols;
+        if gamma.data.len() != d || beta.data.len() != d {
+            return Err(shape_error(
+                "layer_norm",
+                format!(
+                    "width {d}, gamma {} beta {}",
+                    gamma.data.len(),
+                    beta.data.len()
+                ),
+            ));
+        }
+        let mut y = vec![0.0f32; x.data.len()];
+        if d > 0 {
+            y.par_chunks_mut(d)
+                .zip(x.data.par_chunks(d))
+                .for_each(|(out, row)| {
+                    // f64 sums: the row statistics are the one place f32 would drift from torch
+                    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
+                    let var = row
+                        .iter()
+                        .map(|&v| {
+                            let c = f64::from(v) - mean;
+                            c * c
+                        })
+                        .sum::<f64>()
+                        / d as f64;
+                    let inv = (1.0 / (var + f64::from(eps)).sqrt()) as f32;
+                    let mean = mean as f32;
+                    for (((o, &v), &g), &b) in
+                        out.iter_mut().zip(row).zip(&gamma.data).zip(&beta.data)
+                    {
+                        *o = (v - mean) * inv * g + b;
+                    }
+                });
+        }
+        Ok(CpuMatrix {
+            data: y,
+            rows: x.rows,
+            cols: d,
+        })
+    }
+
+    fn activate(&self, x: &mut CpuMatrix, act: Activation) -> Result<()> {
+        let f = match act {
+            Activation::GeluTanh => gelu_tanh,
+            Activation::GeluErf => gelu_erf,
+        };
+        x.data
+            .par_chunks_mut(4096)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        Ok(())
+    }
+
+    fn add_assign(&self, x: &mut CpuMatrix, y: &CpuMatrix) -> Result<()> {
+        if (x.rows, x.cols) != (y.rows, y.cols) {
+            return Err(shape_error(
+                "add",
+                format!("{}×{} + {}×{}", x.rows, x.cols, y.rows, y.cols),
+            ));
+        }
+        x.data
+            .par_chunks_mut(4096)
+            .zip(y.data.par_chunks(4096))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+        Ok(())
+    }
+
+    fn add_periodic_rows(&self, x: &mut CpuMatrix, table: &CpuMatrix) -> Result<()> {
+        if table.cols != x.cols || table.rows == 0 || !x.rows.is_multiple_of(table.rows) {
+            return Err(shape_error(
+                "add_periodic_rows",
+                format!(
+                    "{}×{} += table {}×{}",
+                    x.rows, x.cols, table.rows, table.cols
+                ),
+            ));
+        }
+        let period = table.data.len();
+        if period > 0 {
+            x.data
+                .par_chunks_mut(period)
+                .for_each(|block| block.iter_mut().zip(&table.data).for_each(|(a, b)| *a += b));
+        }
+        Ok(())
+    }
+
+    fn gather_rows(&self, table: &CpuMatrix, ids: &[u32]) -> Result<CpuMatrix> {
+        let d = table.cols;
+        let mut data = Vec::with_capacity(ids.len() * d);
+        for &id in ids {
+            let id = id as usize;
+            if id >= table.rows {
+                return Err(shape_error(
+                    "gather_rows",
+                    format!("id {id} outside a table of {} rows", table.rows),
+                ));
+            }
+            data.extend_from_slice(&table.data[id * d..(id + 1) * d]);
+        }
+        Ok(CpuMatrix {
+            data,
+            rows: ids.len(),
+            cols: d,
+        })
+    }
+
+    fn strided_rows(
+        &self,
+        x: &CpuMatrix,
+        first: usize,
+        step: usize,
+        count: usize,
+    ) -> Result<CpuMatrix> {
+        let d = x.cols;
+        if count > 0 && first + (count - 1) * step >= x.rows {
+            return Err(shape_error(
+                "strided_rows",
+                format!("rows {first} + {step}·i, i < {count}, of {}", x.rows),
+            ));
+        }
+        let mut data = Vec::with_capacity(count * d);
+        for i in 0..count {
+            let r = first + i * step;
+            data.extend_from_slice(&x.data[r * d..(r + 1) * d]);
+        }
+        Ok(CpuMatrix {
+            data,
+            rows: count,
+            cols: d,
+        })
+    }
+
+    fn self_attention(
+        &self,
+        qkv: &CpuMatrix,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<CpuMatrix> {
+        let dim = qkv.cols / 3;
+        if qkv.cols != 3 * dim
+            || qkv.rows != batch * seq
+            || heads == 0
+            || !dim.is_multiple_of(heads)
+        {
+            return Err(shape_error(
+                "self_attention",
+                format!(
+                    "qkv {}×{} for batch {batch}, seq {seq}, {heads} heads",
+                    qkv.rows, qkv.cols
+                ),
+            ));
+        }
+        let hd = dim / heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0.0f32; batch * seq * dim];
+        if batch == 0 || seq == 0 {
+            return Ok(CpuMatrix {
+                data: out,
+                rows: 0,
+                cols: dim,
+            });
+        }
+        let row = 3 * dim;
+        // One task per sequence: it owns its rows of `out`, so no two tasks write the same memory.
+        out.par_chunks_mut(seq * dim)
+            .enumerate()
+            .for_each(|(b, out_b)| {
+                let base = &qkv.data[b * seq * row..(b + 1) * seq * row];
+                let mut scores = vec![0.0f32; seq * seq];
+                for h in 0..heads {
+                    let q = base[h * hd..].as_ptr();
+                    let k = base[dim + h * hd..].as_ptr();
+                    let v = base[2 * dim + h * hd..].as_ptr();
+                    // SAFETY: q, k, v rows i < seq, columns d < hd lie at i·row + d from their
+                    // start, inside `base`; scores is seq×seq; out_b is seq×dim and head h
+                    // writes columns h·hd..(h+1)·hd of it.
+                    unsafe {
+                        gemm_strided(
+                            seq,
+                            seq,
+                            hd,
+                            scores.as_mut_ptr(),
+                            (seq as isize, 1),
+                            false,
+                            q,
+                            (row as isize, 1),
+                            k,
+                            (1, row as isize),
+                            1.0,
+                            false,
+                        );
+                    }
+                    scores
+                        .chunks_mut(seq)
+                        .for_each(|r| softmax_scaled(r, scale));
+                    unsafe {
+                        gemm_strided(
+                            seq,
+                            hd,
+                            seq,
+                            out_b[h * hd..].as_mut_ptr(),
+                            (dim as isize, 1),
+                            false,
+                            scores.as_ptr(),
+                            (seq as isize, 1),
+                            v,
+                            (row as isize, 1),
+                            1.0,
+                            false,
+                        );
+                    }
+                }
+            });
+        Ok(CpuMatrix {
+            data: out,
+            rows: batch * seq,
+            cols: dim,
+        })
+    }
+
+    fn pooled_attention(
+        &self,
+        q: &CpuMatrix,
+        kv: &CpuMatrix,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<CpuMatrix> {
+        let dim = q.cols;
+        if q.rows != 1
+            || kv.cols != 2 * dim
+            || kv.rows != batch * seq
+            || heads == 0
+            || !dim.is_multiple_of(heads)
+        {
+            return Err(shape_error(
+                "pooled_attention",
+                format!(
+                    "q {}×{}, kv {}×{} for batch {batch}, seq {seq}, {heads} heads",
+                    q.rows, q.cols, kv.rows, kv.cols
+                ),
+            ));
+        }
+        let hd = dim / heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let row = 2 * dim;
+        let mut out = vec![0.0f32; batch * dim];
+        if dim == 0 {
+            return Ok(CpuMatrix {
+                data: out,
+                rows: batch,
+                cols: dim,
+            });
+        }
+        out.par_chunks_mut(dim).enumerate().for_each(|(b, out_b)| {
+            let base = &kv.data[b * seq * row..(b + 1) * seq * row];
+            let mut weights = vec![0.0f32; seq];
+            for h in 0..heads {
+                let qh = &q.data[h * hd..(h + 1) * hd];
+                for (j, w) in weights.iter_mut().enumerate() {
+                    let k = &base[j * row + h * hd..j * row + (h + 1) * hd];
+                    *w = qh.iter().zip(k).map(|(a, b)| a * b).sum();
+                }
+                softmax_scaled(&mut weights, scale);
+                let o = &mut out_b[h * hd..(h + 1) * hd];
+                o.fill(0.0);
+                for (j, &w) in weights.iter().enumerate() {
+                    let v = &base[j * row + dim + h * hd..j * row + dim + (h + 1) * hd];
+                    o.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
+                }
+            }
+        });
+        Ok(CpuMatrix {
+            data: out,
+            rows: batch,
+            cols: dim,
+        })
+    }
+
+    fn patchify(
+        &self,
+        images: &CpuMatrix,
+        channels: usize,
+        height: usize,
+        width: usize,
+        patch: usize,
+    ) -> Result<CpuMatrix> {
+        if patch == 0
+            || !height.is_multiple_of(patch)
+            || !width.is_multiple_of(patch)
+            || images.cols != channels * height * width
+        {
+            return Err(shape_error(
+                "patchify",
+                format!(
+                    "{}×{} images as {channels}×{height}×{width} in {patch}-pixel patches",
+                    images.rows, images.cols
+                ),
+            ));
+        }
+        let (gy, gx) = (height / patch, width / patch);
+        let cols = channels * patch * patch;
+        let mut data = vec![0.0f32; images.rows * gy * gx * cols];
+        if cols == 0 || data.is_empty() {
+            return Ok(CpuMatrix {
+                data,
+                rows: images.rows * gy * gx,
+                cols,
+            });
+        }
+        data.par_chunks_mut(gy * gx * cols)
+            .zip(images.data.par_chunks(images.cols))
+            .for_each(|(out, img)| {
+                for (p, dst) in out.chunks_mut(cols).enumerate() {
+                    let (py, px) = (p / gx, p % gx);
+                    let mut i = 0;
+                    for c in 0..channels {
+                        for y in 0..patch {
+                            let src = c * height * width + (py * patch + y) * width + px * patch;
+                            dst[i..i + patch].copy_from_slice(&img[src..src + patch]);
+                            i += patch;
+                        }
+                    }
+                }
+            });
+        Ok(CpuMatrix {
+            data,
+            rows: images.rows * gy * gx,
+            cols,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(data: &[f32], rows: usize, cols: usize) -> CpuMatrix {
+        CpuBackend.upload(data, rows, cols).unwrap()
+    }
+
+    /// Straightforward triple loop: the reference for the GEMM paths.
+    fn naive_linear(x: &CpuMatrix, w: &CpuMatrix, b: &[f32]) -> Vec<f32> {
+        let mut y = vec![0.0; x.rows * w.rows];
+        for i in 0..x.rows {
+            for o in 0..w.rows {
+                let mut s = b[o];
+                for k in 0..x.cols {
+                    s += x.data[i * x.cols + k] * w.data[o * w.cols + k];
+                }
+                y[i * w.rows + o] = s;
+            }
+        }
+        y
+    }
+
+    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn linear_equals_the_naive_product_small_and_large() {
+        for (n, k, out) in [(3, 5, 4), (130, 96, 200)] {
+            let x = m(&pseudo(n * k, 1), n, k);
+            let w = m(&pseudo(out * k, 2), out, k);
+            let b = pseudo(out, 3);
+            let y = CpuBackend.linear(&x, &w, Some(&m(&b, 1, out))).unwrap();
+            let r = naive_linear(&x, &w, &b);
+            let worst = y
+                .data
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-4, "{n}x{k}x{out}: {worst}");
+        }
+        let x = m(&[1.0; 6], 2, 3);
+        assert!(CpuBackend.linear(&x, &m(&[1.0; 4], 2, 2), None).is_err());
+    }
+
+    #[test]
+    fn self_attention_equals_a_per_head_reference() {
+        let (batch, seq, heads, dim) = (2, 5, 2, 8);
+        let qkv = m(&pseudo(batch * seq * 3 * dim, 9), batch * seq, 3 * dim);
+        let got = CpuBackend.self_attention(&qkv, batch, seq, heads).unwrap();
+        let hd = dim / heads;
+        let at = |b: usize, i: usize, c: usize| qkv.data[(b * seq + i) * 3 * dim + c];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..seq {
+                    let mut s: Vec<f32> = (0..seq)
+                        .map(|j| {
+                            (0..hd)
+                                .map(|d| at(b, i, h * hd + d) * at(b, j, dim + h * hd + d))
+                                .sum::<f32>()
+                                / (hd as f32).sqrt()
+                        })
+                        .collect();
+                    let mx = s.iter().cloned().fold(f32::MIN, f32::max);
+                    s.iter_mut().for_each(|v| *v = (*v - mx).exp());
+                    let z: f32 = s.iter().sum();
+                    for d in 0..hd {
+                        let want: f32 = (0..seq)
+                            .map(|j| s[j] / z * at(b, j, 2 * dim + h * hd + d))
+                            .sum();
+                        let g = got.data[(b * seq + i) * dim + h * hd + d];
+                        assert!(
+                            (g - want).abs() < 1e-5,
+                            "b{b} h{h} i{i} d{d}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pooled_attention_equals_a_hand_computation() {
+        let (batch, seq, dim) = (3, 4, 6);
+        let q = m(&pseudo(dim, 5), 1, dim);
+        let kv = m(&pseudo(batch * seq * 2 * dim, 6), batch * seq, 2 * dim);
+        let got = CpuBackend.pooled_attention(&q, &kv, batch, seq, 1).unwrap();
+        for b in 0..batch {
+            let row = |j: usize| &kv.data[(b * seq + j) * 2 * dim..(b * seq + j + 1) * 2 * dim];
+            let s: Vec<f32> = (0..seq)
+                .map(|j| (0..dim).map(|d| q.data[d] * row(j)[d]).sum::<f32>() / (dim as f32).sqrt())
+                .collect();
+            let mx = s.iter().cloned().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = s.iter().map(|v| (v - mx).exp()).collect();
+            let z: f32 = e.iter().sum();
+            for d in 0..dim {
+                let want: f32 = (0..seq).map(|j| e[j] / z * row(j)[dim + d]).sum();
+                assert!((got.data[b * dim + d] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_gelu_and_row_ops() {
+        let x = m(&[1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 1.0, 2.0], 2, 4);
+        let y = CpuBackend
+            .layer_norm(&x, &m(&[1.0; 4], 1, 4), &m(&[0.5; 4], 1, 4), 0.0)
+            .unwrap();
+        let want = [-1.341_640_8, -0.447_213_6, 0.447_213_6, 1.341_640_8];
+        for row in y.data.chunks(4) {
+            for (got, w) in row.iter().zip(want) {
+                assert!((got - (w + 0.5)).abs() < 1e-5);
+            }
+        }
+        let mut g = m(&[-3.0, -0.5, 0.0, 0.5, 3.0], 1, 5);
+        CpuBackend.activate(&mut g, Activation::GeluTanh).unwrap();
+        // torch.nn.functional.gelu(x, approximate="tanh")
+        let want = [-0.003_637_392, -0.154_286, 0.0, 0.345_714, 2.996_362_6];
+        for (a, b) in g.data.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let mut e = m(&[-3.0, -0.5, 0.5, 3.0], 1, 4);
+        CpuBackend.activate(&mut e, Activation::GeluErf).unwrap();
+        // torch.nn.functional.gelu(x)
+        let want = [-0.004_049_696_3, -0.154_268_74, 0.345_731_26, 2.995_950_2];
+        for (a, b) in e.data.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let mut p = m(&[0.0; 6], 3, 2);
+        CpuBackend
+            .add_periodic_rows(&mut p, &m(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2))
+            .unwrap();
+        assert_eq!(p.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let t = m(&[0.0, 1.0, 10.0, 11.0, 20.0, 21.0], 3, 2);
+        assert_eq!(
+            CpuBackend.gather_rows(&t, &[2, 0]).unwrap().data,
+            vec![20.0, 21.0, 0.0, 1.0]
+        );
+        assert!(CpuBackend.gather_rows(&t, &[3]).is_err());
+        assert_eq!(
+            CpuBackend.strided_rows(&t, 1, 1, 2).unwrap().data,
+            vec![10.0, 11.0, 20.0, 21.0]
+        );
+        assert!(CpuBackend.strided_rows(&t, 1, 2, 2).is_err());
+    }
+
+    #[test]
+    fn patchify_is_conv_im2col_order() {
+        // one 2-channel 4×4 image, 2×2 patches: patch (py, px) holds c0 rows then c1 rows
+        let img: Vec<f32> = (0..32).map(|v| v as f32).collect();
+        let p = CpuBackend.patchify(&m(&img, 1, 32), 2, 4, 4, 2).unwrap();
+        assert_eq!((p.rows, p.cols), (4, 8));
+        assert_eq!(&p.data[..8], &[0.0, 1.0, 4.0, 5.0, 16.0, 17.0, 20.0, 21.0]);
+        // patch (1, 1): rows 2..4, columns 2..4
+        assert_eq!(
+            &p.data[24..32],
+            &[10.0, 11.0, 14.0, 15.0, 26.0, 27.0, 30.0, 31.0]
+        );
+        assert!(CpuBackend.patchify(&m(&img, 1, 32), 2, 4, 4, 3).is_err());
+    }
+}

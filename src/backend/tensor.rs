@@ -1,0 +1,105 @@
+//! `TensorOps`: the dense operations a transformer encoder is written in, so that model code
+//! (SigLIP's towers) is written once and every backend runs it.
+//!
+//! Tensors are row-major f32 matrices `[rows, cols]` living on the backend's device; a batch of
+//! sequences is `[batch × seq, width]`. Weights use PyTorch's `[out, in]` layout, so that a
+//! checkpoint's tensors are uploaded as they are stored. The set is deliberately small: each
+//! op is one kernel on a GPU, and fusing (bias into GEMM, the three projections into one GEMM)
+//! is decided by the model code, which keeps the ops simple to port.
+
+use crate::error::Result;
+
+/// The MLP activations model code asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu_pytorch_tanh`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    GeluTanh,
+    /// `gelu`: 0.5·x·(1 + erf(x/√2)).
+    GeluErf,
+}
+
+/// Dense f32 matrix operations on one device.
+pub trait TensorOps: Sync {
+    /// A device matrix `[rows, cols]`, row-major.
+    type Matrix: Send + Sync;
+
+    /// Copies host data to the device. `data.len()` must be `rows × cols`.
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Matrix>;
+
+    /// Copies a matrix back to the host, row-major.
+    fn download(&self, m: &Self::Matrix) -> Result<Vec<f32>>;
+
+    /// `(rows, cols)` of a matrix.
+    fn dims(&self, m: &Self::Matrix) -> (usize, usize);
+
+    /// `x · wᵀ + b` for `x [n, in]`, `w [out, in]`, `b [1, out]`.
+    fn linear(
+        &self,
+        x: &Self::Matrix,
+        w: &Self::Matrix,
+        b: Option<&Self::Matrix>,
+    ) -> Result<Self::Matrix>;
+
+    /// Layer norm over each row: `(x − mean) / √(var + eps) · gamma + beta`, biased variance.
+    fn layer_norm(
+        &self,
+        x: &Self::Matrix,
+        gamma: &Self::Matrix,
+        beta: &Self::Matrix,
+        eps: f32,
+    ) -> Result<Self::Matrix>;
+
+    /// Applies an activation in place.
+    fn activate(&self, x: &mut Self::Matrix, act: Activation) -> Result<()>;
+
+    /// `x += y`, same shapes.
+    fn add_assign(&self, x: &mut Self::Matrix, y: &Self::Matrix) -> Result<()>;
+
+    /// `x[r] += table[r mod table.rows]`: position embeddings over a batch of sequences.
+    fn add_periodic_rows(&self, x: &mut Self::Matrix, table: &Self::Matrix) -> Result<()>;
+
+    /// The rows `table[ids[i]]`: an embedding lookup. An id out of range is an error.
+    fn gather_rows(&self, table: &Self::Matrix, ids: &[u32]) -> Result<Self::Matrix>;
+
+    /// Rows `first, first + step, first + 2·step, …` (`count` of them): one position per sequence.
+    fn strided_rows(
+        &self,
+        x: &Self::Matrix,
+        first: usize,
+        step: usize,
+        count: usize,
+    ) -> Result<Self::Matrix>;
+
+    /// Multi-head self-attention without mask: `qkv [batch × seq, 3·dim]` holds q, k, v side by
+    /// side; returns softmax(q·kᵀ/√head_dim)·v per head, heads concatenated: `[batch × seq, dim]`.
+    fn self_attention(
+        &self,
+        qkv: &Self::Matrix,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<Self::Matrix>;
+
+    /// Attention pooling: one query row `q [1, dim]`, shared by every sequence, against each
+    /// sequence's keys and values `kv [batch × seq, 2·dim]` (k then v); returns `[batch, dim]`.
+    fn pooled_attention(
+        &self,
+        q: &Self::Matrix,
+        kv: &Self::Matrix,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<Self::Matrix>;
+
+    /// Cuts CHW images `[batch, channels·height·width]` into non-overlapping `patch × patch`
+    /// squares: `[batch × (height/patch) × (width/patch), channels·patch·patch]`, patches in
+    /// row-major grid order, each flattened as (channel, y, x) — a convolution's im2col.
+    fn patchify(
+        &self,
+        images: &Self::Matrix,
+        channels: usize,
+        height: usize,
+        width: usize,
+        patch: usize,
+    ) -> Result<Self::Matrix>;
+}
