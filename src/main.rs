@@ -17,6 +17,7 @@ use vlmprep::problems::ProblemLog;
 use vlmprep::shard::{ShardSource, expand_inputs};
 
 mod cli;
+use cli::embed::{EmbedArgs, cmd_embed};
 use cli::packing::{PackArgs, PlanArgs, cmd_pack, cmd_plan};
 
 /// vlmprep: preprocessing for vision-language-model training data.
@@ -49,7 +50,12 @@ enum Command {
     /// Write the packed sequences of a plan as .npy fields (input_ids, labels, position_ids,
     /// cu_seqlens, image spans), with the tiles too when --materialize.
     Pack(PackArgs),
-    /// Build a small synthetic pool (no downloads) and run inspect, tile, plan and pack on it.
+    /// Embed every sample's image and caption with a SigLIP model (Hugging Face folder):
+    /// image_embeds.npy and text_embeds.npy equal to transformers' get_image_features /
+    /// get_text_features, scores.npy (sigmoid pair probability), keys.txt, embeds.parquet.
+    Embed(EmbedArgs),
+    /// Build a small synthetic pool (no downloads) and run inspect, tile, plan, pack and embed
+    /// on it.
     Demo(DemoArgs),
 }
 
@@ -258,6 +264,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Inspect(args) => cmd_inspect(args),
         Command::Tile(args) => cmd_tile(args),
+        Command::Embed(args) => cmd_embed(args),
         Command::Plan(args) => cmd_plan(args),
         Command::Pack(args) => cmd_pack(args),
         Command::Demo(args) => cmd_demo(args),
@@ -480,6 +487,16 @@ fn cmd_demo(args: DemoArgs) -> Result<()> {
     let (summary, problems) = cli::packing::pack_with_progress(&pack_args)?;
     cli::packing::print_pack_summary(&summary, &packs_dir);
     print_problems(&problems, 10);
+
+    let embed_dir = dir.join("embeds");
+    println!(
+        "\n== vlmprep embed --input {spec} --out {}  (built-in random-weight SigLIP)",
+        embed_dir.display()
+    );
+    let embed_args = EmbedArgs::parse_demo(&spec, &embed_dir);
+    let (summary, problems, demo_model) = cli::embed::embed_with_progress(&sources, &embed_args)?;
+    cli::embed::print_embed_summary(&summary, &embed_dir, demo_model);
+    print_problems(&problems, 10);
     println!(
         "\nThe problems above are deliberate: a truncated JPEG, an HTML page saved as .jpg and"
     );
@@ -536,6 +553,18 @@ impl PackArgs {
         match cli.command {
             Command::Pack(args) => args,
             _ => unreachable!("the argument list names the pack command"),
+        }
+    }
+}
+
+impl EmbedArgs {
+    /// The demo's embed settings: the defaults of `vlmprep embed`, built-in model.
+    fn parse_demo(spec: &str, out: &std::path::Path) -> EmbedArgs {
+        let out = out.display().to_string();
+        let cli = Cli::parse_from(["vlmprep", "embed", "--input", spec, "--out", &out]);
+        match cli.command {
+            Command::Embed(args) => args,
+            _ => unreachable!("the argument list names the embed command"),
         }
     }
 }

@@ -1,4 +1,5 @@
 //! Subcommands of the `vlmprep` binary that live outside main.rs: flags, defaults and printed
 //! summaries only; the work is in the library.
 
+pub mod embed;
 pub mod packing;

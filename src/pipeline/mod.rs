@@ -2,6 +2,7 @@
 //! write), processed shard by shard in bounded chunks so memory stays flat however large the
 //! pool, with rayon across samples.
 
+pub mod embed;
 pub mod inspect;
 pub mod pack;
 pub mod plan;

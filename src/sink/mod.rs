@@ -2,6 +2,7 @@
 //! plan table. Files are written under a
 //! temporary name and renamed, so an interrupted run never leaves a half-written file behind.
 
+pub mod embed_table;
 pub mod npy;
 pub mod parquet;
 pub mod png;

@@ -7,6 +7,7 @@
 //! pass is written against [`TensorOps`], so each backend runs the same model code.
 
 pub mod config;
+pub mod demo_model;
 pub mod preprocess;
 pub mod text_input;
 mod towers;
