@@ -6,6 +6,8 @@ use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffer_pool;
+use super::fast_math;
 use super::tensor::{Activation, TensorOps};
 use crate::error::{Error, Result};
 
@@ -79,13 +81,6 @@ unsafe fn gemm_strided(
     }
 }
 
-/// tanh-form GELU of one value.
-#[inline]
-fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
-}
-
 /// erf-form GELU of one value (erf in f64: libm has no f32 erf in std).
 #[inline]
 fn gelu_erf(x: f32) -> f32 {
@@ -126,13 +121,16 @@ fn erf(x: f64) -> f64 {
 #[inline]
 fn softmax_scaled(row: &mut [f32], scale: f32) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = (*v * scale - max).exp();
-        sum += *v;
-    }
+    let sum = fast_math::exp_scaled_sum(row, scale, max);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
+}
+
+impl Drop for CpuMatrix {
+    /// Large buffers go back to the pool for the next op (see `buffer_pool`).
+    fn drop(&mut self) {
+        buffer_pool::recycle(std::mem::take(&mut self.data));
+    }
 }
 
 impl TensorOps for CpuBackend {
@@ -145,8 +143,10 @@ impl TensorOps for CpuBackend {
                 format!("{} values for {rows}×{cols}", data.len()),
             ));
         }
+        let mut copy = buffer_pool::take_zeroed(data.len());
+        copy.copy_from_slice(data);
         Ok(CpuMatrix {
-            data: data.to_vec(),
+            data: copy,
             rows,
             cols,
         })
@@ -168,7 +168,7 @@ impl TensorOps for CpuBackend {
                 format!("x {n}×{k} against w {out}×{}", w.cols),
             ));
         }
-        let mut y = vec![0.0f32; n * out];
+        let mut y = buffer_pool::take_zeroed(n * out);
         if let Some(b) = b {
             if b.data.len() != out {
                 return Err(shape_error(
@@ -224,7 +224,7 @@ impl TensorOps for CpuBackend {
                 ),
             ));
         }
-        let mut y = vec![0.0f32; x.data.len()];
+        let mut y = buffer_pool::take_zeroed(x.data.len());
         if d > 0 {
             y.par_chunks_mut(d)
                 .zip(x.data.par_chunks(d))
@@ -256,13 +256,16 @@ impl TensorOps for CpuBackend {
     }
 
     fn activate(&self, x: &mut CpuMatrix, act: Activation) -> Result<()> {
-        let f = match act {
-            Activation::GeluTanh => gelu_tanh,
-            Activation::GeluErf => gelu_erf,
-        };
-        x.data
-            .par_chunks_mut(4096)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        match act {
+            Activation::GeluTanh => x
+                .data
+                .par_chunks_mut(4096)
+                .for_each(|c| _ = fast_math::gelu_tanh_in_place(c)),
+            Activation::GeluErf => x
+                .data
+                .par_chunks_mut(4096)
+                .for_each(|c| c.iter_mut().for_each(|v| *v = gelu_erf(*v))),
+        }
         Ok(())
     }
 
@@ -368,7 +371,7 @@ impl TensorOps for CpuBackend {
         }
         let hd = dim / heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = vec![0.0f32; batch * seq * dim];
+        let mut out = buffer_pool::take_zeroed(batch * seq * dim);
         if batch == 0 || seq == 0 {
             return Ok(CpuMatrix {
                 data: out,
@@ -382,7 +385,7 @@ impl TensorOps for CpuBackend {
             .enumerate()
             .for_each(|(b, out_b)| {
                 let base = &qkv.data[b * seq * row..(b + 1) * seq * row];
-                let mut scores = vec![0.0f32; seq * seq];
+                let mut scores = buffer_pool::take_zeroed(seq * seq);
                 for h in 0..heads {
                     let q = base[h * hd..].as_ptr();
                     let k = base[dim + h * hd..].as_ptr();
@@ -460,7 +463,7 @@ impl TensorOps for CpuBackend {
         let hd = dim / heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let row = 2 * dim;
-        let mut out = vec![0.0f32; batch * dim];
+        let mut out = buffer_pool::take_zeroed(batch * dim);
         if dim == 0 {
             return Ok(CpuMatrix {
                 data: out,
@@ -470,7 +473,7 @@ impl TensorOps for CpuBackend {
         }
         out.par_chunks_mut(dim).enumerate().for_each(|(b, out_b)| {
             let base = &kv.data[b * seq * row..(b + 1) * seq * row];
-            let mut weights = vec![0.0f32; seq];
+            let mut weights = buffer_pool::take_zeroed(seq);
             for h in 0..heads {
                 let qh = &q.data[h * hd..(h + 1) * hd];
                 for (j, w) in weights.iter_mut().enumerate() {
@@ -516,7 +519,7 @@ impl TensorOps for CpuBackend {
         }
         let (gy, gx) = (height / patch, width / patch);
         let cols = channels * patch * patch;
-        let mut data = vec![0.0f32; images.rows * gy * gx * cols];
+        let mut data = buffer_pool::take_zeroed(images.rows * gy * gx * cols);
         if cols == 0 || data.is_empty() {
             return Ok(CpuMatrix {
                 data,

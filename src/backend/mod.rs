@@ -3,8 +3,10 @@
 //! Stages are written once against them; the CPU backend is the reference every other backend
 //! is tested against.
 
+mod buffer_pool;
 pub mod cpu;
 mod cpu_tensor;
+mod fast_math;
 pub mod tensor;
 
 use crate::error::Result;
