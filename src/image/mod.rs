@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod normalize;
 pub mod orientation;
+pub mod pillow_resample;
 pub mod probe;
 pub mod resize;
 #[cfg(test)]

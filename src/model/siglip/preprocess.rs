@@ -1,14 +1,17 @@
 //! Images to SigLIP pixel values, as transformers' `SiglipImageProcessor` makes them: squash
 //! (no aspect ratio kept) to the model's size with Pillow's filter, then `v · rescale`, then
-//! `(v − mean) / std` per channel, laid out CHW. The resize is the foundation's, which matches
-//! Pillow's within one level.
+//! `(v − mean) / std` per channel, laid out CHW. The resize is `pillow_resample`, Pillow's own
+//! fixed-point arithmetic, so that the same decoded pixels give transformers' pixel values
+//! exactly (the SIMD resize of the tiles differs by a level here and there, which a base-size
+//! model turns into 1e-3 relative differences in the features).
 
 use rayon::prelude::*;
 
 use super::config::ImagePreprocess;
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
-use crate::image::resize::{ResizeFilter, resize};
+use crate::image::pillow_resample::resize_like_pillow;
+use crate::image::resize::ResizeFilter;
 
 /// Pixel values of `images`, back to back: `images.len() × 3 × height × width` floats.
 pub fn pixel_values(images: &[&RgbImage], p: &ImagePreprocess) -> Result<Vec<f32>> {
@@ -43,7 +46,7 @@ pub fn write_pixel_values(img: &RgbImage, p: &ImagePreprocess, dst: &mut [f32]) 
     let src = if (img.width as usize, img.height as usize) == (p.width, p.height) {
         img
     } else {
-        resized = resize(img, p.width as u32, p.height as u32, filter)?;
+        resized = resize_like_pillow(img, p.width as u32, p.height as u32, filter)?;
         &resized
     };
     // One lookup per (channel, level): the same arithmetic transformers does, in the same
