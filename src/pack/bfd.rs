@@ -1,14 +1,14 @@
 //! Offline best-fit-decreasing over two limits (tokens and tiles) in O(n log L).
 //!
-//! One dimension is "primary": the one the pool fills more of, Σtokens/L against Σtiles/T. Items
-//! go in decreasing primary size (ties: larger secondary first, then lower index). Each goes into
-//! the open bin with the least primary room that still holds it in BOTH dimensions; among bins
-//! with that same primary room, the one with the least secondary room that fits. A segment tree
-//! indexed by remaining primary capacity answers that: each leaf holds the bins with that much
-//! room (ordered by secondary room), and each node keeps the largest secondary room below it, so
-//! the descent skips bins that have primary room but no secondary room.
+//! One dimension is "primary". Items go in a decreasing size order (ties: lower index first).
+//! Each goes into the open bin with the least primary room that still holds it in BOTH
+//! dimensions; among bins with that same primary room, the one with the least secondary room that
+//! fits. A segment tree indexed by remaining primary capacity answers that: each leaf holds the
+//! bins with that much room, grouped by secondary room, and each node keeps the largest
+//! secondary room below it, so the descent skips bins that have primary room but no secondary
+//! room. [`pack`] runs a few (primary, order) candidates and keeps the best.
 
-use super::{Cost, Entry, Limits, Pack};
+use super::{Entry, Limits, Pack};
 
 /// Capacities above 2^16 share leaves (buckets); the bucket holding the query is then checked
 /// bin by bin, so answers stay exact, only "tightest" becomes approximate inside a bucket. The
@@ -33,6 +33,9 @@ type Link = u32;
 struct CapacityTree {
     shift_p: u32,
     shift_s: u32,
+    /// No bin can run out of secondary room (the items' secondary sizes sum to at most its
+    /// limit, e.g. tiles with no tile limit): one cell per leaf, secondary never checked.
+    ignore_s: bool,
     size: usize,
     /// Secondary buckets per leaf, and 64-bit words of the two bitset levels per leaf.
     buckets: usize,
@@ -48,7 +51,7 @@ struct CapacityTree {
 }
 
 impl CapacityTree {
-    fn new(cap: (u32, u32)) -> Self {
+    fn new(cap: (u32, u32), ignore_s: bool) -> Self {
         let bits_p = 32 - cap.0.leading_zeros();
         let shift_p = bits_p.saturating_sub(MAX_LEAF_BITS);
         let leaves = (cap.0 >> shift_p) as usize + 1;
@@ -58,12 +61,17 @@ impl CapacityTree {
         while (cap.1 >> shift_s) as usize + 1 > max_buckets {
             shift_s += 1;
         }
-        let buckets = (cap.1 >> shift_s) as usize + 1;
+        let buckets = if ignore_s {
+            1
+        } else {
+            (cap.1 >> shift_s) as usize + 1
+        };
         let w0 = buckets.div_ceil(64);
         let w1 = w0.div_ceil(64);
         Self {
             shift_p,
             shift_s,
+            ignore_s,
             size,
             buckets,
             w0,
@@ -82,12 +90,16 @@ impl CapacityTree {
     }
 
     fn bucket(&self, rem_s: u32) -> usize {
-        (rem_s >> self.shift_s) as usize
+        if self.ignore_s {
+            0
+        } else {
+            (rem_s >> self.shift_s) as usize
+        }
     }
 
     /// Whether the cells are single room values (no bin-by-bin check needed).
     fn exact(&self) -> bool {
-        self.shift_p == 0 && self.shift_s == 0
+        self.shift_p == 0 && (self.shift_s == 0 || self.ignore_s)
     }
 
     fn insert(&mut self, rem: (u32, u32), bin: u32) {
@@ -293,6 +305,8 @@ struct Run {
 struct Dims {
     cap: (u32, u32),
     min: (u32, u32),
+    /// See [`CapacityTree::ignore_s`].
+    ignore_s: bool,
 }
 
 impl Dims {
@@ -301,9 +315,9 @@ impl Dims {
     }
 }
 
-/// Best fit of `sorted` in that order, then [`empty_weak_bins`].
-fn run(sorted: &[Item], d: Dims) -> Run {
-    let mut tree = CapacityTree::new(d.cap);
+/// Best fit of `sorted` in that order; the tree is kept for [`empty_weak_bins`].
+fn run(sorted: &[Item], d: Dims) -> (Run, CapacityTree) {
+    let mut tree = CapacityTree::new(d.cap, d.ignore_s);
     let mut bins: Vec<(u32, u32)> = Vec::new();
     let mut bin_at = Vec::with_capacity(sorted.len());
     for it in sorted {
@@ -325,14 +339,13 @@ fn run(sorted: &[Item], d: Dims) -> Run {
         bin_at.push(b);
     }
     let live = bins.len();
-    let mut r = Run {
+    let r = Run {
         gone: vec![false; bins.len()],
         bins,
         bin_at,
         live,
     };
-    empty_weak_bins(&mut r, &mut tree, sorted, d);
-    r
+    (r, tree)
 }
 
 /// Post-pass: tries the bins from the least filled (normalized primary + secondary fill) up, and
@@ -438,138 +451,189 @@ fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, sorted: &[Item], d: Dim
 /// Digit width of the radix sort: 2^11 counters fit in L1.
 const RADIX_BITS: u32 = 11;
 
+/// An item with its sort key, moved together through the radix passes (16 bytes): no gather of
+/// items by position afterwards, which would be a cache miss per item.
+#[derive(Clone, Copy)]
+struct Keyed {
+    key: u32,
+    it: Item,
+}
+
+/// A BFD item order: size keys, all sorted descending.
+#[derive(Clone, Copy)]
+enum Order {
+    /// Primary size, then secondary size.
+    Size,
+    /// Sizes normalized by the limits, summed: p/cap_p + s/cap_s.
+    Sum,
+    /// The larger normalized size: max(p/cap_p, s/cap_s).
+    Max,
+}
+
+impl Order {
+    /// The key of `it`, exact in integers: normalized sizes cross-multiplied by the limits;
+    /// `max_s` is the largest secondary size of any item, so `Size` keys stay compact.
+    fn key(self, it: Item, d: Dims, max_s: u32) -> u128 {
+        let (p, s) = (u128::from(it.p), u128::from(it.s));
+        let (cp, cs) = (u128::from(d.cap.0), u128::from(d.cap.1));
+        match self {
+            Order::Size => p * (u128::from(max_s) + 1) + s,
+            Order::Sum => p * cs + s * cp,
+            Order::Max => (p * cs).max(s * cp),
+        }
+    }
+}
+
 /// `items` sorted by `key` descending, ties in their current order (stable).
 ///
-/// An LSD radix sort over only the key bits that vary, with the item position as payload in the
-/// low bits of one u64: two or three passes for the keys used here, instead of a comparison
-/// sort. Keys too wide to share a u64 with the position fall back to a comparison sort.
+/// An LSD radix sort over only the key bits that vary (two passes for the keys of the mixes in
+/// BENCHMARKS.md), instead of a comparison sort. Key ranges wider than 32 bits (huge limits) fall
+/// back to a comparison sort.
 fn sorted_desc(items: &[Item], key: impl Fn(Item) -> u128) -> Vec<Item> {
     let n = items.len();
     if n == 0 {
         return Vec::new();
     }
-    let keys: Vec<u128> = items.iter().map(|&it| key(it)).collect();
-    let (lo, hi) = keys
-        .iter()
-        .fold((u128::MAX, 0), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+    let (lo, hi) = items.iter().fold((u128::MAX, 0), |(lo, hi), &it| {
+        let k = key(it);
+        (lo.min(k), hi.max(k))
+    });
     let key_bits = 128 - (hi - lo).leading_zeros();
-    let pos_bits = 32 - ((n - 1) as u32).leading_zeros();
-    let order: Vec<u32> = if key_bits + pos_bits <= 64 {
-        // hi - key: ascending is key-descending.
-        let mut a: Vec<u64> = keys
+    if key_bits > 32 {
+        let mut a: Vec<(u128, u32)> = items
             .iter()
             .enumerate()
-            .map(|(k, &x)| (((hi - x) as u64) << pos_bits) | k as u64)
-            .collect();
-        let mut b = vec![0u64; n];
-        let mut shift = pos_bits;
-        while shift < pos_bits + key_bits {
-            let mask = (1u64 << RADIX_BITS) - 1;
-            let mut count = [0u32; 1 << RADIX_BITS];
-            for &x in &a {
-                count[((x >> shift) & mask) as usize] += 1;
-            }
-            let mut sum = 0;
-            for c in count.iter_mut() {
-                let here = *c;
-                *c = sum;
-                sum += here;
-            }
-            for &x in &a {
-                let d = ((x >> shift) & mask) as usize;
-                b[count[d] as usize] = x;
-                count[d] += 1;
-            }
-            std::mem::swap(&mut a, &mut b);
-            shift += RADIX_BITS;
-        }
-        let pos_mask = (1u64 << pos_bits) - 1;
-        a.iter().map(|&x| (x & pos_mask) as u32).collect()
-    } else {
-        let mut a: Vec<(u128, u32)> = keys
-            .iter()
-            .enumerate()
-            .map(|(k, &x)| (hi - x, k as u32))
+            .map(|(k, &it)| (hi - key(it), k as u32))
             .collect();
         a.sort_unstable();
-        a.iter().map(|&(_, k)| k).collect()
-    };
-    order.iter().map(|&k| items[k as usize]).collect()
+        return a.iter().map(|&(_, k)| items[k as usize]).collect();
+    }
+    // hi - key: ascending is key-descending.
+    let mut a: Vec<Keyed> = items
+        .iter()
+        .map(|&it| Keyed {
+            key: (hi - key(it)) as u32,
+            it,
+        })
+        .collect();
+    let mut b = a.clone();
+    let mask = (1u32 << RADIX_BITS) - 1;
+    let mut shift = 0;
+    while shift < key_bits {
+        let mut count = [0u32; 1 << RADIX_BITS];
+        for x in &a {
+            count[((x.key >> shift) & mask) as usize] += 1;
+        }
+        let mut sum = 0;
+        for c in count.iter_mut() {
+            let here = *c;
+            *c = sum;
+            sum += here;
+        }
+        for x in &a {
+            let d = ((x.key >> shift) & mask) as usize;
+            b[count[d] as usize] = *x;
+            count[d] += 1;
+        }
+        std::mem::swap(&mut a, &mut b);
+        shift += RADIX_BITS;
+    }
+    a.iter().map(|x| x.it).collect()
+}
+
+/// One BFD candidate: which dimension is primary (best fit is tightest in it first) and the
+/// item order.
+#[derive(Clone, Copy)]
+struct Candidate {
+    tiles_primary: bool,
+    order: Order,
 }
 
 /// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (appended
 /// after the BFD packs, in index order). Pack order here is creation order; the caller shuffles.
 ///
-/// With both limits set, BFD runs under three orders (primary size; normalized sum; normalized
-/// max) and the plan with the fewest packs is kept (ties: the earlier order).
+/// With both limits set, BFD runs three candidates and keeps the one with the fewest packs (ties:
+/// the earlier), then runs [`empty_weak_bins`] on it: normalized sum and normalized max, primary
+/// being the dimension the pool fills more of; and plain BFD by tokens (tokens descending, tokens
+/// primary), so Bfd never uses more packs than that classic packer (TRL's). With one limit only
+/// the last runs. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
+/// the post-pass of a losing candidate never made it win, so only the winner gets one.
 pub(super) fn pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
     let (mut sum_tok, mut sum_til) = (0u128, 0u128);
-    for e in entries {
-        if let Entry::Fits(c) = e {
-            sum_tok += u128::from(c.tokens);
-            sum_til += u128::from(c.tiles);
-        }
-    }
-    // Σtiles/T > Σtokens/L, cross-multiplied to stay exact.
-    let tiles_primary = sum_til * u128::from(limits.tokens) > sum_tok * u128::from(limits.tiles);
-    let dims = |c: Cost| {
-        if tiles_primary {
-            (c.tiles, c.tokens)
-        } else {
-            (c.tokens, c.tiles)
-        }
-    };
-    let (cap_p, cap_s) = dims(Cost::new(limits.tokens, limits.tiles));
-
-    let mut items: Vec<Item> = Vec::with_capacity(entries.len());
-    let (mut min_p, mut min_s) = (u32::MAX, u32::MAX);
+    let mut fit: Vec<Item> = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         if let Entry::Fits(c) = *e {
-            let (p, s) = dims(c);
-            min_p = min_p.min(p);
-            min_s = min_s.min(s);
-            items.push(Item {
+            sum_tok += u128::from(c.tokens);
+            sum_til += u128::from(c.tiles);
+            fit.push(Item {
                 idx: i as u32,
-                p,
-                s,
+                p: c.tokens,
+                s: c.tiles,
             });
         }
     }
-    let d = Dims {
-        cap: (cap_p, cap_s),
-        min: (min_p, min_s),
-    };
-    // Sort keys, descending; ties keep sample order, so runs are deterministic.
-    let (cp, cs) = (u128::from(cap_p), u128::from(cap_s));
-    let mut keys: Vec<Box<dyn Fn(Item) -> u128>> = vec![Box::new(move |it: Item| {
-        u128::from(it.p) * (cs + 1) + u128::from(it.s)
-    })];
+    // Σtiles/T > Σtokens/L, cross-multiplied to stay exact.
+    let tiles_fuller = sum_til * u128::from(limits.tokens) > sum_tok * u128::from(limits.tiles);
+    let mut cands = Vec::new();
     if !limits.unlimited_tiles() && limits.tokens != u32::MAX {
-        // Sizes normalized by the limits, cross-multiplied: p/cap_p + s/cap_s and the max.
-        keys.push(Box::new(move |it: Item| {
-            u128::from(it.p) * cs + u128::from(it.s) * cp
-        }));
-        keys.push(Box::new(move |it: Item| {
-            (u128::from(it.p) * cs).max(u128::from(it.s) * cp)
-        }));
-    }
-    let mut best: Option<(Run, Vec<Item>)> = None;
-    for key in &keys {
-        let sorted = sorted_desc(&items, key.as_ref());
-        let r = run(&sorted, d);
-        if best.as_ref().is_none_or(|(b, _)| r.live < b.live) {
-            best = Some((r, sorted));
+        for order in [Order::Sum, Order::Max] {
+            cands.push(Candidate {
+                tiles_primary: tiles_fuller,
+                order,
+            });
         }
     }
-    let Some((
-        Run {
-            bins, bin_at, gone, ..
-        },
-        sorted,
-    )) = best
-    else {
+    cands.push(Candidate {
+        tiles_primary: false,
+        order: Order::Size,
+    });
+    // Tokens-primary items are `fit`; tiles-primary ones are made once, when needed.
+    let swapped: Vec<Item> = if tiles_fuller && cands.iter().any(|c| c.tiles_primary) {
+        fit.iter()
+            .map(|it| Item {
+                idx: it.idx,
+                p: it.s,
+                s: it.p,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let dims_of = |items: &[Item], tiles_primary: bool| {
+        let cap = if tiles_primary {
+            (limits.tiles, limits.tokens)
+        } else {
+            (limits.tokens, limits.tiles)
+        };
+        let (mut min, mut max_s, mut sum_s) = ((u32::MAX, u32::MAX), 0, 0u128);
+        for it in items {
+            min = (min.0.min(it.p), min.1.min(it.s));
+            max_s = max_s.max(it.s);
+            sum_s += u128::from(it.s);
+        }
+        let ignore_s = sum_s <= u128::from(cap.1);
+        (Dims { cap, min, ignore_s }, max_s)
+    };
+    let mut best: Option<(Run, CapacityTree, Vec<Item>, Dims, bool)> = None;
+    for c in cands {
+        let items = if c.tiles_primary { &swapped } else { &fit };
+        let (d, max_s) = dims_of(items, c.tiles_primary);
+        // Ties keep sample order, so runs are deterministic.
+        let sorted = sorted_desc(items, |it| c.order.key(it, d, max_s));
+        let (r, tree) = run(&sorted, d);
+        if best.as_ref().is_none_or(|b| r.live < b.0.live) {
+            best = Some((r, tree, sorted, d, c.tiles_primary));
+        }
+    }
+    let Some((mut r, mut tree, sorted, d, tiles_primary)) = best else {
         return alone_packs(entries, Vec::new());
     };
+    empty_weak_bins(&mut r, &mut tree, &sorted, d);
+    drop(tree);
+    let Run {
+        bins, bin_at, gone, ..
+    } = r;
+    let (cap_p, cap_s) = d.cap;
 
     let mut bin_of = vec![u32::MAX; entries.len()];
     for (it, &b) in sorted.iter().zip(&bin_at) {
@@ -622,6 +686,7 @@ fn alone_packs(entries: &[Entry], mut packs: Vec<Pack>) -> Vec<Pack> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pack::Cost;
 
     fn fits(v: &[(u32, u32)]) -> Vec<Entry> {
         v.iter()
@@ -703,7 +768,7 @@ mod tests {
 
     #[test]
     fn tree_first_from_finds_leftmost_feasible_leaf() {
-        let mut t = CapacityTree::new((15, 15));
+        let mut t = CapacityTree::new((15, 15), false);
         t.insert((3, 1), 0);
         t.insert((5, 9), 1);
         t.insert((12, 4), 2);
@@ -714,5 +779,93 @@ mod tests {
         assert_eq!(t.first_from(6, 4), Some(12));
         t.remove((5, 9), 1);
         assert_eq!(t.first_from(0, 2), Some(12));
+    }
+
+    /// Plain BFD by tokens, O(n · bins): tokens descending (then tiles, then index), each item
+    /// into the bin with the least token room, then least tile room, that holds it in both.
+    fn naive_bfd_by_tokens(c: &[(u32, u32)], limits: Limits) -> usize {
+        let mut order: Vec<usize> = (0..c.len()).collect();
+        order.sort_by_key(|&i| (!c[i].0, !c[i].1, i));
+        let mut rooms: Vec<(u32, u32)> = Vec::new();
+        for i in order {
+            let (t, g) = c[i];
+            let best = (0..rooms.len())
+                .filter(|&b| rooms[b].0 >= t && rooms[b].1 >= g)
+                .min_by_key(|&b| rooms[b]);
+            match best {
+                Some(b) => rooms[b] = (rooms[b].0 - t, rooms[b].1 - g),
+                None => rooms.push((limits.tokens - t, limits.tiles - g)),
+            }
+        }
+        rooms.len()
+    }
+
+    fn random_case(r: &mut crate::pack::rng::SplitMix64) -> (Vec<(u32, u32)>, Limits) {
+        let limits = Limits {
+            tokens: 20 + r.below(200) as u32,
+            tiles: if r.below(4) == 0 {
+                u32::MAX
+            } else {
+                1 + r.below(24) as u32
+            },
+        };
+        let n = r.below(400);
+        let c = (0..n)
+            .map(|_| {
+                let t = r.below(limits.tokens as usize + 1) as u32;
+                let g = r.below(limits.tiles.min(24) as usize + 1) as u32;
+                (t >> r.below(3), g >> r.below(3))
+            })
+            .collect();
+        (c, limits)
+    }
+
+    #[test]
+    fn tree_gives_the_exact_best_fit() {
+        // The tokens-primary run counts exactly the bins of the naive BFD: bins with equal rooms
+        // are interchangeable, so any wrong pick by the tree would show in some count.
+        let mut r = crate::pack::rng::SplitMix64::new(11);
+        for _ in 0..300 {
+            let (c, limits) = random_case(&mut r);
+            let items: Vec<Item> = c
+                .iter()
+                .enumerate()
+                .map(|(i, &(p, s))| Item {
+                    idx: i as u32,
+                    p,
+                    s,
+                })
+                .collect();
+            let sum_s: u64 = c.iter().map(|x| u64::from(x.1)).sum();
+            let d = Dims {
+                cap: (limits.tokens, limits.tiles),
+                min: (
+                    c.iter().map(|x| x.0).min().unwrap_or(0),
+                    c.iter().map(|x| x.1).min().unwrap_or(0),
+                ),
+                ignore_s: sum_s <= u64::from(limits.tiles),
+            };
+            let max_s = c.iter().map(|x| x.1).max().unwrap_or(0);
+            let sorted = sorted_desc(&items, |it| Order::Size.key(it, d, max_s));
+            let (run, _) = run(&sorted, d);
+            assert_eq!(
+                run.live,
+                naive_bfd_by_tokens(&c, limits),
+                "{limits:?} {c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn never_more_packs_than_plain_bfd_by_tokens() {
+        let mut r = crate::pack::rng::SplitMix64::new(5);
+        for _ in 0..300 {
+            let (c, limits) = random_case(&mut r);
+            let packs = pack(&fits(&c), limits);
+            assert!(
+                packs.len() <= naive_bfd_by_tokens(&c, limits),
+                "{limits:?} {c:?}"
+            );
+        }
     }
 }
