@@ -178,11 +178,7 @@ impl CapacityTree {
         if i1 >= self.w1 {
             return None;
         }
-        let mut w1 = if from0 % 64 == 0 {
-            b1[i1]
-        } else {
-            b1[i1] & (!0u64 << (from0 % 64))
-        };
+        let mut w1 = b1[i1] & (!0u64 << (from0 % 64));
         loop {
             if w1 != 0 {
                 let j0 = i1 * 64 + w1.trailing_zeros() as usize;
