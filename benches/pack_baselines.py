@@ -217,7 +217,9 @@ def l2_bound(sizes, cap):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default="target/release/examples/pack_lengths")
+    # VLMPREP_PACK_LENGTHS: the example binary when CARGO_TARGET_DIR is not ./target.
+    ap.add_argument("--bin", default=os.environ.get("VLMPREP_PACK_LENGTHS",
+                                                    "target/release/examples/pack_lengths"))
     ap.add_argument("--out", default="target/pack_mixes")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
