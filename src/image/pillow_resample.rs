@@ -104,9 +104,11 @@ fn coefficients(in_size: usize, out_size: usize, filter: ResizeFilter) -> Coeffi
     }
 }
 
-/// Pillow's `clip8`: drop the fraction (the half was added up front) and clamp.
+/// Pillow's `clip8`: drop the fraction (the half was added up front) and clamp. Sums are i32
+/// as in Pillow: 255 × 2^22 × (Σ|w| ≤ 1.3 for bicubic) stays below 2^31, the reason for the two
+/// headroom bits.
 #[inline]
-fn clip8(acc: i64) -> u8 {
+fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
@@ -128,7 +130,7 @@ pub fn resize_like_pillow(
     if (in_w, in_h) == (out_w, out_h) {
         return Ok(src.clone());
     }
-    let half = 1i64 << (PRECISION_BITS - 1);
+    let half = 1i32 << (PRECISION_BITS - 1);
     let vert = coefficients(in_h, out_h, filter);
     // Pillow runs the horizontal pass only over the source rows the vertical pass reads.
     let first_row = vert.start[0];
@@ -147,7 +149,7 @@ pub fn resize_like_pillow(
                 for (i, &w) in k.iter().enumerate() {
                     let p = &src_row[base + 3 * i..base + 3 * i + 3];
                     for c in 0..3 {
-                        acc[c] += i64::from(p[c]) * i64::from(w);
+                        acc[c] += i32::from(p[c]) * w;
                     }
                 }
                 for c in 0..3 {
@@ -174,15 +176,21 @@ pub fn resize_like_pillow(
     }
     let stride = 3 * out_w;
     let mut data = vec![0u8; stride * out_h];
+    // Row by row, accumulating whole source rows: the same integer sums as Pillow's per-pixel
+    // loop (exact, so the order does not matter), but contiguous and vectorizable.
+    let mut acc = vec![0i32; stride];
     for (yy, out_row) in data.chunks_exact_mut(stride).enumerate() {
         let k = &vert.weights[yy * vert.ksize..][..vert.count[yy]];
         let y0 = vert.start[yy] - row_offset;
-        for (x, out) in out_row.iter_mut().enumerate() {
-            let mut acc = half;
-            for (i, &w) in k.iter().enumerate() {
-                acc += i64::from(rows_src[(y0 + i) * stride + x]) * i64::from(w);
+        acc.fill(half);
+        for (i, &w) in k.iter().enumerate() {
+            let row = &rows_src[(y0 + i) * stride..(y0 + i + 1) * stride];
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += i32::from(p) * w;
             }
-            *out = clip8(acc);
+        }
+        for (out, &a) in out_row.iter_mut().zip(&acc) {
+            *out = clip8(a);
         }
     }
     Ok(RgbImage {
