@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use vlmprep::pack::{
     Algo, CostModel, Limits, OversizePolicy, balance_steps, balance_steps_windowed, emitted_steps,
-    lower_bound, pack_costs, plan_packs, step_spread,
+    lower_bound, pack_costs, plan_packs, spread_bound, step_spread,
 };
 use vlmprep::pack::{Cost, Placement};
 
@@ -158,6 +158,7 @@ fn main() -> Result<(), String> {
                 "spread_emitted": emitted,
                 "spread_balanced": balanced,
                 "spread_windowed": windowed,
+                "spread_bound": spread_bound(&pc, world),
                 "seconds": best,
                 "samples_per_s": costs.len() as f64 / best,
             });

@@ -30,7 +30,7 @@ pub mod sequence;
 
 pub use balance::{
     CostModel, Spread, balance_steps, balance_steps_windowed, emitted_steps, pack_costs,
-    step_spread,
+    spread_bound, step_spread,
 };
 pub use online::OnlinePacker;
 
