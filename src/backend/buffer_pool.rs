@@ -29,6 +29,18 @@ pub fn take_zeroed(len: usize) -> Vec<f32> {
     vec![0.0; len]
 }
 
+/// An empty vector with room for `len` values (a pooled buffer when one fits), for a caller
+/// that writes every value itself: it skips `take_zeroed`'s fill.
+pub fn take_empty(len: usize) -> Vec<f32> {
+    if len >= MIN_POOLED
+        && let Some(mut v) = take_fitting(len)
+    {
+        v.clear();
+        return v;
+    }
+    Vec::with_capacity(len)
+}
+
 fn take_fitting(len: usize) -> Option<Vec<f32>> {
     // A poisoned lock only means another thread panicked mid-push/pop; the Vec is still valid.
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());

@@ -168,17 +168,24 @@ impl TensorOps for CpuBackend {
                 format!("x {n}×{k} against w {out}×{}", w.cols),
             ));
         }
-        let mut y = buffer_pool::take_zeroed(n * out);
-        if let Some(b) = b {
-            if b.data.len() != out {
-                return Err(shape_error(
-                    "linear",
-                    format!("bias of {} for {out} outputs", b.data.len()),
-                ));
+        let mut y = match b {
+            Some(b) => {
+                if b.data.len() != out {
+                    return Err(shape_error(
+                        "linear",
+                        format!("bias of {} for {out} outputs", b.data.len()),
+                    ));
+                }
+                // every row starts as the bias, which the GEMM then accumulates onto: one
+                // write per value, no zero fill first
+                let mut y = buffer_pool::take_empty(n * out);
+                for _ in 0..n {
+                    y.extend_from_slice(&b.data);
+                }
+                y
             }
-            y.par_chunks_mut(out.max(1))
-                .for_each(|row| row.copy_from_slice(&b.data));
-        }
+            None => buffer_pool::take_zeroed(n * out),
+        };
         if n > 0 && out > 0 && k > 0 {
             // SAFETY: x is n×k (strides k,1), wᵀ is k×out read from w (out×k) with strides
             // (1, k), y is n×out (strides out,1): all indices are inside the three buffers.
@@ -204,6 +211,55 @@ impl TensorOps for CpuBackend {
             rows: n,
             cols: out,
         })
+    }
+
+    fn linear_add_assign(
+        &self,
+        acc: &mut CpuMatrix,
+        x: &CpuMatrix,
+        w: &CpuMatrix,
+        b: Option<&CpuMatrix>,
+    ) -> Result<()> {
+        let (n, k, out) = (x.rows, x.cols, w.rows);
+        if w.cols != k || (acc.rows, acc.cols) != (n, out) || b.is_some_and(|b| b.data.len() != out)
+        {
+            return Err(shape_error(
+                "linear_add_assign",
+                format!(
+                    "acc {}×{} += x {n}×{k} against w {out}×{}, bias {:?}",
+                    acc.rows,
+                    acc.cols,
+                    w.cols,
+                    b.map(|b| b.data.len())
+                ),
+            ));
+        }
+        if let Some(b) = b {
+            acc.data.par_chunks_mut(out.max(1)).for_each(|row| {
+                row.iter_mut().zip(&b.data).for_each(|(a, b)| *a += b);
+            });
+        }
+        if n > 0 && out > 0 && k > 0 {
+            // SAFETY: as in `linear`: x is n×k, wᵀ is read from w (out×k) with strides (1, k),
+            // acc is n×out, checked above.
+            unsafe {
+                gemm_strided(
+                    n,
+                    out,
+                    k,
+                    acc.data.as_mut_ptr(),
+                    (out as isize, 1),
+                    true,
+                    x.data.as_ptr(),
+                    (k as isize, 1),
+                    w.data.as_ptr(),
+                    (1, k as isize),
+                    1.0,
+                    true,
+                )
+            };
+        }
+        Ok(())
     }
 
     fn layer_norm(
@@ -597,6 +653,39 @@ mod tests {
         }
         let x = m(&[1.0; 6], 2, 3);
         assert!(CpuBackend.linear(&x, &m(&[1.0; 4], 2, 2), None).is_err());
+    }
+
+    #[test]
+    fn linear_add_assign_equals_linear_then_add() {
+        let (n, k, out) = (37, 19, 23);
+        let x = m(&pseudo(n * k, 3), n, k);
+        let w = m(&pseudo(out * k, 4), out, k);
+        let b = m(&pseudo(out, 5), 1, out);
+        let start = m(&pseudo(n * out, 6), n, out);
+        let mut want = start.clone();
+        CpuBackend
+            .add_assign(&mut want, &CpuBackend.linear(&x, &w, Some(&b)).unwrap())
+            .unwrap();
+        let mut got = start.clone();
+        CpuBackend
+            .linear_add_assign(&mut got, &x, &w, Some(&b))
+            .unwrap();
+        let worst = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-5, "{worst}");
+        // shapes that do not line up are errors, and leave the accumulator alone
+        let mut wrong = m(&pseudo(n * (out + 1), 7), n, out + 1);
+        let before = wrong.clone();
+        assert!(
+            CpuBackend
+                .linear_add_assign(&mut wrong, &x, &w, Some(&b))
+                .is_err()
+        );
+        assert_eq!(wrong, before);
     }
 
     #[test]

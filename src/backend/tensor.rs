@@ -40,6 +40,20 @@ pub trait TensorOps: Sync {
         b: Option<&Self::Matrix>,
     ) -> Result<Self::Matrix>;
 
+    /// `acc += x · wᵀ + b`: a linear layer added onto the residual stream. The default goes
+    /// through [`linear`](Self::linear) and [`add_assign`](Self::add_assign); a backend can do
+    /// it without the temporary (the CPU accumulates the GEMM straight into `acc`).
+    fn linear_add_assign(
+        &self,
+        acc: &mut Self::Matrix,
+        x: &Self::Matrix,
+        w: &Self::Matrix,
+        b: Option<&Self::Matrix>,
+    ) -> Result<()> {
+        let y = self.linear(x, w, b)?;
+        self.add_assign(acc, &y)
+    }
+
     /// Layer norm over each row: `(x − mean) / √(var + eps) · gamma + beta`, biased variance.
     fn layer_norm(
         &self,

@@ -79,6 +79,11 @@ impl<M> Linear<M> {
     fn forward<B: TensorOps<Matrix = M>>(&self, ops: &B, x: &M) -> Result<M> {
         ops.linear(x, &self.w, Some(&self.b))
     }
+
+    /// `acc += forward(x)`, without the temporary where the backend can.
+    fn forward_add<B: TensorOps<Matrix = M>>(&self, ops: &B, acc: &mut M, x: &M) -> Result<()> {
+        ops.linear_add_assign(acc, x, &self.w, Some(&self.b))
+    }
 }
 
 /// Layer norm parameters.
@@ -137,10 +142,11 @@ impl<M> Mlp<M> {
         })
     }
 
-    fn forward<B: TensorOps<Matrix = M>>(&self, ops: &B, x: &M) -> Result<M> {
+    /// `acc += forward(x)`: the MLP added onto the residual stream.
+    fn forward_add<B: TensorOps<Matrix = M>>(&self, ops: &B, acc: &mut M, x: &M) -> Result<()> {
         let mut h = self.fc1.forward(ops, x)?;
         ops.activate(&mut h, self.act)?;
-        self.fc2.forward(ops, &h)
+        self.fc2.forward_add(ops, acc, &h)
     }
 }
 
@@ -200,9 +206,9 @@ impl<M> Encoder<M> {
             let h = layer.norm1.forward(ops, &x)?;
             let qkv = layer.qkv.forward(ops, &h)?;
             let attn = ops.self_attention(&qkv, batch, seq, self.heads)?;
-            ops.add_assign(&mut x, &layer.out.forward(ops, &attn)?)?;
+            layer.out.forward_add(ops, &mut x, &attn)?;
             let h = layer.norm2.forward(ops, &x)?;
-            ops.add_assign(&mut x, &layer.mlp.forward(ops, &h)?)?;
+            layer.mlp.forward_add(ops, &mut x, &h)?;
         }
         Ok(x)
     }
@@ -297,7 +303,7 @@ impl<M> VisionTower<M> {
         let pooled = ops.pooled_attention(&self.probe_query, &kv, batch, seq, self.heads)?;
         let mut y = self.head_out.forward(ops, &pooled)?;
         let h = self.head_norm.forward(ops, &y)?;
-        ops.add_assign(&mut y, &self.head_mlp.forward(ops, &h)?)?;
+        self.head_mlp.forward_add(ops, &mut y, &h)?;
         Ok(y)
     }
 }
