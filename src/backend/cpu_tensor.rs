@@ -126,6 +126,38 @@ fn softmax_scaled(row: &mut [f32], scale: f32) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// `dst (+)= x · wᵀ` for `x [n, k]`, `w [out, k]`, `dst [n, out]` (row-major), accumulating
+/// onto `dst` when asked. Shapes are the callers' to check; a mismatch here is a bug, not data,
+/// so it panics instead of reading out of bounds.
+fn x_times_w_transposed(dst: &mut [f32], x: &CpuMatrix, w: &CpuMatrix, accumulate: bool) {
+    let (n, k, out) = (x.rows, x.cols, w.rows);
+    assert!(
+        w.cols == k && dst.len() == n * out && x.data.len() == n * k && w.data.len() == out * k,
+        "x_times_w_transposed: shapes checked by the caller"
+    );
+    if n == 0 || out == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: x is n×k (strides k, 1), wᵀ is k×out read from w (out×k) with strides (1, k),
+    // dst is n×out (strides out, 1): all indices are inside the three buffers (asserted above).
+    unsafe {
+        gemm_strided(
+            n,
+            out,
+            k,
+            dst.as_mut_ptr(),
+            (out as isize, 1),
+            accumulate,
+            x.data.as_ptr(),
+            (k as isize, 1),
+            w.data.as_ptr(),
+            (1, k as isize),
+            1.0,
+            true,
+        )
+    };
+}
+
 impl Drop for CpuMatrix {
     /// Large buffers go back to the pool for the next op (see `buffer_pool`).
     fn drop(&mut self) {
@@ -186,26 +218,7 @@ impl TensorOps for CpuBackend {
             }
             None => buffer_pool::take_zeroed(n * out),
         };
-        if n > 0 && out > 0 && k > 0 {
-            // SAFETY: x is n×k (strides k,1), wᵀ is k×out read from w (out×k) with strides
-            // (1, k), y is n×out (strides out,1): all indices are inside the three buffers.
-            unsafe {
-                gemm_strided(
-                    n,
-                    out,
-                    k,
-                    y.as_mut_ptr(),
-                    (out as isize, 1),
-                    b.is_some(),
-                    x.data.as_ptr(),
-                    (k as isize, 1),
-                    w.data.as_ptr(),
-                    (1, k as isize),
-                    1.0,
-                    true,
-                )
-            };
-        }
+        x_times_w_transposed(&mut y, x, w, b.is_some());
         Ok(CpuMatrix {
             data: y,
             rows: n,
@@ -239,26 +252,7 @@ impl TensorOps for CpuBackend {
                 row.iter_mut().zip(&b.data).for_each(|(a, b)| *a += b);
             });
         }
-        if n > 0 && out > 0 && k > 0 {
-            // SAFETY: as in `linear`: x is n×k, wᵀ is read from w (out×k) with strides (1, k),
-            // acc is n×out, checked above.
-            unsafe {
-                gemm_strided(
-                    n,
-                    out,
-                    k,
-                    acc.data.as_mut_ptr(),
-                    (out as isize, 1),
-                    true,
-                    x.data.as_ptr(),
-                    (k as isize, 1),
-                    w.data.as_ptr(),
-                    (1, k as isize),
-                    1.0,
-                    true,
-                )
-            };
-        }
+        x_times_w_transposed(&mut acc.data, x, w, true);
         Ok(())
     }
 
