@@ -107,9 +107,27 @@ pub enum Error {
     /// A model computation that was handed inconsistent shapes (a bug or a bad config).
     #[error("model compute: {0}")]
     Compute(String),
+
+    // ---- devices ----------------------------------------------------------------------------
+    /// A compute device that cannot be used or failed: not compiled into this build, no driver,
+    /// no GPU, a kernel that does not compile, a failed device call. `device` names the backend
+    /// (`cuda`, `wgpu`), `reason` says what happened and, where it helps, what to do.
+    #[error("{device}: {reason}")]
+    Device {
+        device: &'static str,
+        reason: String,
+    },
 }
 
 impl Error {
+    /// A [`Error::Device`] error of the CUDA backend.
+    pub fn cuda(reason: impl Into<String>) -> Self {
+        Error::Device {
+            device: "cuda",
+            reason: reason.into(),
+        }
+    }
+
     /// Wraps an `std::io::Error` with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

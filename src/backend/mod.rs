@@ -6,6 +6,11 @@
 mod buffer_pool;
 pub mod cpu;
 mod cpu_tensor;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_stub.rs"]
+pub mod cuda;
 mod fast_math;
 pub mod tensor;
 
