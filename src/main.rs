@@ -17,6 +17,7 @@ use vlmprep::problems::ProblemLog;
 use vlmprep::shard::{ShardSource, expand_inputs};
 
 mod cli;
+use cli::device::{Device, DeviceArg};
 use cli::embed::{EmbedArgs, cmd_embed};
 use cli::packing::{PackArgs, PlanArgs, cmd_pack, cmd_plan};
 
@@ -229,6 +230,10 @@ struct TileArgs {
     /// Upper bound, in MiB, on decoded images held in memory at once.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     memory_mib: u64,
+    /// Where resize + tile + normalize run: auto picks CUDA when built in and a GPU is visible,
+    /// else the CPU. (Decode stays on the CPU in this command.)
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
 }
 
 #[derive(Args, Debug)]
@@ -381,7 +386,8 @@ fn tile_config(args: &TileArgs) -> Result<TileConfig> {
 fn cmd_tile(args: TileArgs) -> Result<()> {
     let sources = sources(&args.inputs.input)?;
     let cfg = tile_config(&args)?;
-    let (summary, problems) = tile_with_progress(&sources, &cfg)?;
+    let device = cli::device::pick(args.device)?;
+    let (summary, problems) = tile_with_progress(&sources, &cfg, &device)?;
     print_tile_summary(&summary, &cfg);
     print_problems(&problems, 20);
     Ok(())
@@ -390,6 +396,7 @@ fn cmd_tile(args: TileArgs) -> Result<()> {
 fn tile_with_progress(
     sources: &[ShardSource],
     cfg: &TileConfig,
+    device: &Device,
 ) -> Result<(TileSummary, ProblemLog)> {
     let total_bytes: u64 = sources
         .iter()
@@ -399,8 +406,11 @@ fn tile_with_progress(
         })
         .sum();
     let bar = progress_bar(total_bytes, "bytes");
-    let backend = CpuBackend;
-    let result = run_tile(&backend, sources, cfg, &bar);
+    let result = match device {
+        Device::Cpu => run_tile(&CpuBackend, sources, cfg, &bar),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(gpu) => run_tile(gpu.as_ref(), sources, cfg, &bar),
+    };
     bar.finish_and_clear();
     result.with_context(|| format!("tiling into {}", cfg.out.display()))
 }
@@ -460,7 +470,8 @@ fn cmd_demo(args: DemoArgs) -> Result<()> {
         "\n== vlmprep tile --input {spec} --mode internvl --out {}",
         cfg.out.display()
     );
-    let (summary, problems) = tile_with_progress(&sources, &cfg)?;
+    let device = cli::device::pick(args.device)?;
+    let (summary, problems) = tile_with_progress(&sources, &cfg, &device)?;
     print_tile_summary(&summary, &cfg);
     print_problems(&problems, 10);
     let plan_dir = dir.join("plan");

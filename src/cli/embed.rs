@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use vlmprep::backend::CpuBackend;
 use vlmprep::image::decode::DecodeOptions;
@@ -14,17 +14,8 @@ use vlmprep::pipeline::embed::{EmbedConfig, EmbedSummary, run_embed};
 use vlmprep::problems::ProblemLog;
 use vlmprep::shard::ShardSource;
 
+use crate::cli::device::{Device, DeviceArg, pick};
 use crate::{InputArgs, print_problems, progress_bar};
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU backend (gemm + rayon): always available.
-    Cpu,
-    /// NVIDIA GPU through CUDA (not built yet: a later issue).
-    Cuda,
-    /// Any Vulkan/Metal/DX12 GPU through wgpu (not built yet: a later issue).
-    Wgpu,
-}
 
 /// Flags of `vlmprep embed`.
 #[derive(Args, Debug)]
@@ -43,8 +34,8 @@ pub struct EmbedArgs {
     /// Samples per model batch.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Where the model runs.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    /// Where the model runs: auto picks CUDA when built in and a GPU is visible, else the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// Refuse images with more pixels than this, from the header alone (Pillow's limit).
     #[arg(long, default_value_t = 89_478_485)]
@@ -65,13 +56,7 @@ pub fn embed_with_progress(
     sources: &[ShardSource],
     args: &EmbedArgs,
 ) -> Result<(EmbedSummary, ProblemLog, bool)> {
-    match args.device {
-        DeviceArg::Cpu => {}
-        other => bail!(
-            "--device {other:?} is not available in this build: only the CPU backend exists so \
-             far (the wgpu and CUDA backends are separate, unfinished work)"
-        ),
-    }
+    let device = pick(args.device)?;
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -83,8 +68,6 @@ pub fn embed_with_progress(
             write_demo_model(&args.out)?
         }
     };
-    let model = SiglipModel::load(&model_dir, CpuBackend)
-        .with_context(|| format!("loading {}", model_dir.display()))?;
     let cfg = EmbedConfig {
         out: args.out.clone(),
         batch: args.batch,
@@ -95,8 +78,20 @@ pub fn embed_with_progress(
     };
     let bar = progress_bar(0, "samples");
     bar.set_message("samples");
-    let backend = format!("cpu ({} threads)", rayon::current_num_threads());
-    let result = run_embed(&model, &backend, sources, &cfg, &bar);
+    let backend = device.describe();
+    let loading = || format!("loading {}", model_dir.display());
+    let result = match device {
+        Device::Cpu => {
+            let model = SiglipModel::load(&model_dir, CpuBackend).with_context(loading)?;
+            run_embed(&model, &backend, sources, &cfg, &bar)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(gpu) => {
+            let ops = vlmprep::backend::cuda::tensor::CudaTensorOps::new(gpu)?;
+            let model = SiglipModel::load(&model_dir, ops).with_context(loading)?;
+            run_embed(&model, &backend, sources, &cfg, &bar)
+        }
+    };
     bar.finish_and_clear();
     let (summary, problems) =
         result.with_context(|| format!("embedding into {}", args.out.display()))?;

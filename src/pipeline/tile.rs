@@ -93,7 +93,7 @@ struct Decoded<'s> {
 
 /// Runs `tile` over `sources` on `backend`. `progress` is advanced by the bytes of each chunk's
 /// members. Fails only on output errors (the run cannot go on); bad inputs are recorded.
-pub fn run_tile<B: Backend<Tiles = HostTiles>>(
+pub fn run_tile<B: Backend>(
     backend: &B,
     sources: &[ShardSource],
     cfg: &TileConfig,
@@ -221,7 +221,7 @@ pub fn run_tile<B: Backend<Tiles = HostTiles>>(
 }
 
 /// Tiles a run of decoded images as one batch and brings it to the host.
-fn tile_decoded<B: Backend<Tiles = HostTiles>>(
+fn tile_decoded<B: Backend>(
     backend: &B,
     decoded: &[Decoded],
     spec: &TileSpec,
