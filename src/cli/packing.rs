@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
 use vlmprep::backend::CpuBackend;
+
+use crate::cli::device::{Device, DeviceArg, pick};
 use vlmprep::image::decode::DecodeOptions;
 use vlmprep::model::tokenizer::TextTokenizer;
 use vlmprep::pack::sample_cost::VisionTokens;
@@ -131,6 +133,10 @@ pub struct PackArgs {
     /// Upper bound, in MiB, on tiles held in memory at once (with --materialize).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub memory_mib: u64,
+    /// Where --materialize tiles: auto picks CUDA when built in and a GPU is visible, else the
+    /// CPU. Without --materialize nothing runs on a device and the CPU is used.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
 }
 
 fn parse_ids(s: &str) -> Result<[u32; 3], String> {
@@ -343,7 +349,15 @@ pub fn pack_with_progress(args: &PackArgs) -> Result<(PackSummary, ProblemLog)> 
         chunk_bytes: args.memory_mib << 20,
     };
     let bar = progress_bar(plan.summary.packs as u64, "packs");
-    let result = run_pack(&CpuBackend, &cfg, &tokenizer, &bar);
+    let device = match args.materialize {
+        true => pick(args.device)?,
+        false => Device::Cpu,
+    };
+    let result = match &device {
+        Device::Cpu => run_pack(&CpuBackend, &cfg, &tokenizer, &bar),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(gpu) => run_pack(gpu.as_ref(), &cfg, &tokenizer, &bar),
+    };
     bar.finish_and_clear();
     result.with_context(|| format!("packing into {}", args.out.display()))
 }

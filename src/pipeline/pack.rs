@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::plan::{PLAN_TABLE, PlanFile, read_plan_file};
 use super::{image_error_kind, sample_problem};
-use crate::backend::{Backend, HostTiles, TileSpec};
+use crate::backend::{Backend, TileSpec};
 use crate::error::{Error, Result};
 use crate::image::decode::{DecodeOptions, decode};
 use crate::image::tiling::{TilePlan, TilingRule};
@@ -116,7 +116,7 @@ impl ShardCache {
 }
 
 /// Runs `pack` on `backend`. `progress` advances by one per pack.
-pub fn run_pack<B: Backend<Tiles = HostTiles>>(
+pub fn run_pack<B: Backend>(
     backend: &B,
     cfg: &PackConfig,
     tokenizer: &TextTokenizer,
@@ -243,7 +243,7 @@ fn recost(
 type SampleTiles = Vec<u8>;
 
 #[allow(clippy::too_many_arguments)]
-fn write_pack_shard<B: Backend<Tiles = HostTiles>>(
+fn write_pack_shard<B: Backend>(
     backend: &B,
     cfg: &PackConfig,
     plan_file: &PlanFile,
@@ -339,7 +339,7 @@ fn le_bytes_i32(values: &[i32]) -> Vec<u8> {
 /// Decodes and tiles every image of the group, pack by pack in chunks bounded by bytes, and
 /// streams the tiles into `pixel_values.npy`. Samples whose image fails are removed from their
 /// pack. Returns the stream (to finish after the token arrays) and the tile offsets per pack.
-fn materialize<B: Backend<Tiles = HostTiles>>(
+fn materialize<B: Backend>(
     backend: &B,
     cfg: &PackConfig,
     cache: &ShardCache,
@@ -414,7 +414,7 @@ fn materialize<B: Backend<Tiles = HostTiles>>(
 }
 
 /// Decodes and tiles the images of one sample that remain in its layout.
-fn tile_sample<B: Backend<Tiles = HostTiles>>(
+fn tile_sample<B: Backend>(
     backend: &B,
     cfg: &PackConfig,
     cache: &ShardCache,
