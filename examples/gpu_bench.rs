@@ -138,7 +138,11 @@ fn siglip(backend: &Arc<CudaBackend>, dir: PathBuf, batch: usize, iters: usize) 
     let ops = CudaTensorOps::new(backend.clone())?;
     let t = Instant::now();
     let model = SiglipModel::load(&dir, ops)?;
-    eprintln!("loaded {} in {:.1} s", dir.display(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded {} in {:.1} s",
+        dir.display(),
+        t.elapsed().as_secs_f64()
+    );
     let side = model.config.vision.image_size;
     let per_image = 3 * side * side;
     let mut rng = Lcg(11);
@@ -172,10 +176,7 @@ fn read_jpegs(dir: &PathBuf, count: usize) -> AnyResult<Vec<Vec<u8>>> {
     if files.is_empty() {
         return Err(format!("no JPEGs in {}", dir.display()).into());
     }
-    let originals: Vec<Vec<u8>> = files
-        .iter()
-        .map(std::fs::read)
-        .collect::<Result<_, _>>()?;
+    let originals: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     Ok((0..count)
         .map(|i| originals[i % originals.len()].clone())
         .collect())

@@ -137,4 +137,28 @@ pub trait Backend: Send + Sync {
 
     /// Brings a batch to host memory (a move on the CPU).
     fn tiles_to_host(&self, tiles: Self::Tiles) -> Result<HostTiles>;
+
+    /// Whether this backend decodes images itself ([`decode_tile_batch`](Self::decode_tile_batch));
+    /// when it does, pipelines hand it encoded bytes instead of decoding on the CPU.
+    fn decodes(&self) -> bool {
+        false
+    }
+
+    /// Decodes encoded images on the device and tiles them per plan (each plan made from the
+    /// image's header, in display orientation). Returns the tiles of the images that decoded,
+    /// in input order, and per input the error that kept it out (`None`: it is in the batch).
+    /// Only backends whose [`decodes`](Self::decodes) is true implement it.
+    fn decode_tile_batch(
+        &self,
+        encoded: &[&[u8]],
+        plans: &[TilePlan],
+        spec: &TileSpec,
+        max_pixels: u64,
+    ) -> Result<(Self::Tiles, Vec<Option<crate::error::Error>>)> {
+        let _ = (encoded, plans, spec, max_pixels);
+        Err(crate::error::Error::Resize(format!(
+            "{} does not decode images itself",
+            self.name()
+        )))
+    }
 }

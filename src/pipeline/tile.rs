@@ -17,13 +17,14 @@ use rayon::prelude::*;
 use super::{image_error_kind, image_member, sample_problem};
 use crate::backend::{Backend, HostTiles, TileSpec};
 use crate::error::{Error, Result};
+use crate::image::ImageHeader;
 use crate::image::RgbImage;
 use crate::image::decode::{DecodeOptions, decode_with_header};
 use crate::image::normalize::Dtype;
 use crate::image::probe::probe;
 use crate::image::tiling::{TilePlan, Tiler, TilingRule};
 use crate::problems::{Problem, ProblemLog};
-use crate::shard::{SampleEntry, Shard, ShardSource};
+use crate::shard::{MemberData, SampleEntry, Shard, ShardSource};
 use crate::sink::npy::write_npy;
 
 /// Settings of a `tile` run.
@@ -83,11 +84,17 @@ struct IndexLine<'a> {
     dtype: Dtype,
 }
 
-/// A decoded image ready for the backend.
-struct Decoded<'s> {
+/// An image of a chunk, planned from its header.
+struct Planned<'s> {
     sample: &'s SampleEntry,
+    /// Width and height after EXIF orientation.
     size: (u32, u32),
     plan: TilePlan,
+}
+
+/// A decoded image ready for the backend.
+struct Decoded<'s> {
+    planned: Planned<'s>,
     image: RgbImage,
 }
 
@@ -128,53 +135,18 @@ pub fn run_tile<B: Backend>(
 
         for chunk in chunks_by_bytes(shard.samples(), cfg.chunk_bytes) {
             let chunk_bytes: u64 = chunk.iter().flat_map(|s| &s.members).map(|m| m.len).sum();
-            let (decoded, mut bad): (Vec<_>, Vec<_>) = chunk
-                .par_iter()
-                .map(|sample| decode_sample(&shard, sample, &tiler, cfg))
-                .partition(|r| r.is_ok());
-            problems.extend(bad.drain(..).filter_map(|r| r.err()));
-            let mut decoded: Vec<Decoded> = decoded.into_iter().filter_map(|r| r.ok()).collect();
-
-            // Keys must be unique across the run: a second image with the same key is
-            // recorded and skipped rather than overwriting the first one's tiles.
-            decoded.retain(|d| {
-                let fresh = written_keys.insert(key_hash(&d.sample.key));
-                if !fresh {
-                    problems.push(sample_problem(
-                        &shard,
-                        d.sample,
-                        "duplicate-key",
-                        "key already written from an earlier shard; skipped".into(),
-                    ));
-                }
-                fresh
-            });
-
-            let tiles = match tile_decoded(backend, &decoded, &cfg.spec) {
-                Ok(tiles) => tiles,
-                Err(_) => {
-                    // One image the backend cannot handle must not cost the batch: find it
-                    // (rare path, one image at a time), record it, and tile the rest.
-                    decoded.retain(|d| {
-                        match tile_decoded(backend, std::slice::from_ref(d), &cfg.spec) {
-                            Ok(_) => true,
-                            Err(err) => {
-                                let kind = image_error_kind(&err);
-                                problems.push(sample_problem(
-                                    &shard,
-                                    d.sample,
-                                    kind,
-                                    err.to_string(),
-                                ));
-                                false
-                            }
-                        }
-                    });
-                    tile_decoded(backend, &decoded, &cfg.spec)?
-                }
+            let fresh = |planned: &Planned| {
+                // Keys must be unique across the run: a second image with the same key is
+                // recorded and skipped rather than overwriting the first one's tiles.
+                written_keys.insert(key_hash(&planned.sample.key))
+            };
+            let (planned, tiles) = if backend.decodes() {
+                tile_chunk_on_device(backend, &shard, chunk, &tiler, cfg, fresh, &mut problems)?
+            } else {
+                tile_chunk_on_cpu(backend, &shard, chunk, &tiler, cfg, fresh, &mut problems)?
             };
 
-            let files: Vec<Result<String>> = decoded
+            let files: Vec<Result<String>> = planned
                 .par_iter()
                 .enumerate()
                 .map(|(i, d)| match cfg.write_tiles {
@@ -182,7 +154,7 @@ pub fn run_tile<B: Backend>(
                     false => Ok(String::new()),
                 })
                 .collect();
-            for (i, (d, file)) in decoded.iter().zip(files).enumerate() {
+            for (i, (d, file)) in planned.iter().zip(files).enumerate() {
                 let slot = &tiles.layout.slots[i];
                 let line = IndexLine {
                     key: &d.sample.key,
@@ -220,6 +192,110 @@ pub fn run_tile<B: Backend>(
     Ok((summary, problems))
 }
 
+/// Decodes a chunk on the CPU (across cores), then tiles it on `backend` as one batch. An image
+/// the backend refuses is found, recorded and left out; the rest of the batch goes on.
+fn tile_chunk_on_cpu<'s, B: Backend>(
+    backend: &B,
+    shard: &Shard,
+    chunk: &'s [SampleEntry],
+    tiler: &Tiler,
+    cfg: &TileConfig,
+    mut fresh: impl FnMut(&Planned) -> bool,
+    problems: &mut ProblemLog,
+) -> Result<(Vec<Planned<'s>>, HostTiles)> {
+    let (decoded, mut bad): (Vec<_>, Vec<_>) = chunk
+        .par_iter()
+        .map(|sample| decode_sample(shard, sample, tiler, cfg))
+        .partition(|r| r.is_ok());
+    problems.extend(bad.drain(..).filter_map(|r| r.err()));
+    let mut decoded: Vec<Decoded> = decoded.into_iter().filter_map(|r| r.ok()).collect();
+    decoded.retain(|d| keep_fresh(shard, &d.planned, &mut fresh, problems));
+
+    let tiles = match tile_decoded(backend, &decoded, &cfg.spec) {
+        Ok(tiles) => tiles,
+        Err(_) => {
+            // One image the backend cannot handle must not cost the batch: find it (rare
+            // path, one image at a time), record it, and tile the rest.
+            decoded.retain(
+                |d| match tile_decoded(backend, std::slice::from_ref(d), &cfg.spec) {
+                    Ok(_) => true,
+                    Err(err) => {
+                        let kind = image_error_kind(&err);
+                        problems.push(sample_problem(
+                            shard,
+                            d.planned.sample,
+                            kind,
+                            err.to_string(),
+                        ));
+                        false
+                    }
+                },
+            );
+            tile_decoded(backend, &decoded, &cfg.spec)?
+        }
+    };
+    Ok((decoded.into_iter().map(|d| d.planned).collect(), tiles))
+}
+
+/// Hands a chunk's encoded images to a backend that decodes on its device (CUDA: nvJPEG),
+/// after planning each from its header on the CPU. Images that fail to decode are recorded
+/// and left out of the batch.
+fn tile_chunk_on_device<'s, B: Backend>(
+    backend: &B,
+    shard: &Shard,
+    chunk: &'s [SampleEntry],
+    tiler: &Tiler,
+    cfg: &TileConfig,
+    mut fresh: impl FnMut(&Planned) -> bool,
+    problems: &mut ProblemLog,
+) -> Result<(Vec<Planned<'s>>, HostTiles)> {
+    let (planned, mut bad): (Vec<_>, Vec<_>) = chunk
+        .par_iter()
+        .map(|sample| plan_sample(shard, sample, tiler))
+        .partition(|r| r.is_ok());
+    problems.extend(bad.drain(..).filter_map(|r| r.err()));
+    let mut planned: Vec<(Planned, MemberData, ImageHeader)> =
+        planned.into_iter().filter_map(|r| r.ok()).collect();
+    planned.retain(|(p, _, _)| keep_fresh(shard, p, &mut fresh, problems));
+
+    let encoded: Vec<&[u8]> = planned.iter().map(|(_, data, _)| &**data).collect();
+    let plans: Vec<TilePlan> = planned.iter().map(|(p, _, _)| p.plan).collect();
+    let (tiles, errors) =
+        backend.decode_tile_batch(&encoded, &plans, &cfg.spec, cfg.decode.max_pixels)?;
+    let mut kept = Vec::with_capacity(planned.len());
+    for ((p, _, _), error) in planned.into_iter().zip(errors) {
+        match error {
+            None => kept.push(p),
+            Some(err) => problems.push(sample_problem(
+                shard,
+                p.sample,
+                image_error_kind(&err),
+                err.to_string(),
+            )),
+        }
+    }
+    Ok((kept, backend.tiles_to_host(tiles)?))
+}
+
+/// Whether `planned`'s key is new in this run; a repeated key is recorded as a problem.
+fn keep_fresh(
+    shard: &Shard,
+    planned: &Planned,
+    fresh: &mut impl FnMut(&Planned) -> bool,
+    problems: &mut ProblemLog,
+) -> bool {
+    let is_fresh = fresh(planned);
+    if !is_fresh {
+        problems.push(sample_problem(
+            shard,
+            planned.sample,
+            "duplicate-key",
+            "key already written from an earlier shard; skipped".into(),
+        ));
+    }
+    is_fresh
+}
+
 /// Tiles a run of decoded images as one batch and brings it to the host.
 fn tile_decoded<B: Backend>(
     backend: &B,
@@ -227,7 +303,7 @@ fn tile_decoded<B: Backend>(
     spec: &TileSpec,
 ) -> Result<HostTiles> {
     let images: Vec<&RgbImage> = decoded.iter().map(|d| &d.image).collect();
-    let plans: Vec<TilePlan> = decoded.iter().map(|d| d.plan).collect();
+    let plans: Vec<TilePlan> = decoded.iter().map(|d| d.planned.plan).collect();
     backend.tiles_to_host(backend.tile_batch(&images, &plans, spec)?)
 }
 
@@ -252,12 +328,13 @@ fn chunks_by_bytes(samples: &[SampleEntry], budget: u64) -> Vec<&[SampleEntry]> 
     chunks
 }
 
-fn decode_sample<'s>(
-    shard: &Shard,
+/// Finds a sample's image, checks its key, probes its header and plans its tiles; returns the
+/// plan with the image's bytes (borrowed from the mapping for tar shards) and its header.
+fn plan_sample<'s, 'd>(
+    shard: &'d Shard,
     sample: &'s SampleEntry,
     tiler: &Tiler,
-    cfg: &TileConfig,
-) -> Result<Decoded<'s>, Problem> {
+) -> Result<(Planned<'s>, MemberData<'d>, ImageHeader), Problem> {
     let fail = |kind: &'static str, message: String| sample_problem(shard, sample, kind, message);
     let member = image_member(sample)
         .ok_or_else(|| fail("no-image", "sample has no image member".into()))?;
@@ -275,21 +352,33 @@ fn decode_sample<'s>(
     let plan = tiler
         .plan(width, height)
         .map_err(|e| fail("tiling", e.to_string()))?;
-    let mut options = cfg.decode;
-    if cfg.dct_scaling {
-        let side = plan.thumbnail.unwrap_or(0);
-        options.min_size = Some((plan.resize.0.max(side), plan.resize.1.max(side)));
-    }
-    // The header probed above is reused: one parse of the markers per image.
-    let image = decode_with_header(&data, &header, &options)
-        .map_err(|e| fail(image_error_kind(&e), e.to_string()))?
-        .image;
-    Ok(Decoded {
+    let planned = Planned {
         sample,
         size: (width, height),
         plan,
-        image,
-    })
+    };
+    Ok((planned, data, header))
+}
+
+fn decode_sample<'s>(
+    shard: &Shard,
+    sample: &'s SampleEntry,
+    tiler: &Tiler,
+    cfg: &TileConfig,
+) -> Result<Decoded<'s>, Problem> {
+    // The header probed while planning is reused: one parse of the markers per image.
+    let (planned, data, header) = plan_sample(shard, sample, tiler)?;
+    let fail = |kind: &'static str, message: String| sample_problem(shard, sample, kind, message);
+    let mut options = cfg.decode;
+    if cfg.dct_scaling {
+        let side = planned.plan.thumbnail.unwrap_or(0);
+        let resize = planned.plan.resize;
+        options.min_size = Some((resize.0.max(side), resize.1.max(side)));
+    }
+    let image = decode_with_header(&data, &header, &options)
+        .map_err(|e| fail(image_error_kind(&e), e.to_string()))?
+        .image;
+    Ok(Decoded { planned, image })
 }
 
 /// The key as a relative path that stays inside the output folder, or None.
