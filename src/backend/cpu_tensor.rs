@@ -554,11 +554,10 @@ impl TensorOps for CpuBackend {
         width: usize,
         patch: usize,
     ) -> Result<CpuMatrix> {
-        if patch == 0
-            || !height.is_multiple_of(patch)
-            || !width.is_multiple_of(patch)
-            || images.cols != channels * height * width
-        {
+        // A remainder at the right and bottom edges is dropped, as the patch-embedding
+        // convolution (stride = kernel = patch, no padding) drops it: so400m-patch14-384 sees
+        // 27×27 patches of its 384-pixel input and never its last 6 rows and columns.
+        if patch == 0 || images.cols != channels * height * width {
             return Err(shape_error(
                 "patchify",
                 format!(
@@ -784,6 +783,16 @@ mod tests {
     }
 
     #[test]
+    fn patchify_drops_the_edge_remainder_like_a_valid_convolution() {
+        // one 1-channel 5×5 image, 2×2 patches: a 2×2 grid, row 4 and column 4 unused
+        let img: Vec<f32> = (0..25).map(|v| v as f32).collect();
+        let p = CpuBackend.patchify(&m(&img, 1, 25), 1, 5, 5, 2).unwrap();
+        assert_eq!((p.rows, p.cols), (4, 4));
+        assert_eq!(&p.data[..4], &[0.0, 1.0, 5.0, 6.0]);
+        assert_eq!(&p.data[12..], &[12.0, 13.0, 17.0, 18.0]);
+    }
+
+    #[test]
     fn patchify_is_conv_im2col_order() {
         // one 2-channel 4×4 image, 2×2 patches: patch (py, px) holds c0 rows then c1 rows
         let img: Vec<f32> = (0..32).map(|v| v as f32).collect();
@@ -795,6 +804,8 @@ mod tests {
             &p.data[24..32],
             &[10.0, 11.0, 14.0, 15.0, 26.0, 27.0, 30.0, 31.0]
         );
-        assert!(CpuBackend.patchify(&m(&img, 1, 32), 2, 4, 4, 3).is_err());
+        // a size that does not match the matrix, and a zero patch, are errors
+        assert!(CpuBackend.patchify(&m(&img, 1, 32), 2, 4, 5, 2).is_err());
+        assert!(CpuBackend.patchify(&m(&img, 1, 32), 2, 4, 4, 0).is_err());
     }
 }

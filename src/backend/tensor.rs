@@ -107,7 +107,9 @@ pub trait TensorOps: Sync {
 
     /// Cuts CHW images `[batch, channels·height·width]` into non-overlapping `patch × patch`
     /// squares: `[batch × (height/patch) × (width/patch), channels·patch·patch]`, patches in
-    /// row-major grid order, each flattened as (channel, y, x) — a convolution's im2col.
+    /// row-major grid order, each flattened as (channel, y, x) — a convolution's im2col. The
+    /// grid is `height / patch` by `width / patch`, rounded down: a remainder at the bottom and
+    /// right edges is dropped, as a stride-`patch` convolution without padding drops it.
     fn patchify(
         &self,
         images: &Self::Matrix,
