@@ -11,6 +11,10 @@
         torchvision.io.decode_jpeg on cuda (nvJPEG) + antialiased bicubic resize to 384 +
         SigLIP normalization to bf16: the GPU decode + resize a PyTorch user would write.
 
+    python3 benches/gpu_compare.py parity --model DIR --features-bin PATH [--batch 8]
+        The model alone at full size: transformers' get_image_features in float32 (TF32 off)
+        against `siglip_features MODEL PIXELS OUT cuda` (our CUDA forward, bf16 GEMMs) on the
+        same random pixel values; prints the relative error per image (max |a-b| / max |b|).
     python3 benches/gpu_compare.py pool --images DIR --count 2048 --out FILE.tar
         A WebDataset shard of COUNT samples (the photos cycled, each with a .txt caption) for
         the end-to-end `vlmprep embed --device cuda` run.
@@ -110,6 +114,36 @@ def decode(args):
     result("torch_decode_resize_fixed384_bf16", n / (time.perf_counter() - t), "images/s")
 
 
+def parity(args):
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    import torch
+    from transformers import SiglipModel
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = SiglipModel.from_pretrained(args.model, dtype=torch.float32).cuda().eval()
+    side = model.config.vision_config.image_size
+    g = torch.Generator().manual_seed(9)
+    pixels = torch.rand(args.batch, 3, side, side, generator=g) * 2 - 1
+    with torch.inference_mode():
+        out = model.get_image_features(pixel_values=pixels.cuda())
+        out = out.pooler_output if hasattr(out, "pooler_output") else out
+        ref = out.float().cpu().numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/px.npy", pixels.numpy())
+        subprocess.run([args.features_bin, args.model, f"{tmp}/px.npy", f"{tmp}/ours.npy",
+                        "cuda"], check=True)
+        ours = np.load(f"{tmp}/ours.npy")
+    err = np.abs(ours - ref).max(1) / np.abs(ref).max(1)
+    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    print("relative error per image", np.array2string(err, precision=5))
+    result("siglip_cuda_vs_torch_f32_max_rel_err_x1e4", float(err.max()) * 1e4, "1e-4")
+    result("siglip_cuda_vs_torch_f32_min_cosine_x1e6", float(cos.min()) * 1e6, "1e-6")
+
+
 def pool(args):
     import io
     import random
@@ -143,12 +177,18 @@ def main():
     d.add_argument("--images", required=True)
     d.add_argument("--count", type=int, default=4096)
     d.add_argument("--batch", type=int, default=256)
+    q = sub.add_parser("parity")
+    q.add_argument("--model", required=True)
+    q.add_argument("--features-bin", required=True)
+    q.add_argument("--batch", type=int, default=8)
     o = sub.add_parser("pool")
     o.add_argument("--images", required=True)
     o.add_argument("--count", type=int, default=2048)
     o.add_argument("--out", required=True)
     args = p.parse_args()
-    {"make-model": make_model, "siglip": siglip, "decode": decode, "pool": pool}[args.cmd](args)
+    commands = {"make-model": make_model, "siglip": siglip, "decode": decode, "pool": pool,
+                "parity": parity}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

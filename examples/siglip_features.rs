@@ -2,9 +2,10 @@
 //! at sizes too large to commit as fixtures (benches/siglip_base.py uses it): the pixels are
 //! exactly what transformers' processor produced, so any difference is the model's.
 //!
-//!     cargo run --release --example siglip_features -- MODEL_DIR PIXELS.npy OUT.npy
+//!     cargo run --release --example siglip_features -- MODEL_DIR PIXELS.npy OUT.npy [cuda]
 //!
-//! PIXELS.npy: float32 [N, 3, S, S] (C order); OUT.npy: float32 [N, D].
+//! PIXELS.npy: float32 [N, 3, S, S] (C order); OUT.npy: float32 [N, D]. A fourth argument
+//! `cuda` (builds with `--features cuda`) runs the forward on GPU 0 with bf16 GEMMs.
 
 use std::path::Path;
 
@@ -57,12 +58,23 @@ fn read_f32_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model_dir, pixels, out] = args.as_slice() else {
-        bail!("usage: siglip_features MODEL_DIR PIXELS.npy OUT.npy");
+    let (model_dir, pixels, out, device) = match args.as_slice() {
+        [m, p, o] => (m, p, o, "cpu"),
+        [m, p, o, d] => (m, p, o, d.as_str()),
+        _ => bail!("usage: siglip_features MODEL_DIR PIXELS.npy OUT.npy [cpu|cuda]"),
     };
-    let model = SiglipModel::load(Path::new(model_dir), CpuBackend)?;
     let (shape, values) = read_f32_npy(Path::new(pixels))?;
-    let features = model.image_features(&values)?;
+    let features = match device {
+        "cpu" => SiglipModel::load(Path::new(model_dir), CpuBackend)?.image_features(&values)?,
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            use std::sync::Arc;
+            use vlmprep::backend::cuda::{CudaBackend, tensor::CudaTensorOps};
+            let ops = CudaTensorOps::new(Arc::new(CudaBackend::new(0)?))?;
+            SiglipModel::load(Path::new(model_dir), ops)?.image_features(&values)?
+        }
+        other => bail!("device {other}: expected cpu, or cuda in a --features cuda build"),
+    };
     let n = shape.first().copied().unwrap_or(0);
     let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_npy(
