@@ -1,2 +1,264 @@
-// SigLIP ops cuBLAS does not cover: written by the tensor work (placeholder so the family compiles).
-extern "C" __global__ void siglip_placeholder(float* out) { if (out) out[0] = 0.f; }
+// SigLIP tensor ops that cuBLAS does not cover, for src/backend/cuda/tensor.rs.
+//
+// Conventions: matrices are row-major f32; element counts are `long long` so that a large batch
+// cannot overflow 32-bit indexing; elementwise kernels use grid-stride loops, so the host may
+// cap the grid size. Compiled by NVRTC with --use_fast_math: `tanhf` and `expf` would then be
+// hardware approximations (tanh.approx has ~1e-3 relative error), so GELU-tanh is written as
+// x·sigmoid(2u) on exp2f, and softmax uses exp2f, whose fast form (ex2.approx) is accurate to
+// ~2 ulp. No headers: NVRTC ships none we rely on, so bf16 rounding is done on the bits.
+
+#define FULL_MASK 0xffffffffu
+#define NEG_INF __int_as_float(0xff800000)
+
+// ---- reductions ---------------------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over the whole block, returned to every thread. `scratch` holds 32 floats; the leading
+// __syncthreads makes it safe to call twice in a row with the same scratch.
+__device__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : 0.f;
+    if (warp == 0) {
+        t = warp_sum(t);
+        if (lane == 0) scratch[0] = t;
+    }
+    __syncthreads();
+    return scratch[0];
+}
+
+__device__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : NEG_INF;
+    if (warp == 0) {
+        t = warp_max(t);
+        if (lane == 0) scratch[0] = t;
+    }
+    __syncthreads();
+    return scratch[0];
+}
+
+// ---- layer norm ---------------------------------------------------------------------------
+
+// One block per row (gridDim.x = rows, blockDim.x a multiple of 32, at most 1024). Two passes
+// (mean, then the centred sum of squares) rather than E[x²]−E[x]², which cancels badly for rows
+// with a large mean. Biased variance, as torch's LayerNorm.
+extern "C" __global__ void layer_norm(const float* __restrict__ x, const float* __restrict__ gamma,
+                                      const float* __restrict__ beta, float* __restrict__ y,
+                                      int cols, float eps) {
+    __shared__ float scratch[32];
+    const long long row = blockIdx.x;
+    const float* xr = x + row * cols;
+    float* yr = y + row * cols;
+    float s = 0.f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c];
+    const float mean = block_sum(s, scratch) / (float)cols;
+    float q = 0.f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        const float d = xr[c] - mean;
+        q += d * d;
+    }
+    const float var = block_sum(q, scratch) / (float)cols;
+    const float inv = rsqrtf(var + eps);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        yr[c] = (xr[c] - mean) * inv * gamma[c] + beta[c];
+    }
+}
+
+// ---- elementwise ----------------------------------------------------------------------------
+
+#define GRID_STRIDE(i, n)                                                             \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)gridDim.x * blockDim.x)
+
+// gelu_pytorch_tanh: 0.5·x·(1 + tanh(u)) = x / (1 + exp(−2u)), u = √(2/π)(x + 0.044715x³).
+// exp(−2u) = 2^(−2u·log2 e). For large negative u the denominator overflows to +inf and the
+// result is −0, which is what the exact formula rounds to.
+extern "C" __global__ void gelu_tanh(float* x, long long n) {
+    const float k = 0.7978845608028654f;   // √(2/π)
+    const float m2log2e = -2.8853900817779268f;  // −2·log2(e)
+    GRID_STRIDE(i, n) {
+        const float v = x[i];
+        const float u = k * (v + 0.044715f * v * v * v);
+        x[i] = v / (1.f + exp2f(m2log2e * u));
+    }
+}
+
+// gelu (erf form): 0.5·x·(1 + erf(x/√2)). erff is not replaced by --use_fast_math.
+extern "C" __global__ void gelu_erf(float* x, long long n) {
+    GRID_STRIDE(i, n) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.f + erff(v * 0.7071067811865476f));
+    }
+}
+
+// x += y.
+extern "C" __global__ void add_assign(float* __restrict__ x, const float* __restrict__ y,
+                                      long long n) {
+    GRID_STRIDE(i, n) { x[i] += y[i]; }
+}
+
+// x[i] += table[i mod period]: position embeddings (period = table rows × cols) and bias rows
+// (period = cols) alike.
+extern "C" __global__ void add_periodic(float* __restrict__ x, const float* __restrict__ table,
+                                        long long n, long long period) {
+    GRID_STRIDE(i, n) { x[i] += table[i % period]; }
+}
+
+// y[i] = row[i mod cols]: every row set to the bias, for a GEMM to accumulate onto (beta = 1).
+extern "C" __global__ void broadcast_row(float* __restrict__ y, const float* __restrict__ row,
+                                         long long n, long long cols) {
+    GRID_STRIDE(i, n) { y[i] = row[i % cols]; }
+}
+
+// out[i, :] = table[ids[i], :]. Ids are range-checked on the host before the launch; the check
+// here only keeps a bad id from reading outside the table (it writes NaN instead).
+extern "C" __global__ void gather_rows(const float* __restrict__ table,
+                                       const unsigned int* __restrict__ ids,
+                                       float* __restrict__ out, long long n, int cols,
+                                       unsigned int table_rows) {
+    GRID_STRIDE(i, n) {
+        const long long r = i / cols;
+        const int c = (int)(i - r * cols);
+        const unsigned int id = ids[r];
+        out[i] = id < table_rows ? table[(long long)id * cols + c] : __int_as_float(0x7fc00000);
+    }
+}
+
+// out[i, :] = x[first + i·step, :] for i < count (n = count × cols); bounds checked on the host.
+extern "C" __global__ void strided_rows(const float* __restrict__ x, float* __restrict__ out,
+                                        long long n, int cols, long long first, long long step) {
+    GRID_STRIDE(i, n) {
+        const long long r = i / cols;
+        const int c = (int)(i - r * cols);
+        out[i] = x[(first + r * step) * cols + c];
+    }
+}
+
+// f32 → bf16 bits, round to nearest even; NaN stays a (quiet) NaN instead of rounding to inf.
+extern "C" __global__ void f32_to_bf16(const float* __restrict__ x,
+                                       unsigned short* __restrict__ y, long long n) {
+    GRID_STRIDE(i, n) {
+        const unsigned int b = __float_as_uint(x[i]);
+        unsigned short r;
+        if ((b & 0x7fffffffu) > 0x7f800000u) {
+            r = (unsigned short)((b >> 16) | 0x0040u);
+        } else {
+            r = (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+        }
+        y[i] = r;
+    }
+}
+
+// Convolution im2col: images [batch, C·H·W] (CHW) into patches
+// [batch·(H/p)·(W/p), C·p·p], patches in row-major grid order, each flattened as (c, y, x).
+// One thread per output element: writes are coalesced, reads run along image rows in p-long runs.
+extern "C" __global__ void patchify(const float* __restrict__ img, float* __restrict__ out,
+                                    long long n, int channels, int height, int width,
+                                    int patch) {
+    const int gx = width / patch, gy = height / patch;
+    const int pp = patch * patch;
+    const int cols = channels * pp;
+    const long long img_len = (long long)channels * height * width;
+    GRID_STRIDE(i, n) {
+        const long long r = i / cols;
+        const int col = (int)(i - r * cols);
+        const long long b = r / (gy * gx);
+        const int p = (int)(r - b * (gy * gx));
+        const int py = p / gx, px = p - (p / gx) * gx;
+        const int c = col / pp;
+        const int rem = col - c * pp;
+        const int y = rem / patch, xx = rem - (rem / patch) * patch;
+        out[i] = img[b * img_len + (long long)c * height * width +
+                     (long long)(py * patch + y) * width + px * patch + xx];
+    }
+}
+
+// ---- attention ------------------------------------------------------------------------------
+
+// In-place softmax of each row of `s [rows, cols]` after scaling by `scale` (> 0): one warp per
+// row, 8 rows per 256-thread block. Matches the CPU: max of the raw row times scale, then
+// exp(v·scale − max), then divided by the sum.
+extern "C" __global__ void softmax_rows(float* s, long long rows, int cols, float scale) {
+    const float log2e = 1.4426950408889634f;
+    const long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;  // whole warps leave together: the shuffles below stay full
+    float* r = s + row * cols;
+    float m = NEG_INF;
+    for (int c = lane; c < cols; c += 32) m = fmaxf(m, r[c]);
+    m = warp_max(m) * scale;
+    float sum = 0.f;
+    for (int c = lane; c < cols; c += 32) {
+        const float e = exp2f((r[c] * scale - m) * log2e);
+        r[c] = e;
+        sum += e;
+    }
+    sum = warp_sum(sum);
+    const float inv = 1.f / sum;
+    for (int c = lane; c < cols; c += 32) r[c] *= inv;
+}
+
+// Attention pooling: one block per (sequence b = blockIdx.x, head h = blockIdx.y).
+// q [1, dim] is shared by all sequences; kv [batch·seq, 2·dim] holds k then v; out [batch, dim].
+// Dynamic shared memory: `seq` floats for the weights. Warps compute one score each (lanes
+// along the head's columns, coalesced), then the block normalizes, then threads run over the
+// head's output columns summing weighted v rows (coalesced across threads).
+extern "C" __global__ void pooled_attention(const float* __restrict__ q,
+                                            const float* __restrict__ kv,
+                                            float* __restrict__ out, int seq, int dim,
+                                            int head_dim, float scale) {
+    extern __shared__ float w[];
+    __shared__ float scratch[32];
+    const float log2e = 1.4426950408889634f;
+    const long long b = blockIdx.x;
+    const int h = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = blockDim.x >> 5;
+    const long long row = 2LL * dim;
+    const float* qh = q + (long long)h * head_dim;
+    const float* base = kv + b * seq * row;
+    for (int s = warp; s < seq; s += nwarps) {
+        const float* k = base + s * row + (long long)h * head_dim;
+        float p = 0.f;
+        for (int d = lane; d < head_dim; d += 32) p += qh[d] * k[d];
+        p = warp_sum(p);
+        if (lane == 0) w[s] = p;
+    }
+    __syncthreads();
+    float m = NEG_INF;
+    for (int s = threadIdx.x; s < seq; s += blockDim.x) m = fmaxf(m, w[s]);
+    m = block_max(m, scratch) * scale;
+    float sum = 0.f;
+    for (int s = threadIdx.x; s < seq; s += blockDim.x) {
+        const float e = exp2f((w[s] * scale - m) * log2e);
+        w[s] = e;
+        sum += e;
+    }
+    // block_sum's barriers also order the w[] writes above before the reads below
+    const float inv = 1.f / block_sum(sum, scratch);
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        const float* v = base + dim + (long long)h * head_dim + d;
+        float acc = 0.f;
+        for (int s = 0; s < seq; ++s) acc += w[s] * v[s * row];
+        out[b * dim + (long long)h * head_dim + d] = acc * inv;
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod kernels;
 pub mod nvrtc;
+pub mod tensor;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,885 @@
+//! [`TensorOps`] on a CUDA GPU: cuBLAS for the GEMMs, the kernels of `cuda/siglip.cu` for
+//! everything else, all queued on the backend's one stream (so ops are ordered without events,
+//! and a download is the only point that waits).
+//!
+//! Linear layers run in one of two [`GemmPrecision`]s: plain fp32 SGEMM (no TF32), which the
+//! parity tests use to compare against the CPU, or bf16 operands with fp32 accumulation and
+//! fp32 output (the default; tensor cores). In bf16 mode each weight is converted once, on
+//! first use, and the bf16 copy is kept next to the f32 one in its [`CudaMatrix`]. Attention
+//! products (q·kᵀ, p·v) always run in fp32: they are a small share of the work, and softmax
+//! inputs are where low precision hurts most.
+
+use std::sync::{Arc, OnceLock};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::cublas::sys as blas_sys;
+use cudarc::cublas::{Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
+
+use super::kernels::KernelFamily;
+use super::{CudaBackend, cuda_err};
+use crate::backend::tensor::{Activation, TensorOps};
+use crate::error::{Error, Result};
+
+/// How linear layers multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemmPrecision {
+    /// fp32 operands, fp32 accumulation, no TF32: bit-for-bit the classic SGEMM, for parity.
+    F32,
+    /// bf16 operands (activations converted per call, weights once), fp32 accumulation and
+    /// fp32 output.
+    #[default]
+    Bf16,
+}
+
+/// A device matrix `[rows, cols]`, row-major f32, with a bf16 copy made on first use as a
+/// GEMM right-hand side in [`GemmPrecision::Bf16`] (weights are uploaded once and multiplied
+/// many times, so they are converted once).
+pub struct CudaMatrix {
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// `rows × cols` values.
+    pub data: CudaSlice<f32>,
+    bf16: OnceLock<CudaSlice<u16>>,
+}
+
+impl CudaMatrix {
+    fn new(data: CudaSlice<f32>, rows: usize, cols: usize) -> Self {
+        CudaMatrix {
+            rows,
+            cols,
+            data,
+            bf16: OnceLock::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+impl std::fmt::Debug for CudaMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaMatrix")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("bf16_copy", &self.bf16.get().is_some())
+            .finish()
+    }
+}
+
+/// The kernels of `cuda/siglip.cu`, loaded once.
+struct Kernels {
+    layer_norm: CudaFunction,
+    gelu_tanh: CudaFunction,
+    gelu_erf: CudaFunction,
+    add_assign: CudaFunction,
+    add_periodic: CudaFunction,
+    broadcast_row: CudaFunction,
+    gather_rows: CudaFunction,
+    strided_rows: CudaFunction,
+    f32_to_bf16: CudaFunction,
+    patchify: CudaFunction,
+    softmax_rows: CudaFunction,
+    pooled_attention: CudaFunction,
+}
+
+impl Kernels {
+    fn load(b: &CudaBackend) -> Result<Self> {
+        let f = |name: &str| b.function(KernelFamily::Siglip, name);
+        Ok(Kernels {
+            layer_norm: f("layer_norm")?,
+            gelu_tanh: f("gelu_tanh")?,
+            gelu_erf: f("gelu_erf")?,
+            add_assign: f("add_assign")?,
+            add_periodic: f("add_periodic")?,
+            broadcast_row: f("broadcast_row")?,
+            gather_rows: f("gather_rows")?,
+            strided_rows: f("strided_rows")?,
+            f32_to_bf16: f("f32_to_bf16")?,
+            patchify: f("patchify")?,
+            softmax_rows: f("softmax_rows")?,
+            pooled_attention: f("pooled_attention")?,
+        })
+    }
+}
+
+/// The CUDA [`TensorOps`]: a backend, a cuBLAS handle on its stream, the SigLIP kernels.
+pub struct CudaTensorOps {
+    backend: Arc<CudaBackend>,
+    blas: CudaBlas,
+    kernels: Kernels,
+    precision: GemmPrecision,
+}
+
+impl std::fmt::Debug for CudaTensorOps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaTensorOps")
+            .field("backend", &self.backend)
+            .field("precision", &self.precision)
+            .finish()
+    }
+}
+
+fn shape_error(what: &str, detail: String) -> Error {
+    Error::Compute(format!("{what}: {detail}"))
+}
+
+fn blas_err(what: &str) -> impl FnOnce(cudarc::cublas::result::CublasError) -> Error + '_ {
+    move |e| Error::cuda(format!("cuBLAS {what}: {e:?}"))
+}
+
+/// A size as the `int` cuBLAS and the kernels take; larger is an error, not a wrap.
+fn int(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| shape_error(what, format!("{v} does not fit a 32-bit int")))
+}
+
+/// An element count as the kernels' `long long`.
+fn count(v: usize) -> i64 {
+    // usize → i64 cannot overflow for any allocation that exists
+    v as i64
+}
+
+/// Threads per block of the elementwise kernels.
+const BLOCK: u32 = 256;
+
+/// Grid-stride launch over `n` elements; the grid is capped (the kernels loop), which keeps
+/// `grid_dim` within its limit for any `n`.
+fn elementwise(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 1 << 16) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl CudaTensorOps {
+    /// Tensor ops on `backend`, bf16 GEMMs ([`GemmPrecision::Bf16`]). Errors (never panics)
+    /// when libcublas cannot be loaded or the kernels do not compile.
+    pub fn new(backend: Arc<CudaBackend>) -> Result<Self> {
+        Self::with_precision(backend, GemmPrecision::default())
+    }
+
+    /// Tensor ops with the given GEMM precision.
+    pub fn with_precision(backend: Arc<CudaBackend>, precision: GemmPrecision) -> Result<Self> {
+        // SAFETY: only tries to dlopen libcublas by its known names. cudarc panics on the first
+        // cuBLAS call when the library is missing, so this check must come first.
+        if !unsafe { blas_sys::is_culib_present() } {
+            return Err(Error::cuda(
+                "cuBLAS not found (libcublas.so could not be loaded): install the CUDA toolkit \
+                 or the PyPI wheel nvidia-cublas and put its lib folder on LD_LIBRARY_PATH",
+            ));
+        }
+        let blas =
+            CudaBlas::new(backend.stream().clone()).map_err(blas_err("creating the handle"))?;
+        // Default math mode: no TF32 for the f32 GEMMs (cuBLAS uses TF32 only when asked), so
+        // F32 is true fp32; bf16 GEMMs use tensor cores regardless.
+        // SAFETY: a live handle and a valid enum value.
+        unsafe {
+            blas_sys::cublasSetMathMode(*blas.handle(), blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH)
+        }
+        .result()
+        .map_err(blas_err("setting the math mode"))?;
+        let kernels = Kernels::load(&backend)?;
+        Ok(CudaTensorOps {
+            backend,
+            blas,
+            kernels,
+            precision,
+        })
+    }
+
+    /// The GEMM precision of linear layers.
+    pub fn precision(&self) -> GemmPrecision {
+        self.precision
+    }
+
+    /// Changes the GEMM precision of linear layers.
+    pub fn set_precision(&mut self, precision: GemmPrecision) {
+        self.precision = precision;
+    }
+
+    /// The backend these ops run on.
+    pub fn backend(&self) -> &Arc<CudaBackend> {
+        &self.backend
+    }
+
+    /// A device buffer of `len` f32 that the caller fully overwrites. Debug builds fill it
+    /// with NaN (all-ones bytes) so that an element a kernel fails to write shows up in tests
+    /// instead of passing as leftover memory.
+    fn alloc_out(&self, len: usize) -> Result<CudaSlice<f32>> {
+        let stream = self.backend.stream();
+        // SAFETY: every caller writes all `len` elements before the buffer is read (in debug
+        // builds they are NaN-filled first, below).
+        let mut buf = unsafe { stream.alloc::<f32>(len) }.map_err(cuda_err("allocating"))?;
+        if cfg!(debug_assertions) && len > 0 {
+            let (ptr, _rec) = buf.device_ptr_mut(stream);
+            // SAFETY: `ptr` is this allocation of `len · 4` bytes, on this stream.
+            unsafe {
+                cudarc::driver::result::memset_d8_async(ptr, 0xff, len * 4, stream.cu_stream())
+            }
+            .map_err(cuda_err("poisoning"))?;
+        }
+        Ok(buf)
+    }
+
+    /// The bf16 copy of `m`, made on first use.
+    fn bf16_of<'m>(&self, m: &'m CudaMatrix) -> Result<&'m CudaSlice<u16>> {
+        if let Some(b) = m.bf16.get() {
+            return Ok(b);
+        }
+        let b = self.to_bf16(&m.data, m.len())?;
+        // Two threads may race here; both copies are equal and the loser's is dropped.
+        Ok(m.bf16.get_or_init(|| b))
+    }
+
+    /// A bf16 copy of the first `n` values of `x`.
+    fn to_bf16(&self, x: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<u16>> {
+        let stream = self.backend.stream();
+        // SAFETY: the kernel below writes all n elements.
+        let mut y = unsafe { stream.alloc::<u16>(n) }.map_err(cuda_err("allocating bf16"))?;
+        if n > 0 {
+            let n64 = count(n);
+            let mut l = stream.launch_builder(&self.kernels.f32_to_bf16);
+            l.arg(x).arg(&mut y).arg(&n64);
+            // SAFETY: x holds ≥ n f32, y n u16; the kernel touches indices < n only.
+            unsafe { l.launch(elementwise(n)) }.map_err(cuda_err("f32_to_bf16"))?;
+        }
+        Ok(y)
+    }
+
+    /// `y (+)= x · wᵀ` with `y [n, out]`, `x [n, k]`, `w [out, k]` (row-major), accumulating
+    /// onto `y` when `accumulate`. Shapes are checked by the callers; all of n, k, out > 0.
+    ///
+    /// Row-major `y = x·wᵀ` is column-major `yᵀ = w·xᵀ`, where cuBLAS sees the row-major
+    /// `w [out, k]` as the column-major `k × out` matrix wᵀ (so it is passed transposed,
+    /// lda = k) and `x [n, k]` as the column-major `k × n` matrix xᵀ (not transposed, ldb = k);
+    /// the column-major `out × n` result with ldc = out is row-major `y [n, out]`.
+    fn gemm_xwt(
+        &self,
+        y: &mut CudaSlice<f32>,
+        x: &CudaMatrix,
+        w: &CudaMatrix,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (n, k, out) = (
+            int(x.rows, "linear")?,
+            int(x.cols, "linear")?,
+            int(w.rows, "linear")?,
+        );
+        let beta = if accumulate { 1.0f32 } else { 0.0 };
+        let transa = blas_sys::cublasOperation_t::CUBLAS_OP_T;
+        let transb = blas_sys::cublasOperation_t::CUBLAS_OP_N;
+        match self.precision {
+            GemmPrecision::F32 => {
+                let cfg = GemmConfig {
+                    transa,
+                    transb,
+                    m: out,
+                    n,
+                    k,
+                    alpha: 1.0f32,
+                    lda: k,
+                    ldb: k,
+                    beta,
+                    ldc: out,
+                };
+                // SAFETY: w holds out·k, x n·k, y n·out values (checked by the callers), which
+                // is exactly what the dimensions and leading dimensions above address.
+                unsafe { self.blas.gemm(cfg, &w.data, &x.data, y) }.map_err(blas_err("sgemm"))
+            }
+            GemmPrecision::Bf16 => {
+                let wb = self.bf16_of(w)?;
+                let xb = self.to_bf16(&x.data, x.len())?;
+                let stream = self.backend.stream();
+                let alpha = 1.0f32;
+                let (wp, _rw) = wb.device_ptr(stream);
+                let (xp, _rx) = xb.device_ptr(stream);
+                let (yp, _ry) = y.device_ptr_mut(stream);
+                // SAFETY: as for the f32 case, with bf16 copies of w and x of the same element
+                // counts; alpha and beta are f32 as CUBLAS_COMPUTE_32F requires, and outlive
+                // the (host-side, synchronous) argument read of the call.
+                unsafe {
+                    cudarc::cublas::result::gemm_ex(
+                        *self.blas.handle(),
+                        transa,
+                        transb,
+                        out,
+                        n,
+                        k,
+                        (&alpha) as *const f32 as *const _,
+                        wp as *const _,
+                        blas_sys::cudaDataType_t::CUDA_R_16BF,
+                        k,
+                        xp as *const _,
+                        blas_sys::cudaDataType_t::CUDA_R_16BF,
+                        k,
+                        (&beta) as *const f32 as *const _,
+                        yp as *mut _,
+                        blas_sys::cudaDataType_t::CUDA_R_32F,
+                        out,
+                        blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                        blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                    )
+                }
+                .map_err(blas_err("gemm_ex bf16"))
+                // xb (the activation's bf16 copy) is freed after the call is queued: cudarc
+                // frees with the stream-ordered allocator, so the GEMM still sees it.
+            }
+        }
+    }
+
+    /// `x[i] += table[i mod period]` over the whole of `x`.
+    fn add_periodic_raw(
+        &self,
+        x: &mut CudaSlice<f32>,
+        n: usize,
+        table: &CudaSlice<f32>,
+        period: usize,
+    ) -> Result<()> {
+        if n == 0 || period == 0 {
+            return Ok(());
+        }
+        let (n64, p64) = (count(n), count(period));
+        let stream = self.backend.stream();
+        let mut l = stream.launch_builder(&self.kernels.add_periodic);
+        l.arg(x).arg(table).arg(&n64).arg(&p64);
+        // SAFETY: x holds n values, table ≥ period values; indices stay below those.
+        unsafe { l.launch(elementwise(n)) }.map_err(cuda_err("add_periodic"))?;
+        Ok(())
+    }
+}
+
+impl TensorOps for CudaTensorOps {
+    type Matrix = CudaMatrix;
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaMatrix> {
+        if data.len() != rows * cols {
+            return Err(shape_error(
+                "upload",
+                format!("{} values for {rows}×{cols}", data.len()),
+            ));
+        }
+        let d = self
+            .backend
+            .stream()
+            .clone_htod(data)
+            .map_err(cuda_err("upload"))?;
+        Ok(CudaMatrix::new(d, rows, cols))
+    }
+
+    fn download(&self, m: &CudaMatrix) -> Result<Vec<f32>> {
+        // synchronous: the copy into pageable memory waits for the stream, which also surfaces
+        // any asynchronous kernel error here
+        self.backend
+            .stream()
+            .clone_dtoh(&m.data)
+            .map_err(cuda_err("download"))
+    }
+
+    fn dims(&self, m: &CudaMatrix) -> (usize, usize) {
+        (m.rows, m.cols)
+    }
+
+    fn linear(&self, x: &CudaMatrix, w: &CudaMatrix, b: Option<&CudaMatrix>) -> Result<CudaMatrix> {
+        let (n, k, out) = (x.rows, x.cols, w.rows);
+        if w.cols != k {
+            return Err(shape_error(
+                "linear",
+                format!("x {n}×{k} against w {out}×{}", w.cols),
+            ));
+        }
+        if let Some(b) = b
+            && b.len() != out
+        {
+            return Err(shape_error(
+                "linear",
+                format!("bias of {} for {out} outputs", b.len()),
+            ));
+        }
+        let stream = self.backend.stream();
+        let len = n * out;
+        let mut y = match b {
+            // every row starts as the bias, and the GEMM accumulates onto it (beta = 1)
+            Some(b) => {
+                let mut y = self.alloc_out(len)?;
+                if len > 0 {
+                    let (n64, c64) = (count(len), count(out));
+                    let mut l = stream.launch_builder(&self.kernels.broadcast_row);
+                    l.arg(&mut y).arg(&b.data).arg(&n64).arg(&c64);
+                    // SAFETY: y holds len values, b out values; i mod out < out.
+                    unsafe { l.launch(elementwise(len)) }.map_err(cuda_err("broadcast_row"))?;
+                }
+                y
+            }
+            // the GEMM overwrites (beta = 0) unless k = 0, where x·wᵀ is all zeros
+            None if k > 0 => self.alloc_out(len)?,
+            None => stream
+                .alloc_zeros::<f32>(len)
+                .map_err(cuda_err("allocating"))?,
+        };
+        if len > 0 && k > 0 {
+            self.gemm_xwt(&mut y, x, w, b.is_some())?;
+        }
+        Ok(CudaMatrix::new(y, n, out))
+    }
+
+    fn linear_add_assign(
+        &self,
+        acc: &mut CudaMatrix,
+        x: &CudaMatrix,
+        w: &CudaMatrix,
+        b: Option<&CudaMatrix>,
+    ) -> Result<()> {
+        let (n, k, out) = (x.rows, x.cols, w.rows);
+        if w.cols != k || (acc.rows, acc.cols) != (n, out) || b.is_some_and(|b| b.len() != out) {
+            return Err(shape_error(
+                "linear_add_assign",
+                format!(
+                    "acc {}×{} += x {n}×{k} against w {out}×{}, bias {:?}",
+                    acc.rows,
+                    acc.cols,
+                    w.cols,
+                    b.map(|b| b.len())
+                ),
+            ));
+        }
+        let len = n * out;
+        if len == 0 {
+            return Ok(());
+        }
+        // the stream is about to change: a bf16 copy of acc (if it was ever a GEMM operand)
+        // would go stale
+        acc.bf16.take();
+        if let Some(b) = b {
+            self.add_periodic_raw(&mut acc.data, len, &b.data, out)?;
+        }
+        if k > 0 {
+            self.gemm_xwt(&mut acc.data, x, w, true)?;
+        }
+        Ok(())
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CudaMatrix,
+        gamma: &CudaMatrix,
+        beta: &CudaMatrix,
+        eps: f32,
+    ) -> Result<CudaMatrix> {
+        let d = x.cols;
+        if gamma.len() != d || beta.len() != d {
+            return Err(shape_error(
+                "layer_norm",
+                format!("width {d}, gamma {} beta {}", gamma.len(), beta.len()),
+            ));
+        }
+        let mut y = self.alloc_out(x.len())?;
+        if x.rows > 0 && d > 0 {
+            let rows = u32::try_from(x.rows)
+                .ok()
+                .filter(|&r| r < i32::MAX as u32)
+                .ok_or_else(|| shape_error("layer_norm", format!("{} rows", x.rows)))?;
+            let cols = int(d, "layer_norm")?;
+            // enough threads to cover a SigLIP width (768–1152) in a few strides, no more than
+            // a short row needs; always whole warps (the reductions assume it)
+            let threads = (d.div_ceil(32) * 32).clamp(32, 256) as u32;
+            let stream = self.backend.stream();
+            let mut l = stream.launch_builder(&self.kernels.layer_norm);
+            l.arg(&x.data)
+                .arg(&gamma.data)
+                .arg(&beta.data)
+                .arg(&mut y)
+                .arg(&cols)
+                .arg(&eps);
+            let cfg = LaunchConfig {
+                grid_dim: (rows, 1, 1),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: one block per row < rows; columns < cols; x and y hold rows·cols values,
+            // gamma and beta cols.
+            unsafe { l.launch(cfg) }.map_err(cuda_err("layer_norm"))?;
+        }
+        Ok(CudaMatrix::new(y, x.rows, d))
+    }
+
+    fn activate(&self, x: &mut CudaMatrix, act: Activation) -> Result<()> {
+        let n = x.len();
+        if n == 0 {
+            return Ok(());
+        }
+        x.bf16.take();
+        let f = match act {
+            Activation::GeluTanh => &self.kernels.gelu_tanh,
+            Activation::GeluErf => &self.kernels.gelu_erf,
+        };
+        let n64 = count(n);
+        let stream = self.backend.stream();
+        let mut l = stream.launch_builder(f);
+        l.arg(&mut x.data).arg(&n64);
+        // SAFETY: x holds n values.
+        unsafe { l.launch(elementwise(n)) }.map_err(cuda_err("gelu"))?;
+        Ok(())
+    }
+
+    fn add_assign(&self, x: &mut CudaMatrix, y: &CudaMatrix) -> Result<()> {
+        if (x.rows, x.cols) != (y.rows, y.cols) {
+            return Err(shape_error(
+                "add",
+                format!("{}×{} + {}×{}", x.rows, x.cols, y.rows, y.cols),
+            ));
+        }
+        let n = x.len();
+        if n == 0 {
+            return Ok(());
+        }
+        x.bf16.take();
+        let n64 = count(n);
+        let stream = self.backend.stream();
+        let mut l = stream.launch_builder(&self.kernels.add_assign);
+        l.arg(&mut x.data).arg(&y.data).arg(&n64);
+        // SAFETY: x and y hold n values each.
+        unsafe { l.launch(elementwise(n)) }.map_err(cuda_err("add_assign"))?;
+        Ok(())
+    }
+
+    fn add_periodic_rows(&self, x: &mut CudaMatrix, table: &CudaMatrix) -> Result<()> {
+        if table.cols != x.cols || table.rows == 0 || !x.rows.is_multiple_of(table.rows) {
+            return Err(shape_error(
+                "add_periodic_rows",
+                format!(
+                    "{}×{} += table {}×{}",
+                    x.rows, x.cols, table.rows, table.cols
+                ),
+            ));
+        }
+        x.bf16.take();
+        let n = x.len();
+        self.add_periodic_raw(&mut x.data, n, &table.data, table.len())
+    }
+
+    fn gather_rows(&self, table: &CudaMatrix, ids: &[u32]) -> Result<CudaMatrix> {
+        let d = table.cols;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows) {
+            return Err(shape_error(
+                "gather_rows",
+                format!("id {id} outside a table of {} rows", table.rows),
+            ));
+        }
+        let n = ids.len() * d;
+        let mut out = self.alloc_out(n)?;
+        if n > 0 {
+            let stream = self.backend.stream();
+            let ids_dev = stream.clone_htod(ids).map_err(cuda_err("uploading ids"))?;
+            let (n64, cols) = (count(n), int(d, "gather_rows")?);
+            // ids were checked against the row count, so it fits u32 wherever ids exist
+            let table_rows = u32::try_from(table.rows).unwrap_or(u32::MAX);
+            let mut l = stream.launch_builder(&self.kernels.gather_rows);
+            l.arg(&table.data)
+                .arg(&ids_dev)
+                .arg(&mut out)
+                .arg(&n64)
+                .arg(&cols)
+                .arg(&table_rows);
+            // SAFETY: out holds ids·d values; every id < table.rows (checked above, and again
+            // in the kernel), so reads stay inside the table.
+            unsafe { l.launch(elementwise(n)) }.map_err(cuda_err("gather_rows"))?;
+        }
+        Ok(CudaMatrix::new(out, ids.len(), d))
+    }
+
+    fn strided_rows(
+        &self,
+        x: &CudaMatrix,
+        first: usize,
+        step: usize,
+        count_rows: usize,
+    ) -> Result<CudaMatrix> {
+        let d = x.cols;
+        if count_rows > 0
+            && (count_rows - 1)
+                .checked_mul(step)
+                .and_then(|s| s.checked_add(first))
+                .is_none_or(|last| last >= x.rows)
+        {
+            return Err(shape_error(
+                "strided_rows",
+                format!("rows {first} + {step}·i, i < {count_rows}, of {}", x.rows),
+            ));
+        }
+        let n = count_rows * d;
+        let mut out = self.alloc_out(n)?;
+        if n > 0 {
+            let (n64, cols, f64_, s64) =
+                (count(n), int(d, "strided_rows")?, count(first), count(step));
+            let stream = self.backend.stream();
+            let mut l = stream.launch_builder(&self.kernels.strided_rows);
+            l.arg(&x.data)
+                .arg(&mut out)
+                .arg(&n64)
+                .arg(&cols)
+                .arg(&f64_)
+                .arg(&s64);
+            // SAFETY: the last row read, first + (count−1)·step, is < x.rows (checked above).
+            unsafe { l.launch(elementwise(n)) }.map_err(cuda_err("strided_rows"))?;
+        }
+        Ok(CudaMatrix::new(out, count_rows, d))
+    }
+
+    fn self_attention(
+        &self,
+        qkv: &CudaMatrix,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<CudaMatrix> {
+        let dim = qkv.cols / 3;
+        if qkv.cols != 3 * dim
+            || qkv.rows != batch * seq
+            || heads == 0
+            || !dim.is_multiple_of(heads)
+        {
+            return Err(shape_error(
+                "self_attention",
+                format!(
+                    "qkv {}×{} for batch {batch}, seq {seq}, {heads} heads",
+                    qkv.rows, qkv.cols
+                ),
+            ));
+        }
+        let stream = self.backend.stream();
+        if batch == 0 || seq == 0 || dim == 0 {
+            let rows = if batch == 0 || seq == 0 { 0 } else { qkv.rows };
+            let z = stream
+                .alloc_zeros::<f32>(rows * dim)
+                .map_err(cuda_err("allocating"))?;
+            return Ok(CudaMatrix::new(z, rows, dim));
+        }
+        let hd = dim / heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let what = "self_attention";
+        let (s_i, hd_i, b_i) = (int(seq, what)?, int(hd, what)?, int(batch, what)?);
+        let row = int(3 * dim, what)?;
+        let dim_i = int(dim, what)?;
+        let _ = int(seq * seq, what)?;
+        let mut out = self.alloc_out(batch * seq * dim)?;
+        // scores of one head for every sequence, [batch, seq, seq]; reused head after head
+        // (the stream orders the reuse)
+        let mut scores = self.alloc_out(batch * seq * seq)?;
+        let softmax_rows = count(batch * seq);
+        let softmax_cfg = LaunchConfig {
+            // 8 warps per block, one row each
+            grid_dim: (
+                u32::try_from((batch * seq).div_ceil(8))
+                    .map_err(|_| shape_error(what, format!("{} rows", batch * seq)))?,
+                1,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (op_n, op_t) = (
+            blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            blas_sys::cublasOperation_t::CUBLAS_OP_T,
+        );
+        for h in 0..heads {
+            // Head h of sequence b: q at qkv[b·seq.., h·hd..], k at column dim + h·hd, v at
+            // 2·dim + h·hd, all with row stride 3·dim, sequences seq·3·dim apart: one strided
+            // batch over sequences per product, no permute.
+            let q = qkv.data.slice(h * hd..);
+            let k = qkv.data.slice(dim + h * hd..);
+            let v = qkv.data.slice(2 * dim + h * hd..);
+            // scores [seq(i), seq(j)] = q·kᵀ (row-major) = column-major scoresᵀ = k·qᵀ:
+            // A = k seen column-major as hd × seq (ld 3·dim), transposed; B = q as hd × seq
+            // (ld 3·dim); C = seq × seq, ld seq.
+            let cfg = StridedBatchedConfig {
+                gemm: GemmConfig {
+                    transa: op_t,
+                    transb: op_n,
+                    m: s_i,
+                    n: s_i,
+                    k: hd_i,
+                    alpha: 1.0f32,
+                    lda: row,
+                    ldb: row,
+                    beta: 0.0f32,
+                    ldc: s_i,
+                },
+                batch_size: b_i,
+                stride_a: i64::from(s_i) * i64::from(row),
+                stride_b: i64::from(s_i) * i64::from(row),
+                stride_c: i64::from(s_i) * i64::from(s_i),
+            };
+            // SAFETY: the last element read of k is (batch−1)·seq·3dim + (seq−1)·3dim + hd − 1
+            // past dim + h·hd, inside qkv (h·hd + hd ≤ dim); likewise q; scores holds
+            // batch·seq·seq values.
+            unsafe { self.blas.gemm_strided_batched(cfg, &k, &q, &mut scores) }
+                .map_err(blas_err("attention scores"))?;
+            let mut l = stream.launch_builder(&self.kernels.softmax_rows);
+            l.arg(&mut scores).arg(&softmax_rows).arg(&s_i).arg(&scale);
+            // SAFETY: rows·seq values in scores; warps past the last row return.
+            unsafe { l.launch(softmax_cfg) }.map_err(cuda_err("softmax_rows"))?;
+            // out_h [seq, hd] (row-major, ld dim) = p [seq, seq] · v [seq, hd] (ld 3·dim)
+            // = column-major out_hᵀ (hd × seq) = vᵀ (hd × seq, ld 3·dim) · pᵀ (seq × seq, ld seq).
+            let cfg = StridedBatchedConfig {
+                gemm: GemmConfig {
+                    transa: op_n,
+                    transb: op_n,
+                    m: hd_i,
+                    n: s_i,
+                    k: s_i,
+                    alpha: 1.0f32,
+                    lda: row,
+                    ldb: s_i,
+                    beta: 0.0f32,
+                    ldc: dim_i,
+                },
+                batch_size: b_i,
+                stride_a: i64::from(s_i) * i64::from(row),
+                stride_b: i64::from(s_i) * i64::from(s_i),
+                stride_c: i64::from(s_i) * i64::from(dim_i),
+            };
+            let mut o = out.slice_mut(h * hd..);
+            // SAFETY: v as q/k above; out's last element written is (batch−1)·seq·dim +
+            // (seq−1)·dim + hd − 1 past h·hd, inside out.
+            unsafe { self.blas.gemm_strided_batched(cfg, &v, &scores, &mut o) }
+                .map_err(blas_err("attention values"))?;
+        }
+        Ok(CudaMatrix::new(out, batch * seq, dim))
+    }
+
+    fn pooled_attention(
+        &self,
+        q: &CudaMatrix,
+        kv: &CudaMatrix,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<CudaMatrix> {
+        let dim = q.cols;
+        if q.rows != 1
+            || kv.cols != 2 * dim
+            || kv.rows != batch * seq
+            || heads == 0
+            || !dim.is_multiple_of(heads)
+        {
+            return Err(shape_error(
+                "pooled_attention",
+                format!(
+                    "q {}×{}, kv {}×{} for batch {batch}, seq {seq}, {heads} heads",
+                    q.rows, q.cols, kv.rows, kv.cols
+                ),
+            ));
+        }
+        let stream = self.backend.stream();
+        if batch == 0 || dim == 0 || seq == 0 {
+            // no keys: the CPU's empty softmax leaves the zero-filled output as it is
+            let z = stream
+                .alloc_zeros::<f32>(batch * dim)
+                .map_err(cuda_err("allocating"))?;
+            return Ok(CudaMatrix::new(z, batch, dim));
+        }
+        let what = "pooled_attention";
+        let hd = dim / heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        // the weights of one (sequence, head) live in shared memory: stay inside the 48 KiB a
+        // kernel gets without opting in
+        let shared = seq * 4;
+        if shared > 40 * 1024 {
+            return Err(shape_error(
+                what,
+                format!("{seq} keys per sequence exceed the kernel's shared memory"),
+            ));
+        }
+        let (s_i, dim_i, hd_i) = (int(seq, what)?, int(dim, what)?, int(hd, what)?);
+        let _ = int(2 * dim, what)?;
+        let grid_b = u32::try_from(batch)
+            .ok()
+            .filter(|&b| b < i32::MAX as u32)
+            .ok_or_else(|| shape_error(what, format!("batch {batch}")))?;
+        let grid_h = u32::try_from(heads)
+            .ok()
+            .filter(|&h| h <= 65535)
+            .ok_or_else(|| shape_error(what, format!("{heads} heads")))?;
+        let mut out = self.alloc_out(batch * dim)?;
+        let mut l = stream.launch_builder(&self.kernels.pooled_attention);
+        l.arg(&q.data)
+            .arg(&kv.data)
+            .arg(&mut out)
+            .arg(&s_i)
+            .arg(&dim_i)
+            .arg(&hd_i)
+            .arg(&scale);
+        let cfg = LaunchConfig {
+            grid_dim: (grid_b, grid_h, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: shared as u32,
+        };
+        // SAFETY: block (b, h) reads kv rows b·seq..(b+1)·seq, columns h·hd..(h+1)·hd and
+        // dim + the same, q columns h·hd..(h+1)·hd, and writes out[b, h·hd..(h+1)·hd]; all
+        // inside the buffers for b < batch, h < heads.
+        unsafe { l.launch(cfg) }.map_err(cuda_err("pooled_attention"))?;
+        Ok(CudaMatrix::new(out, batch, dim))
+    }
+
+    fn patchify(
+        &self,
+        images: &CudaMatrix,
+        channels: usize,
+        height: usize,
+        width: usize,
+        patch: usize,
+    ) -> Result<CudaMatrix> {
+        if patch == 0
+            || !height.is_multiple_of(patch)
+            || !width.is_multiple_of(patch)
+            || images.cols != channels * height * width
+        {
+            return Err(shape_error(
+                "patchify",
+                format!(
+                    "{}×{} images as {channels}×{height}×{width} in {patch}-pixel patches",
+                    images.rows, images.cols
+                ),
+            ));
+        }
+        let what = "patchify";
+        let (gy, gx) = (height / patch, width / patch);
+        let cols = channels * patch * patch;
+        let rows = images.rows * gy * gx;
+        let n = rows * cols;
+        let mut out = self.alloc_out(n)?;
+        if n > 0 {
+            // the kernel's int arithmetic: per-image sizes must fit
+            let _ = int(channels * height * width, what)?;
+            let _ = int(cols, what)?;
+            let _ = int(gy * gx, what)?;
+            let args = (
+                count(n),
+                int(channels, what)?,
+                int(height, what)?,
+                int(width, what)?,
+                int(patch, what)?,
+            );
+            let stream = self.backend.stream();
+            let mut l = stream.launch_builder(&self.kernels.patchify);
+            l.arg(&images.data)
+                .arg(&mut out)
+                .arg(&args.0)
+                .arg(&args.1)
+                .arg(&args.2)
+                .arg(&args.3)
+                .arg(&args.4);
+            // SAFETY: output index i < n maps to image i / (gy·gx·cols) < images.rows and a
+            // pixel inside that image (c < channels, y < height, x < width).
+            unsafe { l.launch(elementwise(n)) }.map_err(cuda_err("patchify"))?;
+        }
+        Ok(CudaMatrix::new(out, rows, cols))
+    }
+}
