@@ -7,6 +7,7 @@
 
 pub mod kernels;
 pub mod nvrtc;
+pub mod tile;
 
 use std::sync::{Arc, Mutex};
 
