@@ -8,6 +8,7 @@
 pub mod kernels;
 pub mod nvrtc;
 pub mod tensor;
+pub mod tile;
 
 use std::sync::{Arc, Mutex};
 
