@@ -649,9 +649,9 @@ impl NvJpegDecoder {
     /// plans from the probe, so a disagreement must not produce a differently sized image).
     fn checked_size(&self, handle: Handle, data: &[u8], h: &ImageHeader) -> Result<()> {
         let api = &self.lib.api;
-        let (mut n, mut ss) = (0 as c_int, 0 as c_int);
-        let mut widths = [0 as c_int; MAX_COMPONENT];
-        let mut heights = [0 as c_int; MAX_COMPONENT];
+        let (mut n, mut ss): (c_int, c_int) = (0, 0);
+        let mut widths: [c_int; MAX_COMPONENT] = [0; MAX_COMPONENT];
+        let mut heights: [c_int; MAX_COMPONENT] = [0; MAX_COMPONENT];
         // SAFETY: `data` is valid for its length; the out-pointers point at 4-int arrays as
         // nvjpegGetImageInfo requires (NVJPEG_MAX_COMPONENT entries).
         let st = unsafe {
