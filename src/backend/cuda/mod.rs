@@ -6,6 +6,7 @@
 //! missing instead of crashing.
 
 pub mod kernels;
+pub mod nvjpeg;
 pub mod nvrtc;
 pub mod tensor;
 pub mod tile;
