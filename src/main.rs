@@ -231,7 +231,8 @@ struct TileArgs {
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     memory_mib: u64,
     /// Where resize + tile + normalize run: auto picks CUDA when built in and a GPU is visible,
-    /// else the CPU. (Decode stays on the CPU in this command.)
+    /// else the CPU. On CUDA, JPEGs are decoded by nvJPEG (the GPU's hardware engine where it
+    /// has one); what nvJPEG cannot decode falls back to the CPU decoder per image.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
 }
@@ -409,7 +410,17 @@ fn tile_with_progress(
     let result = match device {
         Device::Cpu => run_tile(&CpuBackend, sources, cfg, &bar),
         #[cfg(feature = "cuda")]
-        Device::Cuda(gpu) => run_tile(gpu.as_ref(), sources, cfg, &bar),
+        Device::Cuda(gpu) => {
+            use vlmprep::backend::cuda::decode_tile::CudaDecodeTile;
+            // nvJPEG when it loads; otherwise decode stays on the CPU and tiling on the GPU.
+            match CudaDecodeTile::new(gpu.clone()) {
+                Ok(decode_tile) => run_tile(&decode_tile, sources, cfg, &bar),
+                Err(e) => {
+                    eprintln!("note     nvJPEG unavailable ({e}); decoding on the CPU");
+                    run_tile(gpu.as_ref(), sources, cfg, &bar)
+                }
+            }
+        }
     };
     bar.finish_and_clear();
     result.with_context(|| format!("tiling into {}", cfg.out.display()))

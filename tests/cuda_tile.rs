@@ -94,7 +94,10 @@ fn images() -> Vec<RgbImage> {
 
 fn plans(rule: TilingRule, sizes: &[(u32, u32)]) -> Vec<TilePlan> {
     let tiler = Tiler::new(rule).unwrap();
-    sizes.iter().map(|&(w, h)| tiler.plan(w, h).unwrap()).collect()
+    sizes
+        .iter()
+        .map(|&(w, h)| tiler.plan(w, h).unwrap())
+        .collect()
 }
 
 fn decode(dtype: Dtype, v: &[u8]) -> f32 {
@@ -161,8 +164,7 @@ fn tiles_match_the_cpu_backend_for_every_rule_filter_and_dtype() {
                 assert_eq!(tiles.layout, TileLayout::new(&plans, dtype));
                 let got = gpu.tiles_to_host(tiles).unwrap();
                 assert_eq!(got.dtype, dtype);
-                for (i, (worst, mean)) in level_diffs(&got, &want, &spec).into_iter().enumerate()
-                {
+                for (i, (worst, mean)) in level_diffs(&got, &want, &spec).into_iter().enumerate() {
                     let (w, h) = SIZES[i];
                     eprintln!(
                         "{} {filter:?} {dtype:?} {w}x{h} -> {:?}: max {worst:.2} mean {mean:.4} levels",
@@ -237,15 +239,24 @@ fn every_byte_is_written_and_the_device_path_equals_the_host_path() {
             let a = tiles_into_poisoned(&gpu, &device_refs, &plans, &spec, 0x00);
             let b = tiles_into_poisoned(&gpu, &device_refs, &plans, &spec, 0xFF);
             let first = a.iter().zip(&b).position(|(x, y)| x != y);
-            assert!(first.is_none(), "{rule:?} {dtype:?}: byte {first:?} unwritten");
+            assert!(
+                first.is_none(),
+                "{rule:?} {dtype:?}: byte {first:?} unwritten"
+            );
             let via_host = gpu
                 .tiles_to_host(gpu.tile_batch(&refs, &plans, &spec).unwrap())
                 .unwrap();
-            assert!(via_host.data == a, "{rule:?} {dtype:?}: host and device paths differ");
+            assert!(
+                via_host.data == a,
+                "{rule:?} {dtype:?}: host and device paths differ"
+            );
             let owned = gpu
                 .tiles_to_host(gpu.tile_device_batch(&device_refs, &plans, &spec).unwrap())
                 .unwrap();
-            assert!(owned.data == a, "{rule:?} {dtype:?}: tile_device_batch differs");
+            assert!(
+                owned.data == a,
+                "{rule:?} {dtype:?}: tile_device_batch differs"
+            );
         }
     }
 }
@@ -264,7 +275,9 @@ fn batches_of_one_and_repeated_sizes_match_the_cpu() {
         norm: Normalization::IMAGENET,
     };
     for n in [1, 5] {
-        let want = CpuBackend.tile_batch(&refs[..n], &plans[..n], &spec).unwrap();
+        let want = CpuBackend
+            .tile_batch(&refs[..n], &plans[..n], &spec)
+            .unwrap();
         let got = gpu
             .tiles_to_host(gpu.tile_batch(&refs[..n], &plans[..n], &spec).unwrap())
             .unwrap();
@@ -319,6 +332,8 @@ fn bad_input_is_an_error_not_a_panic() {
     };
     assert!(gpu.tile_device_batch(&[&small], &[plan], &spec).is_err());
     // An empty batch is fine and empty.
-    let none = gpu.tiles_to_host(gpu.tile_batch(&[], &[], &spec).unwrap()).unwrap();
+    let none = gpu
+        .tiles_to_host(gpu.tile_batch(&[], &[], &spec).unwrap())
+        .unwrap();
     assert!(none.data.is_empty() && none.layout.slots.is_empty());
 }

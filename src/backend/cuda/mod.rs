@@ -5,6 +5,7 @@
 //! `cuda` build starts on a machine without a driver and [`CudaBackend::new`] says what is
 //! missing instead of crashing.
 
+pub mod decode_tile;
 pub mod kernels;
 pub mod nvjpeg;
 pub mod nvrtc;
