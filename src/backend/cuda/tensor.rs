@@ -836,11 +836,9 @@ impl TensorOps for CudaTensorOps {
         width: usize,
         patch: usize,
     ) -> Result<CudaMatrix> {
-        if patch == 0
-            || !height.is_multiple_of(patch)
-            || !width.is_multiple_of(patch)
-            || images.cols != channels * height * width
-        {
+        // As on the CPU, a remainder at the right and bottom edges is dropped (the kernel's
+        // grid is rounded down), as the stride-`patch` convolution drops it.
+        if patch == 0 || images.cols != channels * height * width {
             return Err(shape_error(
                 "patchify",
                 format!(
