@@ -42,8 +42,9 @@ pub struct CudaMatrix {
     pub rows: usize,
     /// Number of columns.
     pub cols: usize,
-    /// `rows × cols` values.
-    pub data: CudaSlice<f32>,
+    /// `rows × cols` values (a buffer of at least one element, even when empty). Private so
+    /// that nothing changes the values behind the bf16 copy's back.
+    data: CudaSlice<f32>,
     bf16: OnceLock<CudaSlice<u16>>,
 }
 
@@ -55,6 +56,23 @@ impl CudaMatrix {
             data,
             bf16: OnceLock::new(),
         }
+    }
+
+    /// A matrix over device data made elsewhere (e.g. the tile kernels' batch tensor), on the
+    /// same stream as the ops that will use it. `data` must hold at least `rows × cols` values.
+    pub fn from_device(data: CudaSlice<f32>, rows: usize, cols: usize) -> Result<Self> {
+        if data.len() < rows * cols {
+            return Err(shape_error(
+                "from_device",
+                format!("{} values for {rows}×{cols}", data.len()),
+            ));
+        }
+        Ok(CudaMatrix::new(data, rows, cols))
+    }
+
+    /// The device values, row-major; the buffer may be longer than `rows × cols`.
+    pub fn data(&self) -> &CudaSlice<f32> {
+        &self.data
     }
 
     fn len(&self) -> usize {
