@@ -42,8 +42,9 @@ pub struct CudaMatrix {
     pub rows: usize,
     /// Number of columns.
     pub cols: usize,
-    /// `rows × cols` values.
-    pub data: CudaSlice<f32>,
+    /// `rows × cols` values (a buffer of at least one element, even when empty). Private so
+    /// that nothing changes the values behind the bf16 copy's back.
+    data: CudaSlice<f32>,
     bf16: OnceLock<CudaSlice<u16>>,
 }
 
@@ -55,6 +56,23 @@ impl CudaMatrix {
             data,
             bf16: OnceLock::new(),
         }
+    }
+
+    /// A matrix over device data made elsewhere (e.g. the tile kernels' batch tensor), on the
+    /// same stream as the ops that will use it. `data` must hold at least `rows × cols` values.
+    pub fn from_device(data: CudaSlice<f32>, rows: usize, cols: usize) -> Result<Self> {
+        if data.len() < rows * cols {
+            return Err(shape_error(
+                "from_device",
+                format!("{} values for {rows}×{cols}", data.len()),
+            ));
+        }
+        Ok(CudaMatrix::new(data, rows, cols))
+    }
+
+    /// The device values, row-major; the buffer may be longer than `rows × cols`.
+    pub fn data(&self) -> &CudaSlice<f32> {
+        &self.data
     }
 
     fn len(&self) -> usize {
@@ -209,6 +227,26 @@ impl CudaTensorOps {
         &self.backend
     }
 
+    /// An uninitialized device buffer of at least one element: the driver refuses
+    /// zero-byte allocations, and an empty matrix still needs a buffer (a matrix's length is
+    /// `rows × cols`, never its buffer's).
+    ///
+    /// # Safety
+    /// The caller writes every element it later reads.
+    unsafe fn alloc_raw<T: cudarc::driver::DeviceRepr>(&self, len: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.backend.stream().alloc::<T>(len.max(1)) }.map_err(cuda_err("allocating"))
+    }
+
+    /// A zero-filled device buffer of `len` f32 (at least one element, see
+    /// [`alloc_raw`](Self::alloc_raw)).
+    fn alloc_zeroed(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.backend
+            .stream()
+            .alloc_zeros::<f32>(len.max(1))
+            .map_err(cuda_err("allocating"))
+    }
+
     /// A device buffer of `len` f32 that the caller fully overwrites. Debug builds fill it
     /// with NaN (all-ones bytes) so that an element a kernel fails to write shows up in tests
     /// instead of passing as leftover memory.
@@ -216,7 +254,7 @@ impl CudaTensorOps {
         let stream = self.backend.stream();
         // SAFETY: every caller writes all `len` elements before the buffer is read (in debug
         // builds they are NaN-filled first, below).
-        let mut buf = unsafe { stream.alloc::<f32>(len) }.map_err(cuda_err("allocating"))?;
+        let mut buf = unsafe { self.alloc_raw::<f32>(len) }?;
         if cfg!(debug_assertions) && len > 0 {
             let (ptr, _rec) = buf.device_ptr_mut(stream);
             // SAFETY: `ptr` is this allocation of `len · 4` bytes, on this stream.
@@ -226,6 +264,13 @@ impl CudaTensorOps {
             .map_err(cuda_err("poisoning"))?;
         }
         Ok(buf)
+    }
+
+    fn bind(&self) -> Result<()> {
+        self.backend
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_err("binding the context"))
     }
 
     /// The bf16 copy of `m`, made on first use.
@@ -242,7 +287,7 @@ impl CudaTensorOps {
     fn to_bf16(&self, x: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<u16>> {
         let stream = self.backend.stream();
         // SAFETY: the kernel below writes all n elements.
-        let mut y = unsafe { stream.alloc::<u16>(n) }.map_err(cuda_err("allocating bf16"))?;
+        let mut y = unsafe { self.alloc_raw::<u16>(n) }?;
         if n > 0 {
             let n64 = count(n);
             let mut l = stream.launch_builder(&self.kernels.f32_to_bf16);
@@ -273,6 +318,9 @@ impl CudaTensorOps {
             int(w.rows, "linear")?,
         );
         let beta = if accumulate { 1.0f32 } else { 0.0 };
+        // cuBLAS runs in the calling thread's current context: make it ours (model code may
+        // call from any thread; cudarc's own launches bind, cuBLAS calls do not)
+        self.bind()?;
         let transa = blas_sys::cublasOperation_t::CUBLAS_OP_T;
         let transb = blas_sys::cublasOperation_t::CUBLAS_OP_N;
         match self.precision {
@@ -365,20 +413,28 @@ impl TensorOps for CudaTensorOps {
                 format!("{} values for {rows}×{cols}", data.len()),
             ));
         }
-        let d = self
-            .backend
-            .stream()
-            .clone_htod(data)
-            .map_err(cuda_err("upload"))?;
+        let d = if data.is_empty() {
+            self.alloc_zeroed(0)?
+        } else {
+            self.backend
+                .stream()
+                .clone_htod(data)
+                .map_err(cuda_err("upload"))?
+        };
         Ok(CudaMatrix::new(d, rows, cols))
     }
 
     fn download(&self, m: &CudaMatrix) -> Result<Vec<f32>> {
         // synchronous: the copy into pageable memory waits for the stream, which also surfaces
         // any asynchronous kernel error here
+        if m.len() == 0 {
+            // nothing to copy, but the caller still expects queued work to be done
+            self.backend.synchronize()?;
+            return Ok(Vec::new());
+        }
         self.backend
             .stream()
-            .clone_dtoh(&m.data)
+            .clone_dtoh(&m.data.slice(..m.len()))
             .map_err(cuda_err("download"))
     }
 
@@ -419,9 +475,7 @@ impl TensorOps for CudaTensorOps {
             }
             // the GEMM overwrites (beta = 0) unless k = 0, where x·wᵀ is all zeros
             None if k > 0 => self.alloc_out(len)?,
-            None => stream
-                .alloc_zeros::<f32>(len)
-                .map_err(cuda_err("allocating"))?,
+            None => self.alloc_zeroed(len)?,
         };
         if len > 0 && k > 0 {
             self.gemm_xwt(&mut y, x, w, b.is_some())?;
@@ -656,9 +710,7 @@ impl TensorOps for CudaTensorOps {
         let stream = self.backend.stream();
         if batch == 0 || seq == 0 || dim == 0 {
             let rows = if batch == 0 || seq == 0 { 0 } else { qkv.rows };
-            let z = stream
-                .alloc_zeros::<f32>(rows * dim)
-                .map_err(cuda_err("allocating"))?;
+            let z = self.alloc_zeroed(rows * dim)?;
             return Ok(CudaMatrix::new(z, rows, dim));
         }
         let hd = dim / heads;
@@ -668,6 +720,7 @@ impl TensorOps for CudaTensorOps {
         let row = int(3 * dim, what)?;
         let dim_i = int(dim, what)?;
         let _ = int(seq * seq, what)?;
+        self.bind()?;
         let mut out = self.alloc_out(batch * seq * dim)?;
         // scores of one head for every sequence, [batch, seq, seq]; reused head after head
         // (the stream orders the reuse)
@@ -780,9 +833,7 @@ impl TensorOps for CudaTensorOps {
         let stream = self.backend.stream();
         if batch == 0 || dim == 0 || seq == 0 {
             // no keys: the CPU's empty softmax leaves the zero-filled output as it is
-            let z = stream
-                .alloc_zeros::<f32>(batch * dim)
-                .map_err(cuda_err("allocating"))?;
+            let z = self.alloc_zeroed(batch * dim)?;
             return Ok(CudaMatrix::new(z, batch, dim));
         }
         let what = "pooled_attention";
