@@ -195,21 +195,26 @@ impl CudaTensorOps {
         }
         let blas =
             CudaBlas::new(backend.stream().clone()).map_err(blas_err("creating the handle"))?;
-        // Default math mode: no TF32 for the f32 GEMMs (cuBLAS uses TF32 only when asked), so
-        // F32 is true fp32; bf16 GEMMs use tensor cores regardless.
-        // SAFETY: a live handle and a valid enum value.
-        unsafe {
-            blas_sys::cublasSetMathMode(*blas.handle(), blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH)
-        }
-        .result()
-        .map_err(blas_err("setting the math mode"))?;
         let kernels = Kernels::load(&backend)?;
-        Ok(CudaTensorOps {
+        let mut ops = CudaTensorOps {
             backend,
             blas,
             kernels,
             precision,
-        })
+        };
+        ops.set_precision(precision);
+        Ok(ops)
+    }
+
+    /// The cuBLAS math mode of `precision`. F32: no TF32 (cuBLAS uses it only when asked), so
+    /// F32 is true fp32. Bf16: the attention products, which stay f32 GEMMs, may use TF32
+    /// tensor cores (10-bit mantissa, finer than the bf16 of the projections); without them
+    /// those products ran on the plain f32 units, a tenth of the tensor-core rate.
+    fn math_mode(precision: GemmPrecision) -> blas_sys::cublasMath_t {
+        match precision {
+            GemmPrecision::F32 => blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
+            GemmPrecision::Bf16 => blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+        }
     }
 
     /// The GEMM precision of linear layers.
@@ -220,6 +225,11 @@ impl CudaTensorOps {
     /// Changes the GEMM precision of linear layers.
     pub fn set_precision(&mut self, precision: GemmPrecision) {
         self.precision = precision;
+        // SAFETY: a live handle and a valid enum value. Setting a math mode cannot fail on a
+        // valid handle; were it to, the handle keeps its previous mode, which is still correct
+        // arithmetic (only the speed of the attention products differs).
+        let _ =
+            unsafe { blas_sys::cublasSetMathMode(*self.blas.handle(), Self::math_mode(precision)) };
     }
 
     /// The backend these ops run on.
