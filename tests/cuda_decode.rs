@@ -60,7 +60,10 @@ fn decoder_or_skip(backend: &Arc<CudaBackend>, hardware: bool) -> Option<NvJpegD
     match NvJpegDecoder::new(backend.clone(), hardware) {
         Ok(d) => Some(d),
         Err(e) => {
-            assert!(!require_gpu(), "VLMPREP_REQUIRE_GPU=1 but nvJPEG failed: {e}");
+            assert!(
+                !require_gpu(),
+                "VLMPREP_REQUIRE_GPU=1 but nvJPEG failed: {e}"
+            );
             eprintln!("skipped: nvJPEG unavailable ({e})");
             None
         }
@@ -68,7 +71,9 @@ fn decoder_or_skip(backend: &Arc<CudaBackend>, hardware: bool) -> Option<NvJpegD
 }
 
 fn read(rel: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -148,7 +153,10 @@ fn bad_inputs() -> Vec<(String, Vec<u8>)> {
     vec![
         ("truncated-s444".to_owned(), truncated),
         ("no-scan-s420".to_owned(), no_scan),
-        ("not-an-image".to_owned(), b"hello, this is not an image".to_vec()),
+        (
+            "not-an-image".to_owned(),
+            b"hello, this is not an image".to_vec(),
+        ),
         ("empty".to_owned(), Vec::new()),
     ]
 }
@@ -245,8 +253,16 @@ fn parity(decoder: &NvJpegDecoder, backend: &CudaBackend, label: &str) -> Vec<De
             _ => MAX_BOUND_FULL_CHROMA,
         };
         assert!(d.mean <= MEAN_BOUND, "[{label}] {name}: mean {:.3}", d.mean);
-        assert!(d.max <= max_bound, "[{label}] {name}: max {} > {max_bound}", d.max);
-        assert!(d.tail <= TAIL_FRACTION, "[{label}] {name}: tail {:.4}", d.tail);
+        assert!(
+            d.max <= max_bound,
+            "[{label}] {name}: max {} > {max_bound}",
+            d.max
+        );
+        assert!(
+            d.tail <= TAIL_FRACTION,
+            "[{label}] {name}: tail {:.4}",
+            d.tail
+        );
         // Routing rules that must hold whatever the GPU.
         if header.format != ImageFormat::Jpeg || header.components == 4 {
             assert_eq!(route, DecodeRoute::Cpu, "[{label}] {name}");
@@ -285,7 +301,10 @@ fn gpu_decode_matches_cpu_decoder() {
                 "hardware engine available but no image took it"
             );
         }
-        assert!(routes.contains(&DecodeRoute::GpuHybrid), "[{label}] no hybrid decode");
+        assert!(
+            routes.contains(&DecodeRoute::GpuHybrid),
+            "[{label}] no hybrid decode"
+        );
     }
 }
 
@@ -351,5 +370,24 @@ fn library_symbols_resolve() {
             assert!(msg.contains("nvJPEG not found"), "{msg}");
             eprintln!("skipped: {msg}");
         }
+    }
+}
+
+/// The test inputs themselves, checked on the CPU (runs everywhere): good ones decode, the EXIF
+/// variants carry the orientation they were built with, bad ones are refused.
+#[test]
+fn test_inputs_are_what_they_claim() {
+    let opts = DecodeOptions::default();
+    for (name, data) in good_inputs() {
+        let d = decode(&data, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(o) = name
+            .rsplit_once("+exif")
+            .map(|(_, o)| o.parse::<u8>().unwrap())
+        {
+            assert_eq!(d.header.orientation, o, "{name}");
+        }
+    }
+    for (name, data) in bad_inputs() {
+        assert!(decode(&data, &opts).is_err(), "{name} decodes on the CPU");
     }
 }

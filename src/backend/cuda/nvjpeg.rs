@@ -194,10 +194,17 @@ fn bind(lib: libloading::Library, name: &'static str) -> std::result::Result<NvJ
         if st == STATUS_SUCCESS {
             Ok(v)
         } else {
-            Err(format!("{name}: nvjpegGetProperty failed ({})", status_name(st)))
+            Err(format!(
+                "{name}: nvjpegGetProperty failed ({})",
+                status_name(st)
+            ))
         }
     };
-    let version = (prop(MAJOR_VERSION)?, prop(MINOR_VERSION)?, prop(PATCH_LEVEL)?);
+    let version = (
+        prop(MAJOR_VERSION)?,
+        prop(MINOR_VERSION)?,
+        prop(PATCH_LEVEL)?,
+    );
     if version.0 < 12 {
         // CUDA 11's nvjpegImage_t has 32-bit pitches: binding it with ours would corrupt memory.
         return Err(format!(
@@ -417,7 +424,10 @@ impl NvJpegDecoder {
         let (hw, hardware_error) = if hardware {
             match Engine::new(&lib.api, BACKEND_HARDWARE, true) {
                 Ok(e) => (Some(e), None),
-                Err(e) => (None, Some(format!("hardware JPEG decoder unavailable: {e}"))),
+                Err(e) => (
+                    None,
+                    Some(format!("hardware JPEG decoder unavailable: {e}")),
+                ),
             }
         } else {
             (None, Some("hardware JPEG decoder not requested".to_owned()))
@@ -634,7 +644,8 @@ impl NvJpegDecoder {
         // SAFETY: `data` is valid for its length during the call; the stream object belongs to
         // `hw`, used under the engines lock. save_metadata = save_stream = 0: only the header
         // is needed.
-        let st = unsafe { (api.stream_parse)(hw.handle, data.as_ptr(), data.len(), 0, 0, hw.stream) };
+        let st =
+            unsafe { (api.stream_parse)(hw.handle, data.as_ptr(), data.len(), 0, 0, hw.stream) };
         if st != STATUS_SUCCESS {
             return false;
         }
@@ -666,7 +677,9 @@ impl NvJpegDecoder {
             )
         };
         check(st, "nvjpegGetImageInfo")?;
-        if i64::from(widths[0]) != i64::from(h.width) || i64::from(heights[0]) != i64::from(h.height) {
+        if i64::from(widths[0]) != i64::from(h.width)
+            || i64::from(heights[0]) != i64::from(h.height)
+        {
             return Err(Error::cuda(format!(
                 "nvJPEG reads {}x{} but the header says {}x{}",
                 widths[0], heights[0], h.width, h.height
@@ -680,7 +693,8 @@ impl NvJpegDecoder {
         let n = h.pixels() as usize * if gray { 1 } else { 3 };
         // SAFETY: nvJPEG (or the kernels after it) writes every byte before anything reads it;
         // on a failed decode the buffer is dropped unread.
-        unsafe { self.backend.stream().alloc::<u8>(n) }.map_err(cuda_err("allocating decode output"))
+        unsafe { self.backend.stream().alloc::<u8>(n) }
+            .map_err(cuda_err("allocating decode output"))
     }
 
     /// Decodes `group` (indices into `jpegs`) in one hardware batch. Returns one result per
@@ -694,7 +708,9 @@ impl NvJpegDecoder {
         group: &[usize],
         gray: bool,
     ) -> Vec<Result<DeviceImage>> {
-        let fail = |e: &Error| -> Vec<Result<DeviceImage>> { group.iter().map(|_| Err(e.clone_cuda())).collect() };
+        let fail = |e: &Error| -> Vec<Result<DeviceImage>> {
+            group.iter().map(|_| Err(e.clone_cuda())).collect()
+        };
         let api = &self.lib.api;
         let stream = self.backend.stream();
         let mut bufs = Vec::with_capacity(group.len());
@@ -820,7 +836,9 @@ impl NvJpegDecoder {
         let (w, ht) = (h.width, h.height);
         let rgb = if gray {
             let mut rgb = self.alloc_output(h, false)?;
-            let f = self.backend.function(KernelFamily::Decode, "gray_to_rgb8")?;
+            let f = self
+                .backend
+                .function(KernelFamily::Decode, "gray_to_rgb8")?;
             let mut b = self.backend.stream().launch_builder(&f);
             b.arg(&buf).arg(&w).arg(&mut rgb).arg(&w).arg(&ht);
             // SAFETY: gray_to_rgb8(src, pitch, dst, w, h): `buf` holds h rows of `w` (= pitch)
