@@ -195,10 +195,10 @@ fn parity(decoder: &NvJpegDecoder, backend: &CudaBackend, label: &str) -> Vec<De
     let mut bi = bad.iter();
     for (i, (n, d)) in good.iter().enumerate() {
         all.push((n, d, true));
-        if i % 5 == 2 {
-            if let Some((n, d)) = bi.next() {
-                all.push((n, d, false));
-            }
+        if i % 5 == 2
+            && let Some((n, d)) = bi.next()
+        {
+            all.push((n, d, false));
         }
     }
     for (n, d) in bi {
