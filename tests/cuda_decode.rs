@@ -195,10 +195,10 @@ fn parity(decoder: &NvJpegDecoder, backend: &CudaBackend, label: &str) -> Vec<De
     let mut bi = bad.iter();
     for (i, (n, d)) in good.iter().enumerate() {
         all.push((n, d, true));
-        if i % 5 == 2 {
-            if let Some((n, d)) = bi.next() {
-                all.push((n, d, false));
-            }
+        if i % 5 == 2
+            && let Some((n, d)) = bi.next()
+        {
+            all.push((n, d, false));
         }
     }
     for (n, d) in bi {
@@ -370,5 +370,24 @@ fn library_symbols_resolve() {
             assert!(msg.contains("nvJPEG not found"), "{msg}");
             eprintln!("skipped: {msg}");
         }
+    }
+}
+
+/// The test inputs themselves, checked on the CPU (runs everywhere): good ones decode, the EXIF
+/// variants carry the orientation they were built with, bad ones are refused.
+#[test]
+fn test_inputs_are_what_they_claim() {
+    let opts = DecodeOptions::default();
+    for (name, data) in good_inputs() {
+        let d = decode(&data, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(o) = name
+            .rsplit_once("+exif")
+            .map(|(_, o)| o.parse::<u8>().unwrap())
+        {
+            assert_eq!(d.header.orientation, o, "{name}");
+        }
+    }
+    for (name, data) in bad_inputs() {
+        assert!(decode(&data, &opts).is_err(), "{name} decodes on the CPU");
     }
 }

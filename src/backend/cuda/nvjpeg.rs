@@ -763,6 +763,10 @@ impl NvJpegDecoder {
         if let Err(e) = check(st, "nvjpegDecodeBatched (hardware)") {
             return fail(&e);
         }
+        // The gray batch re-initializes the same state; let this batch finish with it first.
+        if let Err(e) = self.backend.synchronize() {
+            return fail(&e);
+        }
         bufs.into_iter()
             .zip(group)
             .map(|(buf, &i)| {
@@ -799,6 +803,10 @@ impl NvJpegDecoder {
             }
         };
         check(st, "nvjpegDecode")?;
+        // The next nvjpegDecode on this state refills its pinned and device staging buffers;
+        // wait until this image's GPU phase has consumed them. (Costs a little overlap; the
+        // decoupled API with two states would avoid it.)
+        self.backend.synchronize()?;
         self.finish(buf, h, gray)
     }
 
