@@ -100,7 +100,10 @@ pub fn axis_coefficients(
         let n = (xmax - xmin).clamp(0, ksize as i64) as usize;
         let mut total = 0.0;
         for (x, wx) in w.iter_mut().enumerate().take(n) {
-            *wx = filter_value(filter, (x as f64 + xmin as f64 - center + 0.5) / filter_scale);
+            *wx = filter_value(
+                filter,
+                (x as f64 + xmin as f64 - center + 0.5) / filter_scale,
+            );
             total += *wx;
         }
         for (k, &wx) in row.iter_mut().zip(&w[..n]) {
@@ -431,7 +434,8 @@ impl CudaBackend {
             .arg(&mut scratch);
         // SAFETY: argument types and order match tile_hpass; the jobs only address source
         // images checked to hold their pixels, and scratch ranges inside `scratch_bytes`.
-        unsafe { launch.launch(config(jobs.h_blocks)) }.map_err(cuda_err("launching tile_hpass"))?;
+        unsafe { launch.launch(config(jobs.h_blocks)) }
+            .map_err(cuda_err("launching tile_hpass"))?;
 
         let vpass = self.function(KernelFamily::Tile, "tile_vpass")?;
         let mut launch = stream.launch_builder(&vpass);
@@ -446,7 +450,8 @@ impl CudaBackend {
             .arg(&enc);
         // SAFETY: argument types and order match tile_vpass; every tile lies inside the layout
         // (checked plans), and `out` holds at least `total_bytes`.
-        unsafe { launch.launch(config(jobs.v_blocks)) }.map_err(cuda_err("launching tile_vpass"))?;
+        unsafe { launch.launch(config(jobs.v_blocks)) }
+            .map_err(cuda_err("launching tile_vpass"))?;
         Ok(jobs.layout)
     }
 }
@@ -549,10 +554,21 @@ mod tests {
 
     #[test]
     fn weights_sum_to_one_and_stay_inside_the_source() {
-        for (i, o) in [(100, 30), (30, 100), (7, 7), (1000, 224), (3, 1), (1, 5), (4000, 3)] {
+        for (i, o) in [
+            (100, 30),
+            (30, 100),
+            (7, 7),
+            (1000, 224),
+            (3, 1),
+            (1, 5),
+            (4000, 3),
+        ] {
             for f in [ResizeFilter::Bicubic, ResizeFilter::Bilinear] {
                 let c = axis_coefficients(i, o, f).unwrap();
-                assert_eq!((c.start.len(), c.weights.len()), (o as usize, o as usize * c.ksize));
+                assert_eq!(
+                    (c.start.len(), c.weights.len()),
+                    (o as usize, o as usize * c.ksize)
+                );
                 for xx in 0..o as usize {
                     let n = c.count[xx] as usize;
                     assert!(n >= 1 && n <= c.ksize, "{i}->{o} {f:?} taps {n}");
@@ -592,7 +608,10 @@ mod tests {
         let c = axis_coefficients(2, 4, ResizeFilter::Bilinear).unwrap();
         let row = &c.weights[c.ksize..][..c.count[1] as usize];
         assert_eq!(c.start[1], 0);
-        assert!((row[0] - 0.75).abs() < 1e-7 && (row[1] - 0.25).abs() < 1e-7, "{row:?}");
+        assert!(
+            (row[0] - 0.75).abs() < 1e-7 && (row[1] - 0.25).abs() < 1e-7,
+            "{row:?}"
+        );
     }
 
     fn pattern(w: u32, h: u32, seed: u32) -> RgbImage {
@@ -656,7 +675,8 @@ mod tests {
                         continue;
                     }
                     let p = &jobs.pos[((job[4] + x) * 3) as usize..][..3];
-                    let src = &images[job[0] as usize].data[((row * in_w + i64::from(p[0])) * 3) as usize..];
+                    let src = &images[job[0] as usize].data
+                        [((row * in_w + i64::from(p[0])) * 3) as usize..];
                     let mut acc = [0f32; 3];
                     for k in 0..p[1] as usize {
                         let w = jobs.weights[p[2] as usize + k];
@@ -672,7 +692,10 @@ mod tests {
                 }
             }
         }
-        assert!(scratch_writes.iter().all(|&n| n == 1), "scratch written once");
+        assert!(
+            scratch_writes.iter().all(|&n| n == 1),
+            "scratch written once"
+        );
 
         let mut out = vec![0u8; jobs.layout.total_bytes];
         let mut writes = vec![0u8; jobs.layout.total_bytes];
@@ -704,7 +727,9 @@ mod tests {
                     let plane = (tw * th) as usize;
                     let mut put = |at: usize, bytes: &[u8]| {
                         out[at..at + bytes.len()].copy_from_slice(bytes);
-                        writes[at..at + bytes.len()].iter_mut().for_each(|n| *n += 1);
+                        writes[at..at + bytes.len()]
+                            .iter_mut()
+                            .for_each(|n| *n += 1);
                     };
                     for c in 0..3 {
                         let e = enc[c * 256 + l[c] as usize];
@@ -717,7 +742,10 @@ mod tests {
                 }
             }
         }
-        assert!(writes.iter().all(|&n| n == 1), "every output byte written once");
+        assert!(
+            writes.iter().all(|&n| n == 1),
+            "every output byte written once"
+        );
         out
     }
 
@@ -824,7 +852,10 @@ mod tests {
         let sources: Vec<u64> = (0..images.len() as u64).collect();
         for rule in rules {
             let tiler = Tiler::new(rule).unwrap();
-            let plans: Vec<TilePlan> = sizes.iter().map(|&(w, h)| tiler.plan(w, h).unwrap()).collect();
+            let plans: Vec<TilePlan> = sizes
+                .iter()
+                .map(|&(w, h)| tiler.plan(w, h).unwrap())
+                .collect();
             for filter in [ResizeFilter::Bicubic, ResizeFilter::Bilinear] {
                 for dtype in [Dtype::U8, Dtype::F32, Dtype::F16, Dtype::Bf16] {
                     let spec = TileSpec {
@@ -838,7 +869,8 @@ mod tests {
                     assert_eq!(jobs.layout, want.layout);
                     let pil = pillow_tiles(&refs, &plans, &spec);
                     let vs_pillow = max_level_diff(&got, &pil, &want.layout, &spec);
-                    let (vs_cpu, mean_cpu) = level_diff_stats(&got, &want.data, &want.layout, &spec);
+                    let (vs_cpu, mean_cpu) =
+                        level_diff_stats(&got, &want.data, &want.layout, &spec);
                     eprintln!(
                         "{rule:?} {filter:?} {dtype:?}: vs Pillow max {vs_pillow:.2}, vs CPU max \
                          {vs_cpu:.2} mean {mean_cpu:.4} levels"
@@ -848,7 +880,10 @@ mod tests {
                     // rounds differently, so only its mean is held tight.
                     // bf16 keeps 8 bits: near ±2 its step is ~0.9 level of a 0.229 std.
                     let tol = if dtype == Dtype::Bf16 { 2.0 } else { 1.1 };
-                    assert!(vs_pillow <= tol, "{rule:?} {filter:?} {dtype:?}: {vs_pillow}");
+                    assert!(
+                        vs_pillow <= tol,
+                        "{rule:?} {filter:?} {dtype:?}: {vs_pillow}"
+                    );
                     assert!(mean_cpu <= 0.5, "{rule:?} {filter:?} {dtype:?}: {mean_cpu}");
                 }
             }
@@ -870,11 +905,20 @@ mod tests {
         assert!(jobs(&[(5, 5)], &[plan]).is_ok());
         assert!(jobs(&[(5, 5), (5, 5)], &[plan]).is_err());
         assert!(jobs(&[(0, 5)], &[plan]).is_err());
-        let wide = TilePlan { grid: (3, 2), ..plan };
+        let wide = TilePlan {
+            grid: (3, 2),
+            ..plan
+        };
         assert!(jobs(&[(5, 5)], &[wide]).is_err());
-        let thumb = TilePlan { thumbnail: Some(5), ..plan };
+        let thumb = TilePlan {
+            thumbnail: Some(5),
+            ..plan
+        };
         assert!(jobs(&[(5, 5)], &[thumb]).is_err());
-        let zero = TilePlan { tile: (0, 4), ..plan };
+        let zero = TilePlan {
+            tile: (0, 4),
+            ..plan
+        };
         assert!(jobs(&[(5, 5)], &[zero]).is_err());
         assert!(jobs(&[], &[]).is_ok_and(|j| j.v_blocks == 0 && j.layout.total_bytes == 0));
     }
