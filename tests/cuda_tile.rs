@@ -28,23 +28,12 @@ fn tolerance(dtype: Dtype) -> f32 {
     if dtype == Dtype::Bf16 { 2.0 } else { 1.1 }
 }
 
-/// Pillow's tiles in the batch layout: the whole image resized exactly as Pillow does, tiles
-/// cut from it, the thumbnail resized alone, then the CPU's own float conversion.
-fn pillow_tiles(images: &[&RgbImage], plans: &[TilePlan], spec: &TileSpec) -> HostTiles {
-    let table = NormalizeTable::new(&spec.norm).unwrap();
+/// Pillow's u8 HWC tiles, in batch order: the whole image resized exactly as Pillow does, tiles
+/// cut from it, the thumbnail resized alone.
+fn pillow_tiles(images: &[&RgbImage], plans: &[TilePlan], filter: ResizeFilter) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let mut push = |rgb: &[u8]| {
-        if spec.dtype.is_float() {
-            let mut dst = vec![0u8; rgb.len() * spec.dtype.size()];
-            write_chw(rgb, &table, spec.dtype, &mut dst).unwrap();
-            out.extend(dst);
-        } else {
-            out.extend_from_slice(rgb);
-        }
-    };
     for (img, plan) in images.iter().zip(plans) {
-        let f = spec.filter;
-        let full = resize_like_pillow(img, plan.resize.0, plan.resize.1, f).unwrap();
+        let full = resize_like_pillow(img, plan.resize.0, plan.resize.1, filter).unwrap();
         let (tw, th) = plan.tile;
         for r in 0..plan.grid.1 {
             for c in 0..plan.grid.0 {
@@ -53,17 +42,33 @@ fn pillow_tiles(images: &[&RgbImage], plans: &[TilePlan], spec: &TileSpec) -> Ho
                     let row = 3 * ((r * th + y) * full.width + c * tw) as usize;
                     tile.extend_from_slice(&full.data[row..row + 3 * tw as usize]);
                 }
-                push(&tile);
+                out.push(tile);
             }
         }
         if let Some(side) = plan.thumbnail {
-            push(&resize_like_pillow(img, side, side, f).unwrap().data);
+            out.push(resize_like_pillow(img, side, side, filter).unwrap().data);
+        }
+    }
+    out
+}
+
+/// Pillow's tiles as a batch of `spec.dtype`, through the CPU's own float conversion.
+fn pillow_batch(tiles: &[Vec<u8>], plans: &[TilePlan], spec: &TileSpec) -> HostTiles {
+    let table = NormalizeTable::new(&spec.norm).unwrap();
+    let mut data = Vec::new();
+    for rgb in tiles {
+        if spec.dtype.is_float() {
+            let mut dst = vec![0u8; rgb.len() * spec.dtype.size()];
+            write_chw(rgb, &table, spec.dtype, &mut dst).unwrap();
+            data.extend(dst);
+        } else {
+            data.extend_from_slice(rgb);
         }
     }
     HostTiles {
         dtype: spec.dtype,
         layout: TileLayout::new(plans, spec.dtype),
-        data: out,
+        data,
     }
 }
 
@@ -202,6 +207,7 @@ fn tiles_match_the_cpu_backend_for_every_rule_filter_and_dtype() {
     for rule in rules() {
         let plans = plans(rule, &SIZES);
         for filter in [ResizeFilter::Bicubic, ResizeFilter::Bilinear] {
+            let pillow_u8 = pillow_tiles(&refs, &plans, filter);
             for dtype in [Dtype::U8, Dtype::F32, Dtype::F16, Dtype::Bf16] {
                 let spec = TileSpec {
                     filter,
@@ -209,7 +215,7 @@ fn tiles_match_the_cpu_backend_for_every_rule_filter_and_dtype() {
                     norm: Normalization::IMAGENET,
                 };
                 let cpu = CpuBackend.tile_batch(&refs, &plans, &spec).unwrap();
-                let pillow = pillow_tiles(&refs, &plans, &spec);
+                let pillow = pillow_batch(&pillow_u8, &plans, &spec);
                 let tiles = gpu.tile_batch(&refs, &plans, &spec).unwrap();
                 assert_eq!(tiles.layout, cpu.layout);
                 let got = gpu.tiles_to_host(tiles).unwrap();
@@ -330,7 +336,11 @@ fn batches_of_one_and_repeated_sizes_match_the_cpu() {
         norm: Normalization::IMAGENET,
     };
     for n in [1, 5] {
-        let want = pillow_tiles(&refs[..n], &plans[..n], &spec);
+        let want = pillow_batch(
+            &pillow_tiles(&refs[..n], &plans[..n], spec.filter),
+            &plans[..n],
+            &spec,
+        );
         let cpu = CpuBackend
             .tile_batch(&refs[..n], &plans[..n], &spec)
             .unwrap();
