@@ -1,7 +1,13 @@
-//! CUDA tiling parity with the CPU backend (the reference): every tiling rule, filter and dtype
-//! over images of odd sizes, upscales and strong downscales; same layout, every byte written,
-//! values within a few u8 levels (the CPU resizes with fast_image_resize's fixed-point weights,
-//! the GPU with f32 weights; both round to u8 between and after the passes as Pillow does).
+//! CUDA tiling parity: every tiling rule, filter and dtype over images of odd sizes, upscales
+//! and strong downscales; same layout as the CPU backend, every byte written.
+//!
+//! The kernels follow Pillow's algorithm (weights, u8 rounding and clamping between and after
+//! the passes), so the hard check is against Pillow itself (`resize_like_pillow` of the whole
+//! image, tiles cut from it): at most one level (f32 weights instead of Pillow's 22-bit fixed
+//! point), plus bf16's own rounding. Against the CPU backend (fast_image_resize, which keeps
+//! more than u8 between its bicubic passes) the mean difference is held under half a level and
+//! the max is only reported: on hard edges the two differ by up to ~20 levels where Pillow
+//! clamps the overshoot of the first pass.
 //!
 //! Needs a GPU: each test prints why and returns when `CudaBackend::new(0)` fails, unless
 //! `VLMPREP_REQUIRE_GPU=1`, which turns a missing GPU into a failure.
@@ -11,12 +17,60 @@ use vlmprep::backend::cuda::CudaBackend;
 use vlmprep::backend::cuda::DeviceImage;
 use vlmprep::backend::{Backend, CpuBackend, HostTiles, TileLayout, TileSpec};
 use vlmprep::image::RgbImage;
-use vlmprep::image::normalize::{Dtype, Normalization};
+use vlmprep::image::normalize::{Dtype, Normalization, NormalizeTable, write_chw};
+use vlmprep::image::pillow_resample::resize_like_pillow;
 use vlmprep::image::resize::ResizeFilter;
 use vlmprep::image::tiling::{InternVlSettings, Qwen2VlSettings, TilePlan, Tiler, TilingRule};
 
-/// Largest accepted difference, in u8 levels (floats are mapped back through their std).
-const TOLERANCE_LEVELS: f32 = 3.0;
+/// Largest accepted difference from Pillow, in u8 levels (floats mapped back through their
+/// std); bf16 keeps 8 bits, ~0.9 level of a 0.229 std near ±2.
+fn tolerance(dtype: Dtype) -> f32 {
+    if dtype == Dtype::Bf16 { 2.0 } else { 1.1 }
+}
+
+/// Pillow's u8 HWC tiles, in batch order: the whole image resized exactly as Pillow does, tiles
+/// cut from it, the thumbnail resized alone.
+fn pillow_tiles(images: &[&RgbImage], plans: &[TilePlan], filter: ResizeFilter) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (img, plan) in images.iter().zip(plans) {
+        let full = resize_like_pillow(img, plan.resize.0, plan.resize.1, filter).unwrap();
+        let (tw, th) = plan.tile;
+        for r in 0..plan.grid.1 {
+            for c in 0..plan.grid.0 {
+                let mut tile = Vec::with_capacity(3 * (tw * th) as usize);
+                for y in 0..th {
+                    let row = 3 * ((r * th + y) * full.width + c * tw) as usize;
+                    tile.extend_from_slice(&full.data[row..row + 3 * tw as usize]);
+                }
+                out.push(tile);
+            }
+        }
+        if let Some(side) = plan.thumbnail {
+            out.push(resize_like_pillow(img, side, side, filter).unwrap().data);
+        }
+    }
+    out
+}
+
+/// Pillow's tiles as a batch of `spec.dtype`, through the CPU's own float conversion.
+fn pillow_batch(tiles: &[Vec<u8>], plans: &[TilePlan], spec: &TileSpec) -> HostTiles {
+    let table = NormalizeTable::new(&spec.norm).unwrap();
+    let mut data = Vec::new();
+    for rgb in tiles {
+        if spec.dtype.is_float() {
+            let mut dst = vec![0u8; rgb.len() * spec.dtype.size()];
+            write_chw(rgb, &table, spec.dtype, &mut dst).unwrap();
+            data.extend(dst);
+        } else {
+            data.extend_from_slice(rgb);
+        }
+    }
+    HostTiles {
+        dtype: spec.dtype,
+        layout: TileLayout::new(plans, spec.dtype),
+        data,
+    }
+}
 
 fn gpu_or_skip() -> Option<CudaBackend> {
     match CudaBackend::new(0) {
@@ -44,7 +98,7 @@ fn pattern(w: u32, h: u32, seed: u32) -> RgbImage {
             s ^= s << 5;
             let edge = if (x / 7 + y / 5) % 2 == 0 { 60 } else { 0 };
             data.extend_from_slice(&[
-                ((x * 255 / w.max(1)) as u8).wrapping_add(edge),
+                ((x * 255 / w.max(1)) as u8).saturating_add(edge),
                 ((y * 255 / h.max(1)) as u8) ^ (s as u8 & 0x1f),
                 ((x * 5 + y * 11 + (s >> 24)) % 256) as u8,
             ]);
@@ -153,29 +207,36 @@ fn tiles_match_the_cpu_backend_for_every_rule_filter_and_dtype() {
     for rule in rules() {
         let plans = plans(rule, &SIZES);
         for filter in [ResizeFilter::Bicubic, ResizeFilter::Bilinear] {
+            let pillow_u8 = pillow_tiles(&refs, &plans, filter);
             for dtype in [Dtype::U8, Dtype::F32, Dtype::F16, Dtype::Bf16] {
                 let spec = TileSpec {
                     filter,
                     dtype,
                     norm: Normalization::IMAGENET,
                 };
-                let want = CpuBackend.tile_batch(&refs, &plans, &spec).unwrap();
+                let cpu = CpuBackend.tile_batch(&refs, &plans, &spec).unwrap();
+                let pillow = pillow_batch(&pillow_u8, &plans, &spec);
                 let tiles = gpu.tile_batch(&refs, &plans, &spec).unwrap();
-                assert_eq!(tiles.layout, TileLayout::new(&plans, dtype));
+                assert_eq!(tiles.layout, cpu.layout);
                 let got = gpu.tiles_to_host(tiles).unwrap();
                 assert_eq!(got.dtype, dtype);
-                for (i, (worst, mean)) in level_diffs(&got, &want, &spec).into_iter().enumerate() {
+                let vs_pillow = level_diffs(&got, &pillow, &spec);
+                let vs_cpu = level_diffs(&got, &cpu, &spec);
+                for (i, ((p_max, p_mean), (c_max, c_mean))) in
+                    vs_pillow.into_iter().zip(vs_cpu).enumerate()
+                {
                     let (w, h) = SIZES[i];
-                    eprintln!(
-                        "{} {filter:?} {dtype:?} {w}x{h} -> {:?}: max {worst:.2} mean {mean:.4} levels",
+                    let case = format!(
+                        "{} {filter:?} {dtype:?} {w}x{h} -> {:?}",
                         rule_name(rule),
                         plans[i].resize
                     );
-                    if worst > TOLERANCE_LEVELS || mean > 0.5 {
-                        failures.push(format!(
-                            "{} {filter:?} {dtype:?} {w}x{h}: max {worst} mean {mean}",
-                            rule_name(rule)
-                        ));
+                    eprintln!(
+                        "{case}: vs Pillow max {p_max:.2} mean {p_mean:.4}, vs CPU max \
+                         {c_max:.2} mean {c_mean:.4} levels"
+                    );
+                    if p_max > tolerance(dtype) || c_mean > 0.5 {
+                        failures.push(format!("{case}: Pillow max {p_max}, CPU mean {c_mean}"));
                     }
                 }
             }
@@ -275,15 +336,25 @@ fn batches_of_one_and_repeated_sizes_match_the_cpu() {
         norm: Normalization::IMAGENET,
     };
     for n in [1, 5] {
-        let want = CpuBackend
+        let want = pillow_batch(
+            &pillow_tiles(&refs[..n], &plans[..n], spec.filter),
+            &plans[..n],
+            &spec,
+        );
+        let cpu = CpuBackend
             .tile_batch(&refs[..n], &plans[..n], &spec)
             .unwrap();
         let got = gpu
             .tiles_to_host(gpu.tile_batch(&refs[..n], &plans[..n], &spec).unwrap())
             .unwrap();
-        for (worst, mean) in level_diffs(&got, &want, &spec) {
-            eprintln!("{n} images: max {worst:.2} mean {mean:.4}");
-            assert!(worst <= TOLERANCE_LEVELS && mean <= 0.5);
+        for ((worst, mean), (_, cpu_mean)) in level_diffs(&got, &want, &spec)
+            .into_iter()
+            .zip(level_diffs(&got, &cpu, &spec))
+        {
+            eprintln!(
+                "{n} images: vs Pillow max {worst:.2} mean {mean:.4}, CPU mean {cpu_mean:.4}"
+            );
+            assert!(worst <= tolerance(spec.dtype) && cpu_mean <= 0.5);
         }
     }
 }
