@@ -154,17 +154,79 @@ extern "C" __global__ void strided_rows(const float* __restrict__ x, float* __re
 }
 
 // f32 → bf16 bits, round to nearest even; NaN stays a (quiet) NaN instead of rounding to inf.
+__device__ __forceinline__ unsigned short bf16_bits(float v) {
+    const unsigned int b = __float_as_uint(v);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        return (unsigned short)((b >> 16) | 0x0040u);
+    }
+    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
 extern "C" __global__ void f32_to_bf16(const float* __restrict__ x,
                                        unsigned short* __restrict__ y, long long n) {
+    GRID_STRIDE(i, n) { y[i] = bf16_bits(x[i]); }
+}
+
+// ---- batched bf16 attention (GemmPrecision::Bf16) -------------------------------------------
+// qkv [batch·seq, 3·dim] (q, k, v side by side, heads concatenated) → three bf16 tensors
+// [batch, heads, seq, head_dim], so that one strided-batched GEMM covers every (sequence, head)
+// pair. Threads run over qkv in its own order: reads are coalesced, writes are coalesced within
+// each head's run of head_dim values.
+extern "C" __global__ void split_heads_bf16(const float* __restrict__ qkv,
+                                            unsigned short* __restrict__ q,
+                                            unsigned short* __restrict__ k,
+                                            unsigned short* __restrict__ v, long long n, int seq,
+                                            int heads, int head_dim) {
+    const int dim = heads * head_dim;
     GRID_STRIDE(i, n) {
-        const unsigned int b = __float_as_uint(x[i]);
-        unsigned short r;
-        if ((b & 0x7fffffffu) > 0x7f800000u) {
-            r = (unsigned short)((b >> 16) | 0x0040u);
-        } else {
-            r = (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-        }
-        y[i] = r;
+        const long long row = i / (3 * dim);
+        const int col = (int)(i - row * 3 * dim);
+        const int part = col / dim;
+        const int within = col - part * dim;
+        const int h = within / head_dim;
+        const int d = within - h * head_dim;
+        const long long b = row / seq;
+        const long long s = row - b * seq;
+        const long long dst = ((b * heads + h) * seq + s) * head_dim + d;
+        unsigned short* out = part == 0 ? q : (part == 1 ? k : v);
+        out[dst] = bf16_bits(qkv[i]);
+    }
+}
+
+// softmax_rows, reading f32 scores and writing the probabilities as bf16 into `p` (same shape),
+// the operand of the bf16 P·V product. Same arithmetic as softmax_rows up to the final store.
+extern "C" __global__ void softmax_rows_to_bf16(const float* __restrict__ s,
+                                                unsigned short* __restrict__ p, long long rows,
+                                                int cols, float scale) {
+    const float log2e = 1.4426950408889634f;
+    const long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;  // whole warps leave together: the shuffles below stay full
+    const float* r = s + row * cols;
+    unsigned short* o = p + row * cols;
+    float m = NEG_INF;
+    for (int c = lane; c < cols; c += 32) m = fmaxf(m, r[c]);
+    m = warp_max(m) * scale;
+    float sum = 0.f;
+    for (int c = lane; c < cols; c += 32) sum += exp2f((r[c] * scale - m) * log2e);
+    sum = warp_sum(sum);
+    const float inv = 1.f / sum;
+    for (int c = lane; c < cols; c += 32) o[c] = bf16_bits(exp2f((r[c] * scale - m) * log2e) * inv);
+}
+
+// [batch, heads, seq, head_dim] f32 → [batch·seq, heads·head_dim]: heads concatenated again.
+// Threads run over the output in its order (coalesced writes).
+extern "C" __global__ void merge_heads(const float* __restrict__ x, float* __restrict__ out,
+                                       long long n, int seq, int heads, int head_dim) {
+    const int dim = heads * head_dim;
+    GRID_STRIDE(i, n) {
+        const long long row = i / dim;
+        const int col = (int)(i - row * dim);
+        const int h = col / head_dim;
+        const int d = col - h * head_dim;
+        const long long b = row / seq;
+        const long long s = row - b * seq;
+        out[i] = x[((b * heads + h) * seq + s) * head_dim + d];
     }
 }
 

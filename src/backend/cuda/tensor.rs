@@ -104,6 +104,9 @@ struct Kernels {
     patchify: CudaFunction,
     softmax_rows: CudaFunction,
     pooled_attention: CudaFunction,
+    split_heads_bf16: CudaFunction,
+    softmax_rows_to_bf16: CudaFunction,
+    merge_heads: CudaFunction,
 }
 
 impl Kernels {
@@ -122,6 +125,9 @@ impl Kernels {
             patchify: f("patchify")?,
             softmax_rows: f("softmax_rows")?,
             pooled_attention: f("pooled_attention")?,
+            split_heads_bf16: f("split_heads_bf16")?,
+            softmax_rows_to_bf16: f("softmax_rows_to_bf16")?,
+            merge_heads: f("merge_heads")?,
         })
     }
 }
@@ -390,6 +396,170 @@ impl CudaTensorOps {
                 // frees with the stream-ordered allocator, so the GEMM still sees it.
             }
         }
+    }
+
+    /// Self-attention with bf16 operands and f32 accumulation, every (sequence, head) pair in
+    /// one strided-batched GEMM per product: q, k, v are split into bf16 `[batch, heads, seq,
+    /// head_dim]` tensors, the f32 scores of all heads are normalized into bf16 probabilities,
+    /// and the f32 result is merged back to heads-concatenated rows. Shapes are checked by
+    /// [`TensorOps::self_attention`]; batch, seq and dim are nonzero here.
+    fn self_attention_bf16(
+        &self,
+        qkv: &CudaMatrix,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<CudaMatrix> {
+        let what = "self_attention";
+        let dim = qkv.cols / 3;
+        let hd = dim / heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let pairs = batch * heads;
+        let (s_i, hd_i, h_i) = (int(seq, what)?, int(hd, what)?, int(heads, what)?);
+        let pairs_i = int(pairs, what)?;
+        let stream = self.backend.stream();
+        self.bind()?;
+        let per_part = batch * seq * dim;
+        // SAFETY (all three): split_heads_bf16 writes every element of q, k and v.
+        let mut q = unsafe { self.alloc_raw::<u16>(per_part) }?;
+        let mut k = unsafe { self.alloc_raw::<u16>(per_part) }?;
+        let mut v = unsafe { self.alloc_raw::<u16>(per_part) }?;
+        let n = count(3 * per_part);
+        let mut l = stream.launch_builder(&self.kernels.split_heads_bf16);
+        l.arg(&qkv.data)
+            .arg(&mut q)
+            .arg(&mut k)
+            .arg(&mut v)
+            .arg(&n)
+            .arg(&s_i)
+            .arg(&h_i)
+            .arg(&hd_i);
+        // SAFETY: qkv holds batch·seq·3·dim values (checked by the caller); each index maps to
+        // one element of q, k or v, each of batch·heads·seq·head_dim = per_part values.
+        unsafe { l.launch(elementwise(3 * per_part)) }.map_err(cuda_err("split_heads_bf16"))?;
+
+        // scores [pair, seq(i), seq(j)] = q·kᵀ, row-major: column-major scoresᵀ = k·qᵀ, with k
+        // and q each a column-major head_dim × seq matrix (ld head_dim) per pair.
+        let mut scores = self.alloc_out(pairs * seq * seq)?;
+        let (op_n, op_t) = (
+            blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            blas_sys::cublasOperation_t::CUBLAS_OP_T,
+        );
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let head_stride = i64::from(s_i) * i64::from(hd_i);
+        let score_stride = i64::from(s_i) * i64::from(s_i);
+        {
+            let (kp, _rk) = k.device_ptr(stream);
+            let (qp, _rq) = q.device_ptr(stream);
+            let (sp, _rs) = scores.device_ptr_mut(stream);
+            // SAFETY: pairs·seq·head_dim bf16 in k and q, pairs·seq·seq f32 in scores: exactly
+            // the strides and dimensions given; alpha/beta are f32 for CUBLAS_COMPUTE_32F.
+            unsafe {
+                cudarc::cublas::result::gemm_strided_batched_ex(
+                    *self.blas.handle(),
+                    op_t,
+                    op_n,
+                    s_i,
+                    s_i,
+                    hd_i,
+                    (&alpha) as *const f32 as *const _,
+                    kp as *const _,
+                    blas_sys::cudaDataType_t::CUDA_R_16BF,
+                    hd_i,
+                    head_stride,
+                    qp as *const _,
+                    blas_sys::cudaDataType_t::CUDA_R_16BF,
+                    hd_i,
+                    head_stride,
+                    (&beta) as *const f32 as *const _,
+                    sp as *mut _,
+                    blas_sys::cudaDataType_t::CUDA_R_32F,
+                    s_i,
+                    score_stride,
+                    pairs_i,
+                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .map_err(blas_err("attention scores (bf16)"))?;
+        }
+
+        // SAFETY: softmax_rows_to_bf16 writes every element of p.
+        let mut p = unsafe { self.alloc_raw::<u16>(pairs * seq * seq) }?;
+        let rows = pairs * seq;
+        let rows_i = count(rows);
+        let softmax_cfg = LaunchConfig {
+            // 8 warps per block, one row each
+            grid_dim: (
+                u32::try_from(rows.div_ceil(8))
+                    .map_err(|_| shape_error(what, format!("{rows} rows")))?,
+                1,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = stream.launch_builder(&self.kernels.softmax_rows_to_bf16);
+        l.arg(&scores)
+            .arg(&mut p)
+            .arg(&rows_i)
+            .arg(&s_i)
+            .arg(&scale);
+        // SAFETY: rows·seq values in scores and p; warps past the last row return.
+        unsafe { l.launch(softmax_cfg) }.map_err(cuda_err("softmax_rows_to_bf16"))?;
+        drop(scores);
+
+        // o [pair, seq, head_dim] = p·v, row-major: column-major oᵀ (head_dim × seq) =
+        // vᵀ (head_dim × seq, ld head_dim) · pᵀ (seq × seq, ld seq).
+        let mut o = self.alloc_out(per_part)?;
+        {
+            let (vp, _rv) = v.device_ptr(stream);
+            let (pp, _rp) = p.device_ptr(stream);
+            let (op, _ro) = o.device_ptr_mut(stream);
+            // SAFETY: pairs·seq·head_dim bf16 in v, pairs·seq·seq bf16 in p, pairs·seq·head_dim
+            // f32 in o, as addressed by these strides and dimensions.
+            unsafe {
+                cudarc::cublas::result::gemm_strided_batched_ex(
+                    *self.blas.handle(),
+                    op_n,
+                    op_n,
+                    hd_i,
+                    s_i,
+                    s_i,
+                    (&alpha) as *const f32 as *const _,
+                    vp as *const _,
+                    blas_sys::cudaDataType_t::CUDA_R_16BF,
+                    hd_i,
+                    head_stride,
+                    pp as *const _,
+                    blas_sys::cudaDataType_t::CUDA_R_16BF,
+                    s_i,
+                    score_stride,
+                    (&beta) as *const f32 as *const _,
+                    op as *mut _,
+                    blas_sys::cudaDataType_t::CUDA_R_32F,
+                    hd_i,
+                    head_stride,
+                    pairs_i,
+                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .map_err(blas_err("attention values (bf16)"))?;
+        }
+
+        let mut out = self.alloc_out(per_part)?;
+        let n = count(per_part);
+        let mut l = stream.launch_builder(&self.kernels.merge_heads);
+        l.arg(&o)
+            .arg(&mut out)
+            .arg(&n)
+            .arg(&s_i)
+            .arg(&h_i)
+            .arg(&hd_i);
+        // SAFETY: o and out both hold batch·seq·dim values; each output index reads one of o.
+        unsafe { l.launch(elementwise(per_part)) }.map_err(cuda_err("merge_heads"))?;
+        Ok(CudaMatrix::new(out, batch * seq, dim))
     }
 
     /// `x[i] += table[i mod period]` over the whole of `x`.
@@ -722,6 +892,9 @@ impl TensorOps for CudaTensorOps {
             let rows = if batch == 0 || seq == 0 { 0 } else { qkv.rows };
             let z = self.alloc_zeroed(rows * dim)?;
             return Ok(CudaMatrix::new(z, rows, dim));
+        }
+        if self.precision == GemmPrecision::Bf16 {
+            return self.self_attention_bf16(qkv, batch, seq, heads);
         }
         let hd = dim / heads;
         let scale = 1.0 / (hd as f32).sqrt();
