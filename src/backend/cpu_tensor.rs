@@ -8,8 +8,9 @@ use rayon::prelude::*;
 use super::CpuBackend;
 use super::buffer_pool;
 use super::fast_math;
+use super::shapes;
 use super::tensor::{Activation, TensorOps};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A host matrix, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,13 +23,15 @@ pub struct CpuMatrix {
     pub cols: usize,
 }
 
+impl CpuMatrix {
+    fn dims(&self) -> shapes::Dims {
+        (self.rows, self.cols)
+    }
+}
+
 /// GEMMs below this many multiply-adds run on the calling thread: splitting them costs more
 /// than it saves.
 const PARALLEL_GEMM_WORK: usize = 1 << 20;
-
-fn shape_error(what: &str, detail: String) -> Error {
-    Error::Compute(format!("{what}: {detail}"))
-}
 
 /// `dst[m×n] = beta·lhs·rhs (+ dst when accumulate)`, with element strides given as
 /// (row stride, column stride) for each operand.
@@ -169,12 +172,7 @@ impl TensorOps for CpuBackend {
     type Matrix = CpuMatrix;
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuMatrix> {
-        if data.len() != rows * cols {
-            return Err(shape_error(
-                "upload",
-                format!("{} values for {rows}×{cols}", data.len()),
-            ));
-        }
+        shapes::upload(data.len(), rows, cols)?;
         let mut copy = buffer_pool::take_zeroed(data.len());
         copy.copy_from_slice(data);
         Ok(CpuMatrix {
@@ -193,21 +191,10 @@ impl TensorOps for CpuBackend {
     }
 
     fn linear(&self, x: &CpuMatrix, w: &CpuMatrix, b: Option<&CpuMatrix>) -> Result<CpuMatrix> {
-        let (n, k, out) = (x.rows, x.cols, w.rows);
-        if w.cols != k {
-            return Err(shape_error(
-                "linear",
-                format!("x {n}×{k} against w {out}×{}", w.cols),
-            ));
-        }
+        let (n, out) = (x.rows, w.rows);
+        shapes::linear(x.dims(), w.dims(), b.map(|b| b.data.len()))?;
         let mut y = match b {
             Some(b) => {
-                if b.data.len() != out {
-                    return Err(shape_error(
-                        "linear",
-                        format!("bias of {} for {out} outputs", b.data.len()),
-                    ));
-                }
                 // every row starts as the bias, which the GEMM then accumulates onto: one
                 // write per value, no zero fill first
                 let mut y = buffer_pool::take_empty(n * out);
@@ -233,20 +220,8 @@ impl TensorOps for CpuBackend {
         w: &CpuMatrix,
         b: Option<&CpuMatrix>,
     ) -> Result<()> {
-        let (n, k, out) = (x.rows, x.cols, w.rows);
-        if w.cols != k || (acc.rows, acc.cols) != (n, out) || b.is_some_and(|b| b.data.len() != out)
-        {
-            return Err(shape_error(
-                "linear_add_assign",
-                format!(
-                    "acc {}×{} += x {n}×{k} against w {out}×{}, bias {:?}",
-                    acc.rows,
-                    acc.cols,
-                    w.cols,
-                    b.map(|b| b.data.len())
-                ),
-            ));
-        }
+        let out = w.rows;
+        shapes::linear_add_assign(acc.dims(), x.dims(), w.dims(), b.map(|b| b.data.len()))?;
         if let Some(b) = b {
             acc.data.par_chunks_mut(out.max(1)).for_each(|row| {
                 row.iter_mut().zip(&b.data).for_each(|(a, b)| *a += b);
@@ -264,16 +239,7 @@ impl TensorOps for CpuBackend {
         eps: f32,
     ) -> Result<CpuMatrix> {
         let d = x.cols;
-        if gamma.data.len() != d || beta.data.len() != d {
-            return Err(shape_error(
-                "layer_norm",
-                format!(
-                    "width {d}, gamma {} beta {}",
-                    gamma.data.len(),
-                    beta.data.len()
-                ),
-            ));
-        }
+        shapes::layer_norm(d, gamma.data.len(), beta.data.len())?;
         let mut y = buffer_pool::take_zeroed(x.data.len());
         if d > 0 {
             y.par_chunks_mut(d)
@@ -320,12 +286,7 @@ impl TensorOps for CpuBackend {
     }
 
     fn add_assign(&self, x: &mut CpuMatrix, y: &CpuMatrix) -> Result<()> {
-        if (x.rows, x.cols) != (y.rows, y.cols) {
-            return Err(shape_error(
-                "add",
-                format!("{}×{} + {}×{}", x.rows, x.cols, y.rows, y.cols),
-            ));
-        }
+        shapes::add(x.dims(), y.dims())?;
         x.data
             .par_chunks_mut(4096)
             .zip(y.data.par_chunks(4096))
@@ -334,15 +295,7 @@ impl TensorOps for CpuBackend {
     }
 
     fn add_periodic_rows(&self, x: &mut CpuMatrix, table: &CpuMatrix) -> Result<()> {
-        if table.cols != x.cols || table.rows == 0 || !x.rows.is_multiple_of(table.rows) {
-            return Err(shape_error(
-                "add_periodic_rows",
-                format!(
-                    "{}×{} += table {}×{}",
-                    x.rows, x.cols, table.rows, table.cols
-                ),
-            ));
-        }
+        shapes::periodic_rows(x.dims(), table.dims())?;
         let period = table.data.len();
         if period > 0 {
             x.data
@@ -354,15 +307,10 @@ impl TensorOps for CpuBackend {
 
     fn gather_rows(&self, table: &CpuMatrix, ids: &[u32]) -> Result<CpuMatrix> {
         let d = table.cols;
+        shapes::gather_rows(table.rows, ids)?;
         let mut data = Vec::with_capacity(ids.len() * d);
         for &id in ids {
             let id = id as usize;
-            if id >= table.rows {
-                return Err(shape_error(
-                    "gather_rows",
-                    format!("id {id} outside a table of {} rows", table.rows),
-                ));
-            }
             data.extend_from_slice(&table.data[id * d..(id + 1) * d]);
         }
         Ok(CpuMatrix {
@@ -380,12 +328,7 @@ impl TensorOps for CpuBackend {
         count: usize,
     ) -> Result<CpuMatrix> {
         let d = x.cols;
-        if count > 0 && first + (count - 1) * step >= x.rows {
-            return Err(shape_error(
-                "strided_rows",
-                format!("rows {first} + {step}·i, i < {count}, of {}", x.rows),
-            ));
-        }
+        shapes::strided_rows(x.rows, first, step, count)?;
         let mut data = Vec::with_capacity(count * d);
         for i in 0..count {
             let r = first + i * step;
@@ -405,20 +348,7 @@ impl TensorOps for CpuBackend {
         seq: usize,
         heads: usize,
     ) -> Result<CpuMatrix> {
-        let dim = qkv.cols / 3;
-        if qkv.cols != 3 * dim
-            || qkv.rows != batch * seq
-            || heads == 0
-            || !dim.is_multiple_of(heads)
-        {
-            return Err(shape_error(
-                "self_attention",
-                format!(
-                    "qkv {}×{} for batch {batch}, seq {seq}, {heads} heads",
-                    qkv.rows, qkv.cols
-                ),
-            ));
-        }
+        let dim = shapes::self_attention(qkv.dims(), batch, seq, heads)?;
         let hd = dim / heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = buffer_pool::take_zeroed(batch * seq * dim);
@@ -496,20 +426,7 @@ impl TensorOps for CpuBackend {
         heads: usize,
     ) -> Result<CpuMatrix> {
         let dim = q.cols;
-        if q.rows != 1
-            || kv.cols != 2 * dim
-            || kv.rows != batch * seq
-            || heads == 0
-            || !dim.is_multiple_of(heads)
-        {
-            return Err(shape_error(
-                "pooled_attention",
-                format!(
-                    "q {}×{}, kv {}×{} for batch {batch}, seq {seq}, {heads} heads",
-                    q.rows, q.cols, kv.rows, kv.cols
-                ),
-            ));
-        }
+        shapes::pooled_attention(q.dims(), kv.dims(), batch, seq, heads)?;
         let hd = dim / heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let row = 2 * dim;
@@ -557,15 +474,7 @@ impl TensorOps for CpuBackend {
         // A remainder at the right and bottom edges is dropped, as the patch-embedding
         // convolution (stride = kernel = patch, no padding) drops it: so400m-patch14-384 sees
         // 27×27 patches of its 384-pixel input and never its last 6 rows and columns.
-        if patch == 0 || images.cols != channels * height * width {
-            return Err(shape_error(
-                "patchify",
-                format!(
-                    "{}×{} images as {channels}×{height}×{width} in {patch}-pixel patches",
-                    images.rows, images.cols
-                ),
-            ));
-        }
+        shapes::patchify(images.dims(), channels, height, width, patch)?;
         let (gy, gx) = (height / patch, width / patch);
         let cols = channels * patch * patch;
         let mut data = buffer_pool::take_zeroed(images.rows * gy * gx * cols);

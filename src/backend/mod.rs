@@ -12,6 +12,7 @@ pub mod cuda;
 #[path = "cuda_stub.rs"]
 pub mod cuda;
 mod fast_math;
+pub(crate) mod shapes;
 pub mod tensor;
 
 use crate::error::Result;

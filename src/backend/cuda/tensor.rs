@@ -20,6 +20,7 @@ use cudarc::driver::{
 
 use super::kernels::KernelFamily;
 use super::{CudaBackend, cuda_err};
+use crate::backend::shapes;
 use crate::backend::tensor::{Activation, TensorOps};
 use crate::error::{Error, Result};
 
@@ -77,6 +78,10 @@ impl CudaMatrix {
 
     fn len(&self) -> usize {
         self.rows * self.cols
+    }
+
+    fn dims(&self) -> shapes::Dims {
+        (self.rows, self.cols)
     }
 }
 
@@ -180,6 +185,21 @@ fn elementwise(n: usize) -> LaunchConfig {
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// Dimensions of a strided-batched GEMM (cuBLAS's column-major terms).
+struct BatchedGemm {
+    transa: blas_sys::cublasOperation_t,
+    m: i32,
+    n: i32,
+    k: i32,
+    lda: i32,
+    stride_a: i64,
+    ldb: i32,
+    stride_b: i64,
+    ldc: i32,
+    stride_c: i64,
+    batch: i32,
 }
 
 impl CudaTensorOps {
@@ -398,6 +418,52 @@ impl CudaTensorOps {
         }
     }
 
+    /// `c = op(a) · b` for `batch` column-major problems at fixed strides: bf16 `a` and `b`
+    /// (`b` never transposed), f32 `c` (overwritten), f32 accumulation.
+    fn batched_gemm_bf16(
+        &self,
+        g: BatchedGemm,
+        a: &CudaSlice<u16>,
+        b: &CudaSlice<u16>,
+        c: &mut CudaSlice<f32>,
+    ) -> std::result::Result<(), cudarc::cublas::result::CublasError> {
+        let stream = self.backend.stream();
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (ap, _ra) = a.device_ptr(stream);
+        let (bp, _rb) = b.device_ptr(stream);
+        let (cp, _rc) = c.device_ptr_mut(stream);
+        // SAFETY: the callers size a, b and c for `batch` problems at these strides and leading
+        // dimensions; alpha and beta are f32 as CUBLAS_COMPUTE_32F requires and outlive the
+        // (host-side, synchronous) read of the arguments.
+        unsafe {
+            cudarc::cublas::result::gemm_strided_batched_ex(
+                *self.blas.handle(),
+                g.transa,
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                g.m,
+                g.n,
+                g.k,
+                (&alpha) as *const f32 as *const _,
+                ap as *const _,
+                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                g.lda,
+                g.stride_a,
+                bp as *const _,
+                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                g.ldb,
+                g.stride_b,
+                (&beta) as *const f32 as *const _,
+                cp as *mut _,
+                blas_sys::cudaDataType_t::CUDA_R_32F,
+                g.ldc,
+                g.stride_c,
+                g.batch,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+    }
+
     /// Self-attention with bf16 operands and f32 accumulation, every (sequence, head) pair in
     /// one strided-batched GEMM per product: q, k, v are split into bf16 `[batch, heads, seq,
     /// head_dim]` tensors, the f32 scores of all heads are normalized into bf16 probabilities,
@@ -445,44 +511,27 @@ impl CudaTensorOps {
             blas_sys::cublasOperation_t::CUBLAS_OP_N,
             blas_sys::cublasOperation_t::CUBLAS_OP_T,
         );
-        let (alpha, beta) = (1.0f32, 0.0f32);
         let head_stride = i64::from(s_i) * i64::from(hd_i);
         let score_stride = i64::from(s_i) * i64::from(s_i);
-        {
-            let (kp, _rk) = k.device_ptr(stream);
-            let (qp, _rq) = q.device_ptr(stream);
-            let (sp, _rs) = scores.device_ptr_mut(stream);
-            // SAFETY: pairs·seq·head_dim bf16 in k and q, pairs·seq·seq f32 in scores: exactly
-            // the strides and dimensions given; alpha/beta are f32 for CUBLAS_COMPUTE_32F.
-            unsafe {
-                cudarc::cublas::result::gemm_strided_batched_ex(
-                    *self.blas.handle(),
-                    op_t,
-                    op_n,
-                    s_i,
-                    s_i,
-                    hd_i,
-                    (&alpha) as *const f32 as *const _,
-                    kp as *const _,
-                    blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    hd_i,
-                    head_stride,
-                    qp as *const _,
-                    blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    hd_i,
-                    head_stride,
-                    (&beta) as *const f32 as *const _,
-                    sp as *mut _,
-                    blas_sys::cudaDataType_t::CUDA_R_32F,
-                    s_i,
-                    score_stride,
-                    pairs_i,
-                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-            }
-            .map_err(blas_err("attention scores (bf16)"))?;
-        }
+        self.batched_gemm_bf16(
+            BatchedGemm {
+                transa: op_t,
+                m: s_i,
+                n: s_i,
+                k: hd_i,
+                lda: hd_i,
+                stride_a: head_stride,
+                ldb: hd_i,
+                stride_b: head_stride,
+                ldc: s_i,
+                stride_c: score_stride,
+                batch: pairs_i,
+            },
+            &k,
+            &q,
+            &mut scores,
+        )
+        .map_err(blas_err("attention scores (bf16)"))?;
 
         // SAFETY: softmax_rows_to_bf16 writes every element of p.
         let mut p = unsafe { self.alloc_raw::<u16>(pairs * seq * seq) }?;
@@ -512,41 +561,25 @@ impl CudaTensorOps {
         // o [pair, seq, head_dim] = p·v, row-major: column-major oᵀ (head_dim × seq) =
         // vᵀ (head_dim × seq, ld head_dim) · pᵀ (seq × seq, ld seq).
         let mut o = self.alloc_out(per_part)?;
-        {
-            let (vp, _rv) = v.device_ptr(stream);
-            let (pp, _rp) = p.device_ptr(stream);
-            let (op, _ro) = o.device_ptr_mut(stream);
-            // SAFETY: pairs·seq·head_dim bf16 in v, pairs·seq·seq bf16 in p, pairs·seq·head_dim
-            // f32 in o, as addressed by these strides and dimensions.
-            unsafe {
-                cudarc::cublas::result::gemm_strided_batched_ex(
-                    *self.blas.handle(),
-                    op_n,
-                    op_n,
-                    hd_i,
-                    s_i,
-                    s_i,
-                    (&alpha) as *const f32 as *const _,
-                    vp as *const _,
-                    blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    hd_i,
-                    head_stride,
-                    pp as *const _,
-                    blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    s_i,
-                    score_stride,
-                    (&beta) as *const f32 as *const _,
-                    op as *mut _,
-                    blas_sys::cudaDataType_t::CUDA_R_32F,
-                    hd_i,
-                    head_stride,
-                    pairs_i,
-                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-            }
-            .map_err(blas_err("attention values (bf16)"))?;
-        }
+        self.batched_gemm_bf16(
+            BatchedGemm {
+                transa: op_n,
+                m: hd_i,
+                n: s_i,
+                k: s_i,
+                lda: hd_i,
+                stride_a: head_stride,
+                ldb: s_i,
+                stride_b: score_stride,
+                ldc: hd_i,
+                stride_c: head_stride,
+                batch: pairs_i,
+            },
+            &v,
+            &p,
+            &mut o,
+        )
+        .map_err(blas_err("attention values (bf16)"))?;
 
         let mut out = self.alloc_out(per_part)?;
         let n = count(per_part);
@@ -587,12 +620,7 @@ impl TensorOps for CudaTensorOps {
     type Matrix = CudaMatrix;
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaMatrix> {
-        if data.len() != rows * cols {
-            return Err(shape_error(
-                "upload",
-                format!("{} values for {rows}×{cols}", data.len()),
-            ));
-        }
+        shapes::upload(data.len(), rows, cols)?;
         let d = if data.is_empty() {
             self.alloc_zeroed(0)?
         } else {
@@ -624,20 +652,7 @@ impl TensorOps for CudaTensorOps {
 
     fn linear(&self, x: &CudaMatrix, w: &CudaMatrix, b: Option<&CudaMatrix>) -> Result<CudaMatrix> {
         let (n, k, out) = (x.rows, x.cols, w.rows);
-        if w.cols != k {
-            return Err(shape_error(
-                "linear",
-                format!("x {n}×{k} against w {out}×{}", w.cols),
-            ));
-        }
-        if let Some(b) = b
-            && b.len() != out
-        {
-            return Err(shape_error(
-                "linear",
-                format!("bias of {} for {out} outputs", b.len()),
-            ));
-        }
+        shapes::linear(x.dims(), w.dims(), b.map(|b| b.len()))?;
         let stream = self.backend.stream();
         let len = n * out;
         let mut y = match b {
@@ -671,18 +686,7 @@ impl TensorOps for CudaTensorOps {
         b: Option<&CudaMatrix>,
     ) -> Result<()> {
         let (n, k, out) = (x.rows, x.cols, w.rows);
-        if w.cols != k || (acc.rows, acc.cols) != (n, out) || b.is_some_and(|b| b.len() != out) {
-            return Err(shape_error(
-                "linear_add_assign",
-                format!(
-                    "acc {}×{} += x {n}×{k} against w {out}×{}, bias {:?}",
-                    acc.rows,
-                    acc.cols,
-                    w.cols,
-                    b.map(|b| b.len())
-                ),
-            ));
-        }
+        shapes::linear_add_assign(acc.dims(), x.dims(), w.dims(), b.map(|b| b.len()))?;
         let len = n * out;
         if len == 0 {
             return Ok(());
@@ -707,12 +711,7 @@ impl TensorOps for CudaTensorOps {
         eps: f32,
     ) -> Result<CudaMatrix> {
         let d = x.cols;
-        if gamma.len() != d || beta.len() != d {
-            return Err(shape_error(
-                "layer_norm",
-                format!("width {d}, gamma {} beta {}", gamma.len(), beta.len()),
-            ));
-        }
+        shapes::layer_norm(d, gamma.len(), beta.len())?;
         let mut y = self.alloc_out(x.len())?;
         if x.rows > 0 && d > 0 {
             let rows = u32::try_from(x.rows)
@@ -763,12 +762,7 @@ impl TensorOps for CudaTensorOps {
     }
 
     fn add_assign(&self, x: &mut CudaMatrix, y: &CudaMatrix) -> Result<()> {
-        if (x.rows, x.cols) != (y.rows, y.cols) {
-            return Err(shape_error(
-                "add",
-                format!("{}×{} + {}×{}", x.rows, x.cols, y.rows, y.cols),
-            ));
-        }
+        shapes::add(x.dims(), y.dims())?;
         let n = x.len();
         if n == 0 {
             return Ok(());
@@ -784,15 +778,7 @@ impl TensorOps for CudaTensorOps {
     }
 
     fn add_periodic_rows(&self, x: &mut CudaMatrix, table: &CudaMatrix) -> Result<()> {
-        if table.cols != x.cols || table.rows == 0 || !x.rows.is_multiple_of(table.rows) {
-            return Err(shape_error(
-                "add_periodic_rows",
-                format!(
-                    "{}×{} += table {}×{}",
-                    x.rows, x.cols, table.rows, table.cols
-                ),
-            ));
-        }
+        shapes::periodic_rows(x.dims(), table.dims())?;
         x.bf16.take();
         let n = x.len();
         self.add_periodic_raw(&mut x.data, n, &table.data, table.len())
@@ -800,12 +786,7 @@ impl TensorOps for CudaTensorOps {
 
     fn gather_rows(&self, table: &CudaMatrix, ids: &[u32]) -> Result<CudaMatrix> {
         let d = table.cols;
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows) {
-            return Err(shape_error(
-                "gather_rows",
-                format!("id {id} outside a table of {} rows", table.rows),
-            ));
-        }
+        shapes::gather_rows(table.rows, ids)?;
         let n = ids.len() * d;
         let mut out = self.alloc_out(n)?;
         if n > 0 {
@@ -836,17 +817,7 @@ impl TensorOps for CudaTensorOps {
         count_rows: usize,
     ) -> Result<CudaMatrix> {
         let d = x.cols;
-        if count_rows > 0
-            && (count_rows - 1)
-                .checked_mul(step)
-                .and_then(|s| s.checked_add(first))
-                .is_none_or(|last| last >= x.rows)
-        {
-            return Err(shape_error(
-                "strided_rows",
-                format!("rows {first} + {step}·i, i < {count_rows}, of {}", x.rows),
-            ));
-        }
+        shapes::strided_rows(x.rows, first, step, count_rows)?;
         let n = count_rows * d;
         let mut out = self.alloc_out(n)?;
         if n > 0 {
@@ -873,20 +844,7 @@ impl TensorOps for CudaTensorOps {
         seq: usize,
         heads: usize,
     ) -> Result<CudaMatrix> {
-        let dim = qkv.cols / 3;
-        if qkv.cols != 3 * dim
-            || qkv.rows != batch * seq
-            || heads == 0
-            || !dim.is_multiple_of(heads)
-        {
-            return Err(shape_error(
-                "self_attention",
-                format!(
-                    "qkv {}×{} for batch {batch}, seq {seq}, {heads} heads",
-                    qkv.rows, qkv.cols
-                ),
-            ));
-        }
+        let dim = shapes::self_attention(qkv.dims(), batch, seq, heads)?;
         let stream = self.backend.stream();
         if batch == 0 || seq == 0 || dim == 0 {
             let rows = if batch == 0 || seq == 0 { 0 } else { qkv.rows };
@@ -999,20 +957,7 @@ impl TensorOps for CudaTensorOps {
         heads: usize,
     ) -> Result<CudaMatrix> {
         let dim = q.cols;
-        if q.rows != 1
-            || kv.cols != 2 * dim
-            || kv.rows != batch * seq
-            || heads == 0
-            || !dim.is_multiple_of(heads)
-        {
-            return Err(shape_error(
-                "pooled_attention",
-                format!(
-                    "q {}×{}, kv {}×{} for batch {batch}, seq {seq}, {heads} heads",
-                    q.rows, q.cols, kv.rows, kv.cols
-                ),
-            ));
-        }
+        shapes::pooled_attention(q.dims(), kv.dims(), batch, seq, heads)?;
         let stream = self.backend.stream();
         if batch == 0 || dim == 0 || seq == 0 {
             // no keys: the CPU's empty softmax leaves the zero-filled output as it is
@@ -1072,15 +1017,7 @@ impl TensorOps for CudaTensorOps {
     ) -> Result<CudaMatrix> {
         // As on the CPU, a remainder at the right and bottom edges is dropped (the kernel's
         // grid is rounded down), as the stride-`patch` convolution drops it.
-        if patch == 0 || images.cols != channels * height * width {
-            return Err(shape_error(
-                "patchify",
-                format!(
-                    "{}×{} images as {channels}×{height}×{width} in {patch}-pixel patches",
-                    images.rows, images.cols
-                ),
-            ));
-        }
+        shapes::patchify(images.dims(), channels, height, width, patch)?;
         let what = "patchify";
         let (gy, gx) = (height / patch, width / patch);
         let cols = channels * patch * patch;
