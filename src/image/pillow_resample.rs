@@ -57,45 +57,81 @@ fn support(filter: ResizeFilter) -> f64 {
     }
 }
 
-/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a whole-image resize
-/// `in_size → out_size`.
-fn coefficients(in_size: usize, out_size: usize, filter: ResizeFilter) -> Coefficients {
+/// Pillow's `precompute_coeffs` for a whole-image resize `in_size → out_size`, weights
+/// normalized to sum 1 in f64: the one source of the resampling weights, which the CPU turns
+/// into Pillow's fixed point ([`coefficients`]) and the CUDA tile kernels into f32.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PillowWeights {
+    /// Weight slots per output position.
+    pub ksize: usize,
+    /// First source index of each output position.
+    pub start: Vec<usize>,
+    /// Taps of each output position (`start + count <= in_size`).
+    pub count: Vec<usize>,
+    /// `ksize` weights per output position, row-major, unused slots 0.
+    pub weights: Vec<f64>,
+}
+
+pub(crate) fn pillow_weights(
+    in_size: usize,
+    out_size: usize,
+    filter: ResizeFilter,
+) -> PillowWeights {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = support(filter) * filter_scale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut start = Vec::with_capacity(out_size);
     let mut count = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
-    let mut w = vec![0.0f64; ksize];
-    for xx in 0..out_size {
+    let mut weights = vec![0.0f64; out_size * ksize];
+    for (xx, row) in weights.chunks_exact_mut(ksize).enumerate() {
         let center = (xx as f64 + 0.5) * scale;
         // C's (int) cast truncates toward zero; the clamp to 0 follows, as in Pillow
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
         let n = xmax.saturating_sub(xmin).min(ksize);
         let mut total = 0.0;
-        for (x, wx) in w.iter_mut().enumerate().take(n) {
+        for (x, wx) in row.iter_mut().enumerate().take(n) {
             *wx = filter_value(
                 filter,
                 (x as f64 + xmin as f64 - center + 0.5) / filter_scale,
             );
             total += *wx;
         }
-        let row = &mut weights[xx * ksize..(xx + 1) * ksize];
-        for (k, &wx) in row.iter_mut().zip(&w[..n]) {
-            let v = if total != 0.0 { wx / total } else { wx };
-            let fixed = v * f64::from(1u32 << PRECISION_BITS);
-            // round half away from zero, then truncate: Pillow's (int)(±0.5 + v·2^22)
-            *k = if v < 0.0 {
-                (fixed - 0.5) as i32
-            } else {
-                (fixed + 0.5) as i32
-            };
+        if total != 0.0 {
+            row[..n].iter_mut().for_each(|w| *w /= total);
         }
         start.push(xmin);
         count.push(n);
     }
+    PillowWeights {
+        ksize,
+        start,
+        count,
+        weights,
+    }
+}
+
+/// [`pillow_weights`] in Pillow's fixed point (`normalize_coeffs_8bpc`).
+fn coefficients(in_size: usize, out_size: usize, filter: ResizeFilter) -> Coefficients {
+    let PillowWeights {
+        ksize,
+        start,
+        count,
+        weights,
+    } = pillow_weights(in_size, out_size, filter);
+    let weights = weights
+        .iter()
+        .map(|&v| {
+            let fixed = v * f64::from(1u32 << PRECISION_BITS);
+            // round half away from zero, then truncate: Pillow's (int)(±0.5 + v·2^22)
+            if v < 0.0 {
+                (fixed - 0.5) as i32
+            } else {
+                (fixed + 0.5) as i32
+            }
+        })
+        .collect();
     Coefficients {
         ksize,
         start,

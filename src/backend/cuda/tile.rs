@@ -20,6 +20,7 @@ use crate::backend::{Backend, HostTiles, TileLayout, TileSpec, tile_bytes};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::normalize::{Dtype, NormalizeTable};
+use crate::image::pillow_resample::pillow_weights;
 use crate::image::resize::ResizeFilter;
 use crate::image::tiling::TilePlan;
 
@@ -49,24 +50,6 @@ pub struct AxisCoefficients {
     pub weights: Vec<f32>,
 }
 
-fn filter_value(filter: ResizeFilter, x: f64) -> f64 {
-    let x = x.abs();
-    match filter {
-        // Keys cubic with a = -0.5 (Catmull-Rom), Pillow's bicubic_filter.
-        ResizeFilter::Bicubic => {
-            const A: f64 = -0.5;
-            if x < 1.0 {
-                ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-            } else if x < 2.0 {
-                (((x - 5.0) * x + 8.0) * x - 4.0) * A
-            } else {
-                0.0
-            }
-        }
-        ResizeFilter::Bilinear => (1.0 - x).max(0.0),
-    }
-}
-
 /// Computes [`AxisCoefficients`] as Pillow does: the support widens by the downscale factor
 /// (antialiasing), the weights are normalized in f64 and then stored as f32 for the kernels.
 /// Errors on a zero size.
@@ -80,43 +63,13 @@ pub fn axis_coefficients(
             "cannot resample {in_size} pixels to {out_size}"
         )));
     }
-    let scale = f64::from(in_size) / f64::from(out_size);
-    let filter_scale = scale.max(1.0);
-    let support = match filter {
-        ResizeFilter::Bicubic => 2.0,
-        ResizeFilter::Bilinear => 1.0,
-    } * filter_scale;
-    let ksize = support.ceil() as usize * 2 + 1;
-    let out = out_size as usize;
-    let mut start = Vec::with_capacity(out);
-    let mut count = Vec::with_capacity(out);
-    let mut weights = vec![0f32; out * ksize];
-    let mut w = vec![0f64; ksize];
-    for (xx, row) in weights.chunks_exact_mut(ksize).enumerate() {
-        let center = (xx as f64 + 0.5) * scale;
-        // C's (int) cast truncates toward zero, then the clamps, as in Pillow.
-        let xmin = ((center - support + 0.5) as i64).max(0);
-        let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size));
-        let n = (xmax - xmin).clamp(0, ksize as i64) as usize;
-        let mut total = 0.0;
-        for (x, wx) in w.iter_mut().enumerate().take(n) {
-            *wx = filter_value(
-                filter,
-                (x as f64 + xmin as f64 - center + 0.5) / filter_scale,
-            );
-            total += *wx;
-        }
-        for (k, &wx) in row.iter_mut().zip(&w[..n]) {
-            *k = (if total != 0.0 { wx / total } else { wx }) as f32;
-        }
-        start.push(xmin as u32);
-        count.push(n as u32);
-    }
+    // The weights are the CPU's Pillow-exact ones (one implementation), stored as f32.
+    let w = pillow_weights(in_size as usize, out_size as usize, filter);
     Ok(AxisCoefficients {
-        ksize,
-        start,
-        count,
-        weights,
+        ksize: w.ksize,
+        start: w.start.iter().map(|&v| v as u32).collect(),
+        count: w.count.iter().map(|&v| v as u32).collect(),
+        weights: w.weights.iter().map(|&v| v as f32).collect(),
     })
 }
 
