@@ -9,11 +9,6 @@ pub struct CudaBackend {
     _private: (),
 }
 
-/// Always false: no driver is looked for in a build without CUDA.
-pub fn driver_present() -> bool {
-    false
-}
-
 impl CudaBackend {
     /// Always an error naming the feature to build with.
     pub fn new(_ordinal: usize) -> Result<CudaBackend> {

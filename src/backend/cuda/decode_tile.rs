@@ -23,11 +23,6 @@ impl CudaDecodeTile {
         let decoder = NvJpegDecoder::new(backend.clone(), true)?;
         Ok(CudaDecodeTile { backend, decoder })
     }
-
-    /// The decoder (its library, whether the hardware engine is in use).
-    pub fn decoder(&self) -> &NvJpegDecoder {
-        &self.decoder
-    }
 }
 
 impl Backend for CudaDecodeTile {

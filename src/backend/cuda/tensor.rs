@@ -59,18 +59,6 @@ impl CudaMatrix {
         }
     }
 
-    /// A matrix over device data made elsewhere (e.g. the tile kernels' batch tensor), on the
-    /// same stream as the ops that will use it. `data` must hold at least `rows × cols` values.
-    pub fn from_device(data: CudaSlice<f32>, rows: usize, cols: usize) -> Result<Self> {
-        if data.len() < rows * cols {
-            return Err(shape_error(
-                "from_device",
-                format!("{} values for {rows}×{cols}", data.len()),
-            ));
-        }
-        Ok(CudaMatrix::new(data, rows, cols))
-    }
-
     /// The device values, row-major; the buffer may be longer than `rows × cols`.
     pub fn data(&self) -> &CudaSlice<f32> {
         &self.data
