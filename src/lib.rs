@@ -7,6 +7,7 @@
 //! [`pack`] lays out each sample's tokens and packs them, [`pipeline`] wires stages.
 
 pub mod backend;
+pub mod curate;
 pub mod demo;
 pub mod error;
 pub mod image;

@@ -1,0 +1,9 @@
+//! Curation: per-sample signals (exact hash, perceptual hash, SigLIP embeddings and score), the
+//! dedup tiers (exact, perceptual, semantic), the filters, and the manifest that records what is
+//! kept and why.
+//!
+//! Each tier turns pairs of duplicate samples into explicit groups ([`groups`]): connected
+//! components of the "is a duplicate of" graph, from which one member is kept by a rule the user
+//! picks. The tiers only find pairs; the group and keep logic is shared.
+
+pub mod groups;
