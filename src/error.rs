@@ -84,6 +84,16 @@ pub enum Error {
     /// Writing an output file failed for a reason other than I/O.
     #[error("{}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
+    /// A table file (curation signals, manifest) that cannot be read as one: not parquet, a
+    /// column missing or of the wrong type.
+    #[error("table {}: {reason}", path.display())]
+    Table { path: PathBuf, reason: String },
+
+    // ---- curation ---------------------------------------------------------------------------
+    /// Curation settings or state that cannot be used: a bad flag combination, a reference run
+    /// made with another model, signals of a shard that disagree with its files.
+    #[error("curate: {0}")]
+    Curate(String),
 
     // ---- packing ----------------------------------------------------------------------------
     /// Packing settings that no packer can honor (a zero limit, a zero buffer, too many samples).

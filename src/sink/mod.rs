@@ -6,6 +6,7 @@ pub mod embed_table;
 pub mod npy;
 pub mod parquet;
 pub mod png;
+pub mod table;
 pub mod tar;
 
 use std::fs;
