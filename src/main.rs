@@ -17,6 +17,7 @@ use vlmprep::problems::ProblemLog;
 use vlmprep::shard::{ShardSource, expand_inputs};
 
 mod cli;
+use cli::curate::{CurateArgs, cmd_curate};
 use cli::device::{Device, DeviceArg};
 use cli::embed::{EmbedArgs, cmd_embed};
 use cli::packing::{PackArgs, PlanArgs, cmd_pack, cmd_plan};
@@ -55,8 +56,14 @@ enum Command {
     /// image_embeds.npy and text_embeds.npy equal to transformers' get_image_features /
     /// get_text_features, scores.npy (sigmoid pair probability), keys.txt, embeds.parquet.
     Embed(EmbedArgs),
-    /// Build a small synthetic pool (no downloads) and run inspect, tile, plan, pack and embed
-    /// on it.
+    /// Dedup and filter a pool in tiers: exact (identical bytes), perceptual (pHash, mirror
+    /// images too), semantic (SemDeDup on SigLIP embeddings, with --model); size, aspect,
+    /// caption and relevance filters. Writes manifest.parquet (every sample: hashes, score,
+    /// cluster, duplicate group, keep, reason), summary.json, and optionally the kept shards.
+    /// Resumable: a killed run restarts where it stopped.
+    Curate(CurateArgs),
+    /// Build a small synthetic pool (no downloads) and run inspect, tile, plan, pack, embed and
+    /// curate on it (curate on a second pool with planted duplicates).
     Demo(DemoArgs),
 }
 
@@ -273,11 +280,12 @@ fn main() -> Result<()> {
         Command::Embed(args) => cmd_embed(args),
         Command::Plan(args) => cmd_plan(args),
         Command::Pack(args) => cmd_pack(args),
+        Command::Curate(args) => cmd_curate(args),
         Command::Demo(args) => cmd_demo(args),
     }
 }
 
-fn sources(specs: &[String]) -> Result<Vec<ShardSource>> {
+pub(crate) fn sources(specs: &[String]) -> Result<Vec<ShardSource>> {
     if specs.is_empty() {
         bail!("no input given: pass shards, globs, brace ranges or folders with --input");
     }
@@ -442,7 +450,7 @@ fn print_tile_summary(s: &TileSummary, cfg: &TileConfig) {
 }
 
 /// A progress bar on stderr; indicatif draws nothing when stderr is not a terminal.
-fn progress_bar(len: u64, unit: &str) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     let template = if unit == "bytes" {
         "{elapsed_precise} [{bar:40}] {bytes}/{total_bytes} {msg} ({eta})"
@@ -519,6 +527,7 @@ fn cmd_demo(args: DemoArgs) -> Result<()> {
     let (summary, problems, demo_model) = cli::embed::embed_with_progress(&sources, &embed_args)?;
     cli::embed::print_embed_summary(&summary, &embed_dir, demo_model);
     print_problems(&problems, 10);
+    cli::curate::demo_curate(&dir)?;
     println!(
         "\nThe problems above are deliberate: a truncated JPEG, an HTML page saved as .jpg and"
     );
@@ -587,6 +596,28 @@ impl EmbedArgs {
         match cli.command {
             Command::Embed(args) => args,
             _ => unreachable!("the argument list names the embed command"),
+        }
+    }
+}
+
+impl CurateArgs {
+    /// The demo's curate settings: all tiers with the built-in model, best-score keep rule.
+    pub(crate) fn parse_demo(spec: &str, out: &std::path::Path) -> CurateArgs {
+        let out = out.display().to_string();
+        let cli = Cli::parse_from([
+            "vlmprep",
+            "curate",
+            "--input",
+            spec,
+            "--out",
+            &out,
+            "--demo-model",
+            "--min-side",
+            "64",
+        ]);
+        match cli.command {
+            Command::Curate(args) => args,
+            _ => unreachable!("the argument list names the curate command"),
         }
     }
 }

@@ -6,4 +6,11 @@
 //! components of the "is a duplicate of" graph, from which one member is kept by a rule the user
 //! picks. The tiers only find pairs; the group and keep logic is shared.
 
+pub mod crash_point;
+pub mod dedup;
+pub mod filters;
 pub mod groups;
+pub mod manifest;
+pub mod reference;
+pub mod rewrite;
+pub mod signals;

@@ -289,7 +289,7 @@ fn prepare<'s>(
 
 /// The caption SigLIP scores the image against: the `.txt`, the `.json` caption keys, or a
 /// conversation's turns joined (image tags removed); None when the sample has no text.
-fn caption_of(shard: &Shard, sample: &SampleEntry) -> Result<Option<String>> {
+pub(crate) fn caption_of(shard: &Shard, sample: &SampleEntry) -> Result<Option<String>> {
     let bytes = |ext: &str| sample.member(ext).map(|m| shard.member_data(m)).transpose();
     let (txt, json) = (bytes("txt")?, bytes("json")?);
     if txt.is_none() && json.is_none() {

@@ -2,6 +2,8 @@
 //! write), processed shard by shard in bounded chunks so memory stays flat however large the
 //! pool, with rayon across samples.
 
+pub mod curate;
+pub mod curate_signals;
 pub mod embed;
 pub mod inspect;
 pub mod pack;

@@ -1,5 +1,6 @@
 //! NumPy `.npy` (format 1.0) writer: a little header naming dtype and shape, then raw C-order
-//! data, so numpy (`np.load`) and torch read the tiles without vlmprep.
+//! data, so numpy (`np.load`) and torch read the tiles without vlmprep. Also a reader for the
+//! little-endian f32 arrays vlmprep itself wrote (embeddings, centroids).
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -146,8 +147,97 @@ pub fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Resu
     })
 }
 
+/// Reads a C-order little-endian f32 `.npy` (format 1.x or 2.x): its shape and values.
+pub fn read_f32_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let bad = |reason: String| Error::Table {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file".into()));
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return Err(bad(format!(".npy version {v} is not supported"))),
+    };
+    let data_start = start + header_len;
+    let dict = bytes
+        .get(start..data_start)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| bad("header runs past the end or is not text".into()))?;
+    if !dict.contains("'descr': '<f4'") || !dict.contains("'fortran_order': False") {
+        return Err(bad(format!(
+            "expected a C-order <f4 array, header is {dict:?}"
+        )));
+    }
+    let shape_text = dict
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .ok_or_else(|| bad(format!("no shape in header {dict:?}")))?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("shape ({shape_text}): {e}")))?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    let data = &bytes[data_start..];
+    if Some(data.len()) != count.checked_mul(4) {
+        return Err(bad(format!(
+            "shape {shape:?} needs {count} f32 values, the file holds {} bytes",
+            data.len()
+        )));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((shape, values))
+}
+
+/// Reads an f32 `.npy` that must have shape `[rows, cols]`.
+pub fn read_f32_matrix(path: &Path, rows: usize, cols: usize) -> Result<Vec<f32>> {
+    let (shape, values) = read_f32_npy(path)?;
+    if shape != [rows, cols] {
+        return Err(Error::Table {
+            path: path.to_path_buf(),
+            reason: format!("expected shape [{rows}, {cols}], found {shape:?}"),
+        });
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn f32_arrays_read_back_and_wrong_shapes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.npy");
+        let values = [1.5f32, -2.0, 0.0, 7.25, 3.0, 9.5];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        write_npy(&path, "<f4", &[3, 2], &bytes).unwrap();
+        assert_eq!(read_f32_matrix(&path, 3, 2).unwrap(), values);
+        let err = read_f32_matrix(&path, 2, 3).unwrap_err().to_string();
+        assert!(err.contains("e.npy") && err.contains("[3, 2]"), "{err}");
+        write_npy(&path, "<f4", &[4], &bytes[..16]).unwrap();
+        assert_eq!(
+            read_f32_npy(&path).unwrap(),
+            (vec![4], values[..4].to_vec())
+        );
+        std::fs::write(&path, &bytes[..8]).unwrap();
+        assert!(read_f32_npy(&path).is_err());
+    }
     use super::*;
 
     #[test]

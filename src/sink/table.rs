@@ -109,8 +109,8 @@ fn schema(table: &Table) -> std::result::Result<Arc<Type>, parquet::errors::Parq
         .iter()
         .map(|(name, values)| {
             let (physical, string) = values.physical();
-            let mut builder = Type::primitive_type_builder(name, physical)
-                .with_repetition(Repetition::OPTIONAL);
+            let mut builder =
+                Type::primitive_type_builder(name, physical).with_repetition(Repetition::OPTIONAL);
             if string {
                 builder = builder.with_logical_type(Some(LogicalType::String));
             }
@@ -213,7 +213,12 @@ where
     let mut read = 0;
     while read < rows {
         let (records, _, _) = reader
-            .read_records(READ_BATCH.min(rows - read), Some(&mut def), None, &mut values)
+            .read_records(
+                READ_BATCH.min(rows - read),
+                Some(&mut def),
+                None,
+                &mut values,
+            )
             .map_err(|e| e.to_string())?;
         if records == 0 {
             return Err(format!("column ends after {read} of {rows} rows"));
@@ -301,8 +306,14 @@ mod tests {
         Table {
             columns: vec![
                 ("id".into(), Values::I64(vec![Some(1), None, Some(-3)])),
-                ("score".into(), Values::F32(vec![None, Some(0.5), Some(-1.25)])),
-                ("keep".into(), Values::Bool(vec![Some(true), Some(false), None])),
+                (
+                    "score".into(),
+                    Values::F32(vec![None, Some(0.5), Some(-1.25)]),
+                ),
+                (
+                    "keep".into(),
+                    Values::Bool(vec![Some(true), Some(false), None]),
+                ),
                 (
                     "key".into(),
                     Values::Str(vec![Some("a/b".into()), None, Some(String::new())]),
