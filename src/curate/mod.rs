@@ -7,3 +7,7 @@
 //! picks. The tiers only find pairs; the group and keep logic is shared.
 
 pub mod groups;
+pub mod exact;
+pub mod perceptual;
+pub mod phash;
+
