@@ -11,3 +11,4 @@ pub mod exact;
 pub mod perceptual;
 pub mod phash;
 
+pub mod planted;
