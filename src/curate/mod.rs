@@ -8,9 +8,14 @@
 
 pub mod crash_point;
 pub mod dedup;
+pub mod exact;
 pub mod filters;
 pub mod groups;
 pub mod manifest;
+pub mod perceptual;
+pub mod phash;
+pub mod planted;
 pub mod reference;
 pub mod rewrite;
+pub mod semantic;
 pub mod signals;

@@ -1,4 +1,5 @@
-//! Pillow's 8-bit resampling, bit for bit: `Image.resize(size, BICUBIC | BILINEAR)` on RGB.
+//! Pillow's 8-bit resampling, bit for bit: `Image.resize(size, BICUBIC | BILINEAR | LANCZOS)` on
+//! RGB and on single-channel ("L") images.
 //!
 //! `image::resize` (fast_image_resize, SIMD) computes the same kernel but rounds differently:
 //! up to a few levels on some pixels, 0.08 levels on average. That is invisible in tiles, but a
@@ -26,10 +27,51 @@ struct Coefficients {
     weights: Vec<i32>,
 }
 
-fn filter_value(filter: ResizeFilter, x: f64) -> f64 {
+/// The resampling filters this module reproduces: the crate's [`ResizeFilter`]s plus Pillow's
+/// LANCZOS, which only the perceptual hash uses (ImageHash resizes with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PillowFilter {
+    /// Pillow `Image.BICUBIC`.
+    Bicubic,
+    /// Pillow `Image.BILINEAR`.
+    Bilinear,
+    /// Pillow `Image.LANCZOS`: a windowed sinc with a = 3.
+    Lanczos,
+}
+
+impl From<ResizeFilter> for PillowFilter {
+    fn from(f: ResizeFilter) -> Self {
+        match f {
+            ResizeFilter::Bicubic => PillowFilter::Bicubic,
+            ResizeFilter::Bilinear => PillowFilter::Bilinear,
+        }
+    }
+}
+
+/// Pillow's `sinc_filter`.
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x
+    }
+}
+
+fn filter_value(filter: PillowFilter, x: f64) -> f64 {
+    // Pillow's lanczos_filter takes the signed offset and its window is half-open,
+    // [-3, 3); the other two fold the sign first.
+    if filter == PillowFilter::Lanczos {
+        return if (-3.0..3.0).contains(&x) {
+            sinc(x) * sinc(x / 3.0)
+        } else {
+            0.0
+        };
+    }
     let x = x.abs();
     match filter {
-        ResizeFilter::Bicubic => {
+        PillowFilter::Lanczos => unreachable!("handled above"),
+        PillowFilter::Bicubic => {
             // Keys cubic with a = −0.5 (Catmull-Rom), as Pillow's bicubic_filter
             const A: f64 = -0.5;
             if x < 1.0 {
@@ -40,7 +82,7 @@ fn filter_value(filter: ResizeFilter, x: f64) -> f64 {
                 0.0
             }
         }
-        ResizeFilter::Bilinear => {
+        PillowFilter::Bilinear => {
             if x < 1.0 {
                 1.0 - x
             } else {
@@ -50,10 +92,11 @@ fn filter_value(filter: ResizeFilter, x: f64) -> f64 {
     }
 }
 
-fn support(filter: ResizeFilter) -> f64 {
+fn support(filter: PillowFilter) -> f64 {
     match filter {
-        ResizeFilter::Bicubic => 2.0,
-        ResizeFilter::Bilinear => 1.0,
+        PillowFilter::Bicubic => 2.0,
+        PillowFilter::Bilinear => 1.0,
+        PillowFilter::Lanczos => 3.0,
     }
 }
 
@@ -72,11 +115,18 @@ pub(crate) struct PillowWeights {
     pub weights: Vec<f64>,
 }
 
+// Only the CUDA tile kernels call it; the CPU path goes through `weights_for` directly.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn pillow_weights(
     in_size: usize,
     out_size: usize,
     filter: ResizeFilter,
 ) -> PillowWeights {
+    weights_for(in_size, out_size, filter.into())
+}
+
+/// [`pillow_weights`] for any [`PillowFilter`].
+fn weights_for(in_size: usize, out_size: usize, filter: PillowFilter) -> PillowWeights {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = support(filter) * filter_scale;
@@ -92,10 +142,16 @@ pub(crate) fn pillow_weights(
         let n = xmax.saturating_sub(xmin).min(ksize);
         let mut total = 0.0;
         for (x, wx) in row.iter_mut().enumerate().take(n) {
-            *wx = filter_value(
-                filter,
-                (x as f64 + xmin as f64 - center + 0.5) / filter_scale,
-            );
+            let offset = x as f64 + xmin as f64 - center + 0.5;
+            // Pillow multiplies by the reciprocal (`ss = 1.0 / filterscale`); the bicubic and
+            // bilinear weights here divide, which their parity tests pin down, so only the
+            // new filter follows Pillow's form (a last-bit difference either way).
+            let arg = if filter == PillowFilter::Lanczos {
+                offset * (1.0 / filter_scale)
+            } else {
+                offset / filter_scale
+            };
+            *wx = filter_value(filter, arg);
             total += *wx;
         }
         if total != 0.0 {
@@ -113,13 +169,13 @@ pub(crate) fn pillow_weights(
 }
 
 /// [`pillow_weights`] in Pillow's fixed point (`normalize_coeffs_8bpc`).
-fn coefficients(in_size: usize, out_size: usize, filter: ResizeFilter) -> Coefficients {
+fn coefficients(in_size: usize, out_size: usize, filter: PillowFilter) -> Coefficients {
     let PillowWeights {
         ksize,
         start,
         count,
         weights,
-    } = pillow_weights(in_size, out_size, filter);
+    } = weights_for(in_size, out_size, filter);
     let weights = weights
         .iter()
         .map(|&v| {
@@ -155,16 +211,56 @@ pub fn resize_like_pillow(
     height: u32,
     filter: ResizeFilter,
 ) -> Result<RgbImage> {
-    let (in_w, in_h) = (src.width as usize, src.height as usize);
+    resize_rgb_like_pillow(src, width, height, filter.into())
+}
+
+/// [`resize_like_pillow`] with any [`PillowFilter`], LANCZOS included.
+pub fn resize_rgb_like_pillow(
+    src: &RgbImage,
+    width: u32,
+    height: u32,
+    filter: PillowFilter,
+) -> Result<RgbImage> {
+    let data = resize_channels::<3>(&src.data, src.width, src.height, width, height, filter)?;
+    Ok(RgbImage {
+        width,
+        height,
+        data,
+    })
+}
+
+/// Resizes a single-channel 8-bit image (`width * height` bytes, row-major) exactly as Pillow
+/// does for mode "L"; returns `out_width * out_height` bytes.
+pub fn resize_gray_like_pillow(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    out_width: u32,
+    out_height: u32,
+    filter: PillowFilter,
+) -> Result<Vec<u8>> {
+    resize_channels::<1>(src, width, height, out_width, out_height, filter)
+}
+
+/// The resampler for `C` interleaved 8-bit channels.
+fn resize_channels<const C: usize>(
+    src: &[u8],
+    in_w: u32,
+    in_h: u32,
+    width: u32,
+    height: u32,
+    filter: PillowFilter,
+) -> Result<Vec<u8>> {
+    let (in_w, in_h) = (in_w as usize, in_h as usize);
     let (out_w, out_h) = (width as usize, height as usize);
-    if in_w == 0 || in_h == 0 || out_w == 0 || out_h == 0 || src.data.len() != 3 * in_w * in_h {
+    if in_w == 0 || in_h == 0 || out_w == 0 || out_h == 0 || src.len() != C * in_w * in_h {
         return Err(Error::Resize(format!(
-            "cannot resize a {in_w}x{in_h} image ({} bytes) to {out_w}x{out_h}",
-            src.data.len()
+            "cannot resize a {in_w}x{in_h} image ({} bytes, {C} channel(s)) to {out_w}x{out_h}",
+            src.len()
         )));
     }
     if (in_w, in_h) == (out_w, out_h) {
-        return Ok(src.clone());
+        return Ok(src.to_vec());
     }
     let half = 1i32 << (PRECISION_BITS - 1);
     let vert = coefficients(in_h, out_h, filter);
@@ -175,20 +271,20 @@ pub fn resize_like_pillow(
     let horizontal = if in_w != out_w {
         let horiz = coefficients(in_w, out_w, filter);
         let rows = last_row - first_row;
-        let mut tmp = vec![0u8; 3 * out_w * rows];
-        for (r, out_row) in tmp.chunks_exact_mut(3 * out_w).enumerate() {
-            let src_row = &src.data[3 * in_w * (first_row + r)..3 * in_w * (first_row + r + 1)];
-            for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
+        let mut tmp = vec![0u8; C * out_w * rows];
+        for (r, out_row) in tmp.chunks_exact_mut(C * out_w).enumerate() {
+            let src_row = &src[C * in_w * (first_row + r)..C * in_w * (first_row + r + 1)];
+            for (xx, px) in out_row.chunks_exact_mut(C).enumerate() {
                 let k = &horiz.weights[xx * horiz.ksize..][..horiz.count[xx]];
-                let base = 3 * horiz.start[xx];
-                let mut acc = [half; 3];
+                let base = C * horiz.start[xx];
+                let mut acc = [half; C];
                 for (i, &w) in k.iter().enumerate() {
-                    let p = &src_row[base + 3 * i..base + 3 * i + 3];
-                    for c in 0..3 {
+                    let p = &src_row[base + C * i..base + C * i + C];
+                    for c in 0..C {
                         acc[c] += i32::from(p[c]) * w;
                     }
                 }
-                for c in 0..3 {
+                for c in 0..C {
                     px[c] = clip8(acc[c]);
                 }
             }
@@ -201,16 +297,12 @@ pub fn resize_like_pillow(
     // or the source itself.
     let (rows_src, row_offset): (&[u8], usize) = match &horizontal {
         Some((tmp, first)) => (tmp, *first),
-        None => (&src.data, 0),
+        None => (src, 0),
     };
     if in_h == out_h {
-        return Ok(RgbImage {
-            width,
-            height,
-            data: rows_src.to_vec(),
-        });
+        return Ok(rows_src.to_vec());
     }
-    let stride = 3 * out_w;
+    let stride = C * out_w;
     let mut data = vec![0u8; stride * out_h];
     // Row by row, accumulating whole source rows: the same integer sums as Pillow's per-pixel
     // loop (exact, so the order does not matter), but contiguous and vectorizable.
@@ -229,11 +321,7 @@ pub fn resize_like_pillow(
             *out = clip8(a);
         }
     }
-    Ok(RgbImage {
-        width,
-        height,
-        data,
-    })
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -261,7 +349,11 @@ mod tests {
     #[test]
     fn weights_of_each_output_sum_to_one_in_fixed_point() {
         for (i, o) in [(100, 30), (30, 100), (7, 7), (1000, 224), (3, 1)] {
-            for f in [ResizeFilter::Bicubic, ResizeFilter::Bilinear] {
+            for f in [
+                PillowFilter::Bicubic,
+                PillowFilter::Bilinear,
+                PillowFilter::Lanczos,
+            ] {
                 let c = coefficients(i, o, f);
                 for xx in 0..o {
                     let s: i64 = c.weights[xx * c.ksize..][..c.count[xx]]
