@@ -7,3 +7,4 @@
 //! picks. The tiers only find pairs; the group and keep logic is shared.
 
 pub mod groups;
+pub mod semantic;
