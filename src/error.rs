@@ -127,6 +127,13 @@ pub enum Error {
         device: &'static str,
         reason: String,
     },
+
+    // ---- curate: semantic dedup -------------------------------------------------------------
+    /// Embeddings, an assignment or settings the semantic dedup tier cannot use (zero dim, a
+    /// length that is not a multiple of dim, a non-finite or non-normalized row, too many
+    /// clusters); the message names the input and the row.
+    #[error("semantic dedup: {0}")]
+    Semantic(String),
 }
 
 impl Error {

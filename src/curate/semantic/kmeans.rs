@@ -1,0 +1,315 @@
+//! Spherical k-means: Lloyd iterations where a row belongs to the centroid with the largest dot
+//! product (cosine, rows and centroids being unit vectors) and a centroid is its members' mean,
+//! renormalized. Dot products go through GEMM tiles, rayon spreads the tiles; every reduction
+//! runs in a fixed order, so the result is the same for any thread count.
+
+use rayon::prelude::*;
+
+use super::{SemanticParams, check_normalized, dot_tile, row_problem, rows_of, sample_indices};
+use crate::error::{Error, Result};
+
+/// A tile of `rows × k` similarities holds at most this many floats (8 MiB), so assigning to
+/// many centroids never allocates more than that per thread.
+const TILE_FLOATS: usize = 1 << 21;
+
+/// Unit-norm cluster centroids, row-major `k × dim`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Centroids {
+    /// Length of each centroid.
+    pub dim: usize,
+    /// `k × dim` values, each row L2-normalized.
+    pub data: Vec<f32>,
+}
+
+/// Which cluster each row belongs to, and how central it is there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// The cluster of each row: the centroid with the largest cosine (the lowest index on ties).
+    pub cluster: Vec<u32>,
+    /// Each row's cosine similarity to its own centroid (SemDeDup's `least-central` keep rule
+    /// keeps the member with the lowest).
+    pub centrality: Vec<f32>,
+}
+
+impl Centroids {
+    /// Fits `params.clusters_for(n)` centroids to the `n × dim` unit rows of `emb`.
+    ///
+    /// When `n` exceeds `params.fit_sample` (and that is not 0), k-means runs on
+    /// `fit_sample` rows drawn without replacement from `params.seed`. The initial centroids are
+    /// `k` distinct sample rows, also drawn from the seed. Each Lloyd step assigns the sample and
+    /// recomputes every centroid as its members' normalized mean; it stops early once no
+    /// assignment changes. A cluster left empty (or whose members cancel out) is re-seeded with
+    /// the sample row least similar to its own centroid, the worst-served rows first, ties by
+    /// index: a deterministic rule that moves centroids to where they are lacking.
+    ///
+    /// Errors: no rows, a bad shape, a non-finite or non-normalized sample row, or more clusters
+    /// than sample rows.
+    pub fn fit(emb: &[f32], dim: usize, params: &SemanticParams) -> Result<Centroids> {
+        let n = rows_of(emb, dim, "embeddings")?;
+        if n == 0 {
+            return Err(Error::Semantic("no embeddings to fit k-means on".into()));
+        }
+        let k = params.clusters_for(n);
+        let sampled;
+        let sample: &[f32] = if params.fit_sample == 0 || n <= params.fit_sample {
+            check_normalized(emb, dim, "embeddings")?;
+            emb
+        } else {
+            let idx = sample_indices(n, params.fit_sample, params.seed);
+            let mut buf = Vec::with_capacity(idx.len() * dim);
+            for &i in &idx {
+                let row = &emb[i as usize * dim..(i as usize + 1) * dim];
+                if let Some(p) = row_problem(row) {
+                    return Err(Error::Semantic(format!("embeddings row {i}: {p}")));
+                }
+                buf.extend_from_slice(row);
+            }
+            sampled = buf;
+            &sampled
+        };
+        let m = sample.len() / dim;
+        if k > m {
+            return Err(Error::Semantic(format!(
+                "{k} clusters but only {m} rows to fit them on"
+            )));
+        }
+        if k > u32::MAX as usize {
+            return Err(Error::Semantic(format!("{k} clusters is too many")));
+        }
+
+        // Distinct rows as the first centroids; a different stream from the sample's.
+        let init = sample_indices(m, k, params.seed ^ 0xC3A5_C85C_97CB_3127);
+        let mut centroids = Centroids {
+            dim,
+            data: Vec::with_capacity(k * dim),
+        };
+        for &i in &init {
+            centroids
+                .data
+                .extend_from_slice(&sample[i as usize * dim..(i as usize + 1) * dim]);
+        }
+
+        let mut previous: Option<Vec<u32>> = None;
+        for _ in 0..params.iterations {
+            let assignment = nearest(sample, dim, &centroids.data);
+            if previous.as_ref() == Some(&assignment.cluster) {
+                break;
+            }
+            centroids.data = update(sample, dim, k, &assignment);
+            previous = Some(assignment.cluster);
+        }
+        Ok(centroids)
+    }
+
+    /// Number of centroids.
+    pub fn len(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    /// True when there are no centroids.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Assigns every `dim`-long unit row of `emb` to its most similar centroid.
+    ///
+    /// Errors: centroids that are empty, of another dim or not unit vectors; embeddings of a bad
+    /// shape, non-finite or not normalized.
+    pub fn assign(&self, emb: &[f32]) -> Result<Assignment> {
+        let k = rows_of(&self.data, self.dim, "centroids")?;
+        if k == 0 {
+            return Err(Error::Semantic("no centroids to assign to".into()));
+        }
+        if k > u32::MAX as usize {
+            return Err(Error::Semantic(format!("{k} centroids is too many")));
+        }
+        check_normalized(&self.data, self.dim, "centroids")?;
+        check_normalized(emb, self.dim, "embeddings")?;
+        Ok(nearest(emb, self.dim, &self.data))
+    }
+}
+
+/// The nearest centroid of every row, in tiles of rows spread over rayon.
+fn nearest(emb: &[f32], dim: usize, centroids: &[f32]) -> Assignment {
+    let n = emb.len() / dim;
+    let k = centroids.len() / dim;
+    let tile_rows = (TILE_FLOATS / k).clamp(16, 1024);
+    let mut cluster = vec![0u32; n];
+    let mut centrality = vec![0.0f32; n];
+    emb.par_chunks(tile_rows * dim)
+        .zip(cluster.par_chunks_mut(tile_rows))
+        .zip(centrality.par_chunks_mut(tile_rows))
+        .for_each(|((rows, cl), ce)| {
+            let mut sims = vec![0.0f32; cl.len() * k];
+            dot_tile(rows, centroids, dim, &mut sims);
+            for ((s, c), e) in sims.chunks_exact(k).zip(cl.iter_mut()).zip(ce.iter_mut()) {
+                // First maximum wins ties, so equal centroids split nothing at random.
+                let (mut best, mut best_sim) = (0usize, s[0]);
+                for (j, &v) in s.iter().enumerate().skip(1) {
+                    if v > best_sim {
+                        best = j;
+                        best_sim = v;
+                    }
+                }
+                *c = best as u32;
+                *e = best_sim;
+            }
+        });
+    Assignment {
+        cluster,
+        centrality,
+    }
+}
+
+/// New centroids from an assignment: each the normalized sum of its members, summed in row
+/// order; empty (or cancelled-out) clusters are re-seeded as [`Centroids::fit`] describes.
+fn update(sample: &[f32], dim: usize, k: usize, assignment: &Assignment) -> Vec<f32> {
+    let members = members_by_cluster(&assignment.cluster, k);
+    let mut data = vec![0.0f32; k * dim];
+    let empty: Vec<bool> = data
+        .par_chunks_mut(dim)
+        .enumerate()
+        .map(|(c, out)| {
+            for &i in &members.1[members.0[c]..members.0[c + 1]] {
+                let row = &sample[i as usize * dim..(i as usize + 1) * dim];
+                out.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
+            }
+            let norm = out
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
+            if norm > 1e-12 {
+                let inv = (1.0 / norm) as f32;
+                out.iter_mut().for_each(|v| *v *= inv);
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    let empty: Vec<usize> = (0..k).filter(|&c| empty[c]).collect();
+    if !empty.is_empty() {
+        let mut worst: Vec<u32> = (0..assignment.cluster.len() as u32).collect();
+        worst.sort_by(|&a, &b| {
+            assignment.centrality[a as usize]
+                .total_cmp(&assignment.centrality[b as usize])
+                .then(a.cmp(&b))
+        });
+        for (&c, &row) in empty.iter().zip(&worst) {
+            data[c * dim..(c + 1) * dim]
+                .copy_from_slice(&sample[row as usize * dim..(row as usize + 1) * dim]);
+        }
+    }
+    data
+}
+
+/// Rows grouped by cluster (counting sort, ascending within each): `(offsets, rows)` where the
+/// rows of cluster `c` are `rows[offsets[c]..offsets[c + 1]]`. `cluster` values are `< k`.
+fn members_by_cluster(cluster: &[u32], k: usize) -> (Vec<usize>, Vec<u32>) {
+    let mut offsets = vec![0usize; k + 1];
+    for &c in cluster {
+        offsets[c as usize + 1] += 1;
+    }
+    for c in 0..k {
+        offsets[c + 1] += offsets[c];
+    }
+    let mut fill = offsets.clone();
+    let mut rows = vec![0u32; cluster.len()];
+    for (i, &c) in cluster.iter().enumerate() {
+        rows[fill[c as usize]] = i as u32;
+        fill[c as usize] += 1;
+    }
+    (offsets, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::curate::semantic::normalize_rows;
+
+    fn params(clusters: usize) -> SemanticParams {
+        SemanticParams {
+            clusters,
+            fit_sample: 0,
+            iterations: 10,
+            seed: 3,
+            eps: 0.05,
+        }
+    }
+
+    #[test]
+    fn separates_well_separated_groups() {
+        // Three tight groups around the axes of R^3, five rows each.
+        let mut emb = Vec::new();
+        for axis in 0..3 {
+            for j in 0..5 {
+                let mut x = [0.05 * j as f32, 0.02, 0.03];
+                x[axis] = 1.0;
+                emb.extend_from_slice(&x);
+            }
+        }
+        normalize_rows(&mut emb, 3).unwrap();
+        let c = Centroids::fit(&emb, 3, &params(3)).unwrap();
+        assert_eq!(c.len(), 3);
+        let a = c.assign(&emb).unwrap();
+        for g in 0..3 {
+            let first = a.cluster[g * 5];
+            assert!(a.cluster[g * 5..g * 5 + 5].iter().all(|&x| x == first));
+        }
+        let mut distinct = a.cluster.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "{:?}", a.cluster);
+        assert!(a.centrality.iter().all(|&s| s > 0.95 && s <= 1.0 + 1e-6));
+    }
+
+    #[test]
+    fn empty_clusters_are_reseeded_and_duplicates_do_not_break_it() {
+        // Eight identical rows and two others, four clusters: inits may coincide, the empty
+        // ones must move to the worst-served rows, and every centroid stays a unit vector.
+        let mut emb = Vec::new();
+        for _ in 0..8 {
+            emb.extend_from_slice(&[1.0, 0.0, 0.0]);
+        }
+        emb.extend_from_slice(&[0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+        let c = Centroids::fit(&emb, 3, &params(4)).unwrap();
+        assert!(check_normalized(&c.data, 3, "c").is_ok());
+        let a = c.assign(&emb).unwrap();
+        assert_ne!(a.cluster[8], a.cluster[0]);
+        assert_ne!(a.cluster[9], a.cluster[0]);
+        assert_ne!(a.cluster[8], a.cluster[9]);
+        assert!((a.centrality[8] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn refuses_bad_input_without_panicking() {
+        let p = params(2);
+        assert!(Centroids::fit(&[], 4, &p).is_err());
+        assert!(Centroids::fit(&[1.0, 0.0, 0.0], 0, &p).is_err());
+        assert!(Centroids::fit(&[1.0, 0.0, 0.0], 2, &p).is_err());
+        // More clusters than rows.
+        assert!(Centroids::fit(&[1.0, 0.0], 2, &p).is_err());
+        let e = Centroids::fit(&[1.0, 0.0, 2.0, 0.0], 2, &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("row 1"), "{e}");
+        let c = Centroids {
+            dim: 2,
+            data: vec![1.0, 0.0],
+        };
+        assert!(c.assign(&[0.0, f32::NAN]).is_err());
+        assert!(c.assign(&[1.0, 0.0, 0.0]).is_err());
+        let bad = Centroids {
+            dim: 2,
+            data: vec![],
+        };
+        assert!(bad.assign(&[1.0, 0.0]).is_err());
+        let zero_dim = Centroids {
+            dim: 0,
+            data: vec![],
+        };
+        assert!(zero_dim.assign(&[1.0, 0.0]).is_err());
+        assert_eq!(zero_dim.len(), 0);
+    }
+}
