@@ -32,7 +32,7 @@ fn ok(out: &Output) {
 
 /// A planted pool of `originals` groups in shards of 10 samples.
 fn pool(dir: &Path, originals: usize) -> Vec<PathBuf> {
-    let samples = planted_pool(originals, 11);
+    let samples = planted_pool(originals, 11).unwrap();
     write_planted_shards(&dir.join("pool"), &samples, 10).unwrap()
 }
 

@@ -331,7 +331,7 @@ pub fn demo_curate(dir: &std::path::Path) -> Result<()> {
     use vlmprep::sink::table::{Values, read_table};
 
     let pool_dir = dir.join("planted");
-    let samples = planted_pool(DEMO_ORIGINALS, 7);
+    let samples = planted_pool(DEMO_ORIGINALS, 7)?;
     let shards = write_planted_shards(&pool_dir, &samples, 32)?;
     let specs: Vec<String> = shards.iter().map(|p| p.display().to_string()).collect();
     let sources = crate::sources(&specs)?;

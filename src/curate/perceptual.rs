@@ -335,7 +335,10 @@ mod tests {
             flipped: 0,
         };
         assert_eq!(PerceptualIndex::new(&hashes, 64).matches(&q), vec![0, 1, 2]);
-        assert_eq!(PerceptualIndex::new(&hashes, 1000).matches(&q), vec![0, 1, 2]);
+        assert_eq!(
+            PerceptualIndex::new(&hashes, 1000).matches(&q),
+            vec![0, 1, 2]
+        );
         assert!(PerceptualIndex::new(&[], 8).matches(&q).is_empty());
     }
 }

@@ -199,7 +199,11 @@ fn original_image(rng: &mut Rng) -> (RgbImage, String) {
         }
     }
     let shape = if main.1 { "circle" } else { "rectangle" };
-    let size = if shape_count > 3 { "among other shapes" } else { "" };
+    let size = if shape_count > 3 {
+        "among other shapes"
+    } else {
+        ""
+    };
     let caption = format!(
         "A {} {} {} on a {} gradient background.",
         main.0, shape, size, top_name
@@ -411,11 +415,12 @@ mod tests {
         for (x, y) in a.iter().zip(&b) {
             assert_eq!((&x.key, &x.jpeg, &x.caption), (&y.key, &y.jpeg, &y.caption));
         }
-        assert!(a.iter().enumerate().all(|(i, s)| s.key == format!("p{i:07}")));
-        let originals = a
-            .iter()
-            .filter(|s| s.kind == PlantedKind::Original)
-            .count();
+        assert!(
+            a.iter()
+                .enumerate()
+                .all(|(i, s)| s.key == format!("p{i:07}"))
+        );
+        let originals = a.iter().filter(|s| s.kind == PlantedKind::Original).count();
         assert_eq!(originals, 6);
         let c = planted_pool(6, 8).unwrap();
         assert_ne!(a[0].jpeg, c[0].jpeg, "another seed, other images");
