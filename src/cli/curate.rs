@@ -358,25 +358,35 @@ pub fn demo_curate(dir: &std::path::Path) -> Result<()> {
         .zip(kinds)
         .filter_map(|(k, r)| Some((k.as_deref()?, r.as_deref().unwrap_or("kept"))))
         .collect();
-    let mut table: std::collections::BTreeMap<String, std::collections::BTreeMap<&str, usize>> =
+    // Per planted kind: how many samples each verdict got.
+    let mut table: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, usize>> =
         Default::default();
+    // Per planted group (an original and its copies): how many members were kept.
+    let mut kept_per_group: std::collections::BTreeMap<u32, usize> = Default::default();
     for s in &samples {
-        let kind = format!("{:?}", s.kind);
-        let kind = kind
-            .split(['{', '(', ' '])
-            .next()
-            .unwrap_or(&kind)
-            .to_string();
         let found = verdict.get(s.key.as_str()).copied().unwrap_or("missing");
-        *table.entry(kind).or_default().entry(found).or_insert(0) += 1;
-    }
-    println!("\nplanted kind     what curate did with it");
-    for (kind, found) in &table {
-        let cells: Vec<String> = found.iter().map(|(f, n)| format!("{f} {n}")).collect();
-        println!("{kind:<16} {}", cells.join(", "));
+        *table
+            .entry(s.kind.name())
+            .or_default()
+            .entry(found)
+            .or_insert(0) += 1;
+        *kept_per_group.entry(s.original).or_insert(0) += usize::from(found == "kept");
     }
     println!(
-        "(Originals should be kept; the semantic tier and scores run on a random-weight model here,\n so only the exact and perceptual tiers are meaningful in this demo.)"
+        "\nplanted kind  what curate did with it (which member of a group survives follows --keep)"
+    );
+    for (kind, found) in &table {
+        let cells: Vec<String> = found.iter().map(|(f, n)| format!("{f} {n}")).collect();
+        println!("{kind:<13} {}", cells.join(", "));
+    }
+    let exactly_one = kept_per_group.values().filter(|&&k| k == 1).count();
+    let more = kept_per_group.values().filter(|&&k| k > 1).count();
+    println!(
+        "groups        {exactly_one} of {} planted groups kept exactly one member; {more} kept more (missed duplicates)",
+        kept_per_group.len()
+    );
+    println!(
+        "(The semantic tier and the scores run on a random-weight model here: only the exact and\n perceptual tiers are meaningful in this demo.)"
     );
     Ok(())
 }
