@@ -12,6 +12,11 @@ pub mod cuda;
 #[path = "cuda_stub.rs"]
 pub mod cuda;
 mod fast_math;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
+#[cfg(not(feature = "wgpu"))]
+#[path = "wgpu_stub.rs"]
+pub mod wgpu;
 pub(crate) mod shapes;
 pub mod tensor;
 
