@@ -139,9 +139,6 @@ fn linear_f32_matches_cpu() {
     check_linear(F32_TOL);
 }
 
-
-
-
 fn check_linear_add_assign(tol: f64) {
     let Some(g) = wgpu() else {
         return;
@@ -183,7 +180,6 @@ fn check_linear_add_assign(tol: f64) {
 fn linear_add_assign_f32_matches_cpu() {
     check_linear_add_assign(F32_TOL);
 }
-
 
 #[test]
 fn layer_norm_matches_cpu() {
@@ -320,7 +316,6 @@ fn self_attention_matches_cpu() {
     assert_eq!(g.dims(&g.self_attention(&e, 0, 5, 3).unwrap()), (0, 24));
 }
 
-
 #[test]
 fn pooled_attention_matches_cpu() {
     let Some(g) = wgpu() else {
@@ -422,4 +417,3 @@ fn tiny_a_towers_match_cpu() {
 fn tiny_b_towers_match_cpu() {
     check_towers("b", TOWER_TOL);
 }
-

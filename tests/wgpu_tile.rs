@@ -64,7 +64,14 @@ fn pattern(w: u32, h: u32, seed: u32) -> RgbImage {
 
 /// Odd sizes, a strong downscale, upscales, extreme aspect ratios, a 1-pixel strip; small,
 /// because lavapipe runs the shader on the CPU.
-const SIZES: [(u32, u32); 6] = [(641, 359), (333, 501), (1500, 97), (64, 48), (17, 23), (1, 90)];
+const SIZES: [(u32, u32); 6] = [
+    (641, 359),
+    (333, 501),
+    (1500, 97),
+    (64, 48),
+    (17, 23),
+    (1, 90),
+];
 
 fn rules() -> [TilingRule; 3] {
     [
@@ -191,11 +198,18 @@ fn every_byte_is_written_and_batches_repeat_exactly() {
         };
         let cpu = CpuBackend.tile_batch(&refs, &plans, &spec).unwrap();
         // The pool hands back used buffers: a stale byte would show as a difference.
-        let first = gpu.tiles_to_host(gpu.tile_batch(&refs, &plans, &spec).unwrap()).unwrap();
-        let again = gpu.tiles_to_host(gpu.tile_batch(&refs, &plans, &spec).unwrap()).unwrap();
+        let first = gpu
+            .tiles_to_host(gpu.tile_batch(&refs, &plans, &spec).unwrap())
+            .unwrap();
+        let again = gpu
+            .tiles_to_host(gpu.tile_batch(&refs, &plans, &spec).unwrap())
+            .unwrap();
         assert_eq!(first.data, again.data, "{dtype:?}: two runs differ");
         let (_, worst_level, _) = diffs(&first, &cpu, &spec);
-        assert!(worst_level <= 1.01, "{dtype:?}: {worst_level} levels off the CPU");
+        assert!(
+            worst_level <= 1.01,
+            "{dtype:?}: {worst_level} levels off the CPU"
+        );
     }
 }
 
@@ -207,7 +221,9 @@ fn empty_batches_and_bad_input_are_not_panics() {
         dtype: Dtype::U8,
         norm: Normalization::IMAGENET,
     };
-    let empty = gpu.tiles_to_host(gpu.tile_batch(&[], &[], &spec).unwrap()).unwrap();
+    let empty = gpu
+        .tiles_to_host(gpu.tile_batch(&[], &[], &spec).unwrap())
+        .unwrap();
     assert!(empty.data.is_empty() && empty.layout.slots.is_empty());
 
     let img = pattern(20, 10, 1);

@@ -12,13 +12,13 @@ pub mod cuda;
 #[path = "cuda_stub.rs"]
 pub mod cuda;
 mod fast_math;
+pub(crate) mod shapes;
+pub mod tensor;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 #[cfg(not(feature = "wgpu"))]
 #[path = "wgpu_stub.rs"]
 pub mod wgpu;
-pub(crate) mod shapes;
-pub mod tensor;
 
 use crate::error::Result;
 use crate::image::RgbImage;

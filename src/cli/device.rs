@@ -5,7 +5,7 @@
 //! (lavapipe, llvmpipe, WARP) is slower than the CPU backend, so it runs only when asked for
 //! by name (`--device wgpu`).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::ValueEnum;
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
@@ -103,7 +103,7 @@ fn open_cuda() -> Result<Device> {
     // The stand-in's constructor always errors, saying how to build with CUDA.
     match vlmprep::backend::cuda::CudaBackend::new(0) {
         Err(e) => Err(e.into()),
-        Ok(_) => bail!("cuda: not compiled into this build"),
+        Ok(_) => anyhow::bail!("cuda: not compiled into this build"),
     }
 }
 
@@ -117,6 +117,6 @@ fn open_wgpu(choice: AdapterChoice) -> Result<Device> {
     // The stand-in's constructor always errors, saying how to build with wgpu.
     match WgpuBackend::new(choice) {
         Err(e) => Err(e.into()),
-        Ok(_) => bail!("wgpu: not compiled into this build"),
+        Ok(_) => anyhow::bail!("wgpu: not compiled into this build"),
     }
 }

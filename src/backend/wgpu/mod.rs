@@ -124,8 +124,7 @@ impl WgpuBackend {
     /// Opens the best adapter `choice` allows. Errors (never panics) when there is none, naming
     /// the adapters seen, or when the device cannot be created.
     pub fn new(choice: AdapterChoice) -> Result<WgpuBackend> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let seen: Vec<String> = adapters
             .iter()
@@ -180,7 +179,9 @@ impl WgpuBackend {
             "wgpu ({}, {:?}, {kind}, driver {})",
             info.name, info.backend, info.driver
         );
-        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         Ok(WgpuBackend {
             pool: Arc::new(BufferPool::new(device.clone())),
             device,
@@ -239,7 +240,9 @@ impl WgpuBackend {
         }
         Ok(self.pool.take(
             bytes,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
         ))
     }
 
@@ -247,7 +250,8 @@ impl WgpuBackend {
     pub(crate) fn upload_words(&self, data: &[u32]) -> Result<PooledBuffer> {
         let buf = self.storage((data.len() as u64 * 4).max(4))?;
         if !data.is_empty() {
-            self.queue.write_buffer(buf.buffer(), 0, bytemuck_words(data));
+            self.queue
+                .write_buffer(buf.buffer(), 0, bytemuck_words(data));
         }
         Ok(buf)
     }
@@ -461,18 +465,37 @@ mod tests {
             (ShaderFamily::Attention, &["attention"]),
         ];
         for family in ShaderFamily::ALL {
-            let module = naga::front::wgsl::parse_str(family.source())
-                .unwrap_or_else(|e| panic!("{}: {}", family.file_name(), e.emit_to_string(family.source())));
+            let module = naga::front::wgsl::parse_str(family.source()).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {}",
+                    family.file_name(),
+                    e.emit_to_string(family.source())
+                )
+            });
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
                 naga::valid::Capabilities::empty(),
             )
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", family.file_name(), e.emit_to_string(family.source())));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {}",
+                    family.file_name(),
+                    e.emit_to_string(family.source())
+                )
+            });
             let want = entries.iter().find(|(f, _)| *f == family).unwrap().1;
-            let have: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
+            let have: Vec<&str> = module
+                .entry_points
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
             for w in want {
-                assert!(have.contains(w), "{} lacks entry point {w}", family.file_name());
+                assert!(
+                    have.contains(w),
+                    "{} lacks entry point {w}",
+                    family.file_name()
+                );
             }
         }
         // Every file in shaders/ is one of the families (none left out of the check).

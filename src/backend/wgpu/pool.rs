@@ -36,7 +36,9 @@ pub struct PooledBuffer {
 
 impl std::fmt::Debug for PooledBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBuffer").field("bytes", &self.class).finish()
+        f.debug_struct("PooledBuffer")
+            .field("bytes", &self.class)
+            .finish()
     }
 }
 

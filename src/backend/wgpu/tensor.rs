@@ -201,12 +201,7 @@ impl TensorOps for WgpuTensorOps {
         (m.rows, m.cols)
     }
 
-    fn linear(
-        &self,
-        x: &WgpuMatrix,
-        w: &WgpuMatrix,
-        b: Option<&WgpuMatrix>,
-    ) -> Result<WgpuMatrix> {
+    fn linear(&self, x: &WgpuMatrix, w: &WgpuMatrix, b: Option<&WgpuMatrix>) -> Result<WgpuMatrix> {
         shapes::linear(self.dims(x), self.dims(w), b.map(|b| b.rows * b.cols))?;
         let y = self.alloc(x.rows, w.rows)?;
         self.matmul(&y, x, w, b, false)?;

@@ -79,7 +79,8 @@ impl TileJobs {
         let mut jobs = TileJobs::default();
         let mut tables: HashMap<(u32, u32), u32> = HashMap::new();
         let to_u32 = |v: u64, what: &str| {
-            u32::try_from(v).map_err(|_| Error::Resize(format!("{what} past 32 bits; split the batch")))
+            u32::try_from(v)
+                .map_err(|_| Error::Resize(format!("{what} past 32 bits; split the batch")))
         };
         for (((&(w, h), &src), plan), slot) in
             sizes.iter().zip(offsets).zip(plans).zip(&layout.slots)
@@ -134,8 +135,7 @@ impl TileJobs {
         let c = pillow_weights(in_size as usize, out_size as usize, filter);
         let base = self.pos.len() / 3;
         let wbase = self.weights.len();
-        if wbase + c.weights.len() > u32::MAX as usize || base + c.start.len() > u32::MAX as usize
-        {
+        if wbase + c.weights.len() > u32::MAX as usize || base + c.start.len() > u32::MAX as usize {
             return Err(Error::Resize("resize coefficient tables too large".into()));
         }
         for (i, (&s, &n)) in c.start.iter().zip(&c.count).enumerate() {
@@ -309,7 +309,7 @@ impl Backend for WgpuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::tiling::{Tiler, TilingRule, InternVlSettings};
+    use crate::image::tiling::{InternVlSettings, Tiler, TilingRule};
 
     #[test]
     fn jobs_cover_the_layout_and_refuse_bad_plans() {
@@ -336,7 +336,25 @@ mod tests {
         );
         let mut bad = plans[0];
         bad.grid.0 += 50;
-        assert!(TileJobs::new(&[(300, 200)], &[0], &[bad], Dtype::U8, ResizeFilter::Bicubic).is_err());
-        assert!(TileJobs::new(&[(0, 200)], &[0], &plans[..1], Dtype::U8, ResizeFilter::Bicubic).is_err());
+        assert!(
+            TileJobs::new(
+                &[(300, 200)],
+                &[0],
+                &[bad],
+                Dtype::U8,
+                ResizeFilter::Bicubic
+            )
+            .is_err()
+        );
+        assert!(
+            TileJobs::new(
+                &[(0, 200)],
+                &[0],
+                &plans[..1],
+                Dtype::U8,
+                ResizeFilter::Bicubic
+            )
+            .is_err()
+        );
     }
 }
