@@ -1,5 +1,6 @@
 //! `tile`, `embed` and device selection through the binary with `--device wgpu`, against the
-//! same commands with `--device cpu` on the demo pool: tiles within one level, embeddings within
+//! same commands with `--device cpu` on the demo pool: tiles within two levels (see
+//! tests/wgpu_tile.rs for why not one), embeddings within
 //! 1e-3 relative. Needs a wgpu adapter (lavapipe counts); skips with the reason printed unless
 //! `VLMPREP_REQUIRE_WGPU=1`.
 #![cfg(feature = "wgpu")]
@@ -105,7 +106,7 @@ fn tile_on_wgpu_matches_tile_on_the_cpu() {
             .map(|(a, b)| a.abs_diff(*b))
             .max()
             .unwrap_or(0);
-        assert!(worst <= 1, "{worst} levels apart");
+        assert!(worst <= 2, "{worst} levels apart");
     }
 }
 

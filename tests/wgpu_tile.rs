@@ -4,9 +4,11 @@
 //!
 //! The shader resamples in the CPU backend's order (fast_image_resize: the vertical pass first,
 //! rounded to u8, then the horizontal pass) with Pillow's weights in f32 where the CPU uses its
-//! own 16-bit fixed point, so a level may come out one off where a sum lands near a rounding
-//! edge. Float outputs are the CPU's own encoding of each level (bit-exact given equal levels),
-//! so their difference is exactly that level difference over 255·std.
+//! own fixed point, so a level may come out off where a sum lands near a rounding edge: measured
+//! on lavapipe, 0.1–0.6% of elements differ, by at most 2 levels (a first-pass level one off,
+//! carried through the second pass's lobes, plus the second pass's own rounding). Float outputs
+//! are the CPU's own encoding of each level (bit-exact given equal levels), so their difference
+//! is exactly that level difference over 255·std (bf16 adds its own ~0.9 level of rounding).
 //!
 //! Needs a wgpu adapter (lavapipe counts: images are small, it is a software rasterizer): each
 //! test prints why and returns when there is none, unless `VLMPREP_REQUIRE_WGPU=1`, which turns
@@ -19,6 +21,15 @@ use vlmprep::image::RgbImage;
 use vlmprep::image::normalize::{Dtype, Normalization};
 use vlmprep::image::resize::ResizeFilter;
 use vlmprep::image::tiling::{InternVlSettings, Qwen2VlSettings, TilePlan, Tiler, TilingRule};
+
+/// Largest accepted difference from the CPU in u8 levels (see the header): two, and bf16's own
+/// rounding on top.
+fn tolerance(dtype: Dtype) -> f32 {
+    if dtype == Dtype::Bf16 { 3.0 } else { 2.01 }
+}
+
+/// Largest accepted share of elements that differ from the CPU at all.
+const MAX_SHARE: f64 = 0.01;
 
 fn gpu_or_skip() -> Option<WgpuBackend> {
     match WgpuBackend::new(AdapterChoice::Any) {
@@ -174,8 +185,7 @@ fn tiles_match_the_cpu_backend_for_every_rule_filter_and_dtype() {
                 "{case}: max diff {worst:.5} ({worst_level:.2} levels), {:.3}% of elements differ",
                 share * 100.0
             );
-            // At most one level anywhere (the f32-vs-fixed-point rounding edge), and rarely.
-            if worst_level > 1.01 || share > 0.02 {
+            if worst_level > tolerance(dtype) || share > MAX_SHARE {
                 failures.push(format!("{case}: {worst_level} levels, {share} differ"));
             }
         }

@@ -371,8 +371,9 @@ impl WgpuBackend {
         }
         let pipeline = self.pipeline(family, entry)?;
         let mut words = params.to_vec();
-        // Uniform structs are sized in 16-byte steps.
-        words.resize(words.len().next_multiple_of(4).max(4), 0);
+        // Uniform structs are sized in 16-byte steps; 64 bytes covers the largest Params, so an
+        // entry point given fewer fields still gets a binding as large as its struct.
+        words.resize(words.len().next_multiple_of(4).max(16), 0);
         let uniform = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
