@@ -69,7 +69,9 @@ fn tile_on_wgpu_matches_tile_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let pool = dir.path().join("pool");
     vlmprep::demo::build_demo_pool(&pool).unwrap();
-    let spec = format!("{}/pool-{{000000..000001}}.tar", pool.display());
+    // The first shard only: the second holds 3000-pixel images whose 48-pixel tiles are past
+    // the shader's tap limit (refused; see backend::wgpu::tile::MAX_TAPS).
+    let spec = format!("{}/pool-000000.tar", pool.display());
     let mut files = Vec::new();
     for device in ["cpu", "wgpu"] {
         let out = dir.path().join(device);

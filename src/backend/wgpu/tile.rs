@@ -31,6 +31,12 @@ pub struct WgpuTiles {
     pub data: PooledBuffer,
 }
 
+/// Most filter taps per output element (horizontal × vertical) the shader is trusted with. On
+/// lavapipe, downscales past it (1000x3000 or 3000x2000 to 48x48: 21k and 42k taps) wrote
+/// wrong elements while 1600x1200 to 48x48 (13.6k) was right; the cause is not found yet, so
+/// such batches are refused instead of returning wrong tiles.
+pub const MAX_TAPS: usize = 16_384;
+
 /// Fields per tile descriptor; must match `J_FIELDS` of shaders/tile.wgsl.
 const JOB_FIELDS: usize = 9;
 /// Invocations per workgroup of `tile_batch`.
@@ -77,7 +83,7 @@ impl TileJobs {
             ));
         }
         let mut jobs = TileJobs::default();
-        let mut tables: HashMap<(u32, u32), u32> = HashMap::new();
+        let mut tables: HashMap<(u32, u32), (u32, usize)> = HashMap::new();
         let to_u32 = |v: u64, what: &str| {
             u32::try_from(v)
                 .map_err(|_| Error::Resize(format!("{what} past 32 bits; split the batch")))
@@ -95,8 +101,16 @@ impl TileJobs {
             }
             let mut out = slot.offset;
             for ((full_w, full_h), (cols, rows), (tw, th)) in targets {
-                let hbase = jobs.table(&mut tables, w, full_w, filter)?;
-                let vbase = jobs.table(&mut tables, h, full_h, filter)?;
+                let (hbase, hk) = jobs.table(&mut tables, w, full_w, filter)?;
+                let (vbase, vk) = jobs.table(&mut tables, h, full_h, filter)?;
+                if hk * vk > MAX_TAPS {
+                    return Err(Error::Resize(format!(
+                        "the wgpu tile shader does not resample {w}x{h} to {full_w}x{full_h} \
+                         ({} filter taps per pixel, more than the {MAX_TAPS} it is verified \
+                         for); use --device cpu for such strong downscales",
+                        hk * vk
+                    )));
+                }
                 for r in 0..rows {
                     for c in 0..cols {
                         jobs.jobs.extend_from_slice(&[
@@ -120,17 +134,17 @@ impl TileJobs {
         Ok(jobs)
     }
 
-    /// Index in `pos` (in triples) of output position 0 of the `in_size → out_size` table,
-    /// computing it on first use.
+    /// Index in `pos` (in triples) of output position 0 of the `in_size → out_size` table and
+    /// its weight slots per position, computing it on first use.
     fn table(
         &mut self,
-        tables: &mut HashMap<(u32, u32), u32>,
+        tables: &mut HashMap<(u32, u32), (u32, usize)>,
         in_size: u32,
         out_size: u32,
         filter: ResizeFilter,
-    ) -> Result<u32> {
-        if let Some(&base) = tables.get(&(in_size, out_size)) {
-            return Ok(base);
+    ) -> Result<(u32, usize)> {
+        if let Some(&t) = tables.get(&(in_size, out_size)) {
+            return Ok(t);
         }
         let c = pillow_weights(in_size as usize, out_size as usize, filter);
         let base = self.pos.len() / 3;
@@ -143,8 +157,8 @@ impl TileJobs {
                 .extend_from_slice(&[s as u32, n as u32, (wbase + i * c.ksize) as u32]);
         }
         self.weights.extend(c.weights.iter().map(|&v| v as f32));
-        tables.insert((in_size, out_size), base as u32);
-        Ok(base as u32)
+        tables.insert((in_size, out_size), (base as u32, c.ksize));
+        Ok((base as u32, c.ksize))
     }
 }
 
