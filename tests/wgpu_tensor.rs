@@ -154,7 +154,7 @@ fn check_linear_add_assign(tol: f64) {
         .linear_add_assign(&mut ca, &cx, &cw, Some(&cb))
         .unwrap();
     g.linear_add_assign(&mut ga, &gx, &gw, Some(&gb)).unwrap();
-    let tag = format!("linear_add_assign wgpu");
+    let tag = "linear_add_assign wgpu".to_string();
     assert_close(&tag, &g.download(&ga).unwrap(), &ca.data, tol);
     CpuBackend
         .linear_add_assign(&mut ca, &cx, &cw, None)
