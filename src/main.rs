@@ -429,6 +429,8 @@ fn tile_with_progress(
                 }
             }
         }
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu(gpu) => run_tile(gpu.as_ref(), sources, cfg, &bar),
     };
     bar.finish_and_clear();
     result.with_context(|| format!("tiling into {}", cfg.out.display()))

@@ -14,6 +14,11 @@ pub mod cuda;
 mod fast_math;
 pub(crate) mod shapes;
 pub mod tensor;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
+#[cfg(not(feature = "wgpu"))]
+#[path = "wgpu_stub.rs"]
+pub mod wgpu;
 
 use crate::error::Result;
 use crate::image::RgbImage;

@@ -91,6 +91,12 @@ pub fn embed_with_progress(
             let model = SiglipModel::load(&model_dir, ops).with_context(loading)?;
             run_embed(&model, &backend, sources, &cfg, &bar)
         }
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu(gpu) => {
+            let ops = vlmprep::backend::wgpu::WgpuTensorOps::new(gpu);
+            let model = SiglipModel::load(&model_dir, ops).with_context(loading)?;
+            run_embed(&model, &backend, sources, &cfg, &bar)
+        }
     };
     bar.finish_and_clear();
     let (summary, problems) =

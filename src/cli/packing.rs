@@ -357,6 +357,8 @@ pub fn pack_with_progress(args: &PackArgs) -> Result<(PackSummary, ProblemLog)> 
         Device::Cpu => run_pack(&CpuBackend, &cfg, &tokenizer, &bar),
         #[cfg(feature = "cuda")]
         Device::Cuda(gpu) => run_pack(gpu.as_ref(), &cfg, &tokenizer, &bar),
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu(gpu) => run_pack(gpu.as_ref(), &cfg, &tokenizer, &bar),
     };
     bar.finish_and_clear();
     result.with_context(|| format!("packing into {}", args.out.display()))

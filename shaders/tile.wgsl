@@ -1,0 +1,147 @@
+// Fused resize + tile + normalize of a whole batch into the batch tensor, in one dispatch
+// (driven by src/backend/wgpu/tile.rs).
+//
+// One invocation writes one u32 word of the batch tensor: 4 u8 levels, 2 f16/bf16 halves or one
+// f32. A word may straddle two tiles (tile sizes need not be multiples of 4 bytes), so each
+// element finds its own tile by binary search over the jobs' first elements; every word is
+// written by exactly one invocation, so no atomics and no partial-word races.
+//
+// Each element is one output pixel's channel, resampled separably in the CPU backend's order
+// (fast_image_resize does the vertical pass first for u8 images): for each horizontal tap
+// column, the vertical taps are summed and rounded/clamped to a u8 level (the intermediate
+// image's precision), then the horizontal taps over those levels, rounded/clamped again. The
+// weights are Pillow's (computed on the host by pillow_weights, normalized in f64, stored as
+// f32): `pos` holds per output position (first source index, taps, weight offset). The level is
+// mapped to the output element through a host-made table `enc[c * 256 + level]` (the CPU's exact
+// normalize arithmetic and f16/bf16 rounding), so float outputs equal the CPU's given equal
+// levels.
+
+struct Params {
+    n_jobs: u32,
+    total_elems: u32,
+    total_words: u32,
+    // 0 u8, 1 f32, 2 f16 or bf16 (the bits come from `enc`)
+    dtype: u32,
+    // invocations per row of the 2-D dispatch grid (x groups × 256)
+    row_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Per tile: first element in the batch, source byte offset, source width, tile width, tile
+// height, tile origin x0 / y0 in the full resize, `pos` index of output column 0 / row 0.
+const J_START: u32 = 0u;
+const J_SRC: u32 = 1u;
+const J_IN_W: u32 = 2u;
+const J_TW: u32 = 3u;
+const J_TH: u32 = 4u;
+const J_X0: u32 = 5u;
+const J_Y0: u32 = 6u;
+const J_HCOEF: u32 = 7u;
+const J_VCOEF: u32 = 8u;
+const J_FIELDS: u32 = 9u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+// RGB8 pixels of every image of the batch, back to back, 4 bytes per word (little-endian).
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read> jobs: array<u32>;
+@group(0) @binding(3) var<storage, read> pos: array<u32>;
+@group(0) @binding(4) var<storage, read> weights: array<f32>;
+@group(0) @binding(5) var<storage, read> enc: array<u32>;
+@group(0) @binding(6) var<storage, read_write> out: array<u32>;
+
+fn src_byte(i: u32) -> f32 {
+    return f32((src[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu);
+}
+
+// Round half up and clamp to a level, as the fixed-point (acc + half) >> bits then clip8.
+fn to_level(acc: f32) -> f32 {
+    return clamp(floor(acc + 0.5), 0.0, 255.0);
+}
+
+// The job (tile) holding batch element `e`: the last job whose first element is <= e.
+fn find_job(e: u32) -> u32 {
+    var lo = 0u;
+    var hi = params.n_jobs - 1u;
+    while (lo < hi) {
+        let mid = (lo + hi + 1u) >> 1u;
+        if (jobs[mid * J_FIELDS + J_START] <= e) {
+            lo = mid;
+        } else {
+            hi = mid - 1u;
+        }
+    }
+    return lo;
+}
+
+// The level of channel `c` of pixel (x, y) of tile `j`.
+fn level(j: u32, c: u32, x: u32, y: u32) -> u32 {
+    let base = j * J_FIELDS;
+    let hp = (jobs[base + J_HCOEF] + jobs[base + J_X0] + x) * 3u;
+    let vp = (jobs[base + J_VCOEF] + jobs[base + J_Y0] + y) * 3u;
+    let hstart = pos[hp];
+    let hcount = pos[hp + 1u];
+    let hw = pos[hp + 2u];
+    let vstart = pos[vp];
+    let vcount = pos[vp + 1u];
+    let vw = pos[vp + 2u];
+    let row_bytes = jobs[base + J_IN_W] * 3u;
+    let origin = jobs[base + J_SRC] + c;
+    var acc = 0.0;
+    for (var i = 0u; i < hcount; i += 1u) {
+        let col = origin + (hstart + i) * 3u;
+        var v = 0.0;
+        for (var k = 0u; k < vcount; k += 1u) {
+            v += weights[vw + k] * src_byte(col + (vstart + k) * row_bytes);
+        }
+        acc += weights[hw + i] * to_level(v);
+    }
+    return u32(to_level(acc));
+}
+
+// The output bits of batch element `e` (u8: the level; floats: its encoding).
+fn element(e: u32) -> u32 {
+    let j = find_job(e);
+    let base = j * J_FIELDS;
+    let local = e - jobs[base + J_START];
+    let tw = jobs[base + J_TW];
+    let th = jobs[base + J_TH];
+    if (params.dtype == 0u) {
+        // HWC
+        let p = local / 3u;
+        return level(j, local % 3u, p % tw, p / tw);
+    }
+    // CHW
+    let plane = tw * th;
+    let c = local / plane;
+    let p = local % plane;
+    return enc[c * 256u + level(j, c, p % tw, p / tw)];
+}
+
+@compute @workgroup_size(256)
+fn tile_batch(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let w = gid.y * params.row_stride + gid.x;
+    if (w >= params.total_words) {
+        return;
+    }
+    var word = 0u;
+    if (params.dtype == 1u) {
+        word = element(w);
+    } else if (params.dtype == 2u) {
+        for (var k = 0u; k < 2u; k += 1u) {
+            let e = w * 2u + k;
+            if (e < params.total_elems) {
+                word |= (element(e) & 0xffffu) << (16u * k);
+            }
+        }
+    } else {
+        for (var k = 0u; k < 4u; k += 1u) {
+            let e = w * 4u + k;
+            if (e < params.total_elems) {
+                word |= (element(e) & 0xffu) << (8u * k);
+            }
+        }
+    }
+    out[w] = word;
+}

@@ -1,0 +1,374 @@
+//! The wgpu tiling path: [`Backend`] for [`WgpuBackend`]. Resize + tile + normalize of a whole
+//! batch in one dispatch of `shaders/tile.wgsl`, from the decoded RGB8 pixels straight to every
+//! tile at the offset [`TileLayout::new`] gives it, so the result has the CPU backend's layout
+//! byte for byte.
+//!
+//! What the shader computes is decided here on the host, as plain arrays ([`TileJobs`]):
+//! Pillow's filter weights per output position (`pillow_weights`, shared with the CPU and CUDA
+//! paths) and one small descriptor per tile; the level → output-element table is the CPU's own
+//! normalize arithmetic.
+
+use std::collections::HashMap;
+
+use super::pool::PooledBuffer;
+use super::{ShaderFamily, WgpuBackend, grid, wgpu_err};
+use crate::backend::{Backend, HostTiles, TileLayout, TileSpec, tile_bytes};
+use crate::error::{Error, Result};
+use crate::image::RgbImage;
+use crate::image::normalize::{Dtype, NormalizeTable};
+use crate::image::pillow_resample::pillow_weights;
+use crate::image::resize::ResizeFilter;
+use crate::image::tiling::TilePlan;
+
+/// A batch of tiles in device memory, laid out by [`TileLayout::new`].
+pub struct WgpuTiles {
+    /// Element type of the tensor.
+    pub dtype: Dtype,
+    /// Where each image's tiles are.
+    pub layout: TileLayout,
+    /// The batch tensor bytes: at least `layout.total_bytes` (rounded up to whole words, then
+    /// to the pool's size class); bytes past `total_bytes` mean nothing.
+    pub data: PooledBuffer,
+}
+
+/// Most filter taps per output element (horizontal × vertical) the shader is trusted with. On
+/// lavapipe, downscales past it (1000x3000 or 3000x2000 to 48x48: 21k and 42k taps) wrote
+/// wrong elements while 1600x1200 to 48x48 (13.6k) was right; the cause is not found yet, so
+/// such batches are refused instead of returning wrong tiles.
+pub const MAX_TAPS: usize = 16_384;
+
+/// Fields per tile descriptor; must match `J_FIELDS` of shaders/tile.wgsl.
+const JOB_FIELDS: usize = 9;
+/// Invocations per workgroup of `tile_batch`.
+const WORKGROUP: u64 = 256;
+
+/// Everything the tile shader reads besides the pixels, built on the host.
+#[derive(Debug, Clone, Default)]
+pub struct TileJobs {
+    /// One descriptor per tile, [`JOB_FIELDS`] u32 each: first element in the batch, source
+    /// byte offset, source width, tile width, tile height, x0, y0 of the tile in the full
+    /// resize, `pos` index of output column 0 and of output row 0 of that resize.
+    pub jobs: Vec<u32>,
+    /// Per output position of every coefficient table: first source index, taps, weight offset.
+    pub pos: Vec<u32>,
+    /// Weights the `pos` entries point into.
+    pub weights: Vec<f32>,
+    /// The batch layout the jobs write.
+    pub layout: TileLayout,
+}
+
+impl TileJobs {
+    /// Plans a batch: image `i` is `sizes[i]` = (width, height) at byte `offsets[i]` of the
+    /// pixel buffer, tiled by `plans[i]`. Errors on mismatched lengths, zero sizes, tiles that
+    /// do not fit the resize, a thumbnail that is not the tiles' size, or a batch whose indices
+    /// do not fit 32 bits.
+    pub fn new(
+        sizes: &[(u32, u32)],
+        offsets: &[u64],
+        plans: &[TilePlan],
+        dtype: Dtype,
+        filter: ResizeFilter,
+    ) -> Result<TileJobs> {
+        if sizes.len() != plans.len() || offsets.len() != plans.len() {
+            return Err(Error::Resize(format!(
+                "{} images but {} plans",
+                sizes.len(),
+                plans.len()
+            )));
+        }
+        let layout = TileLayout::new(plans, dtype);
+        if layout.total_bytes / dtype.size() > u32::MAX as usize {
+            return Err(Error::Resize(
+                "tile batch too large for 32-bit indexing; split it".into(),
+            ));
+        }
+        let mut jobs = TileJobs::default();
+        let mut tables: HashMap<(u32, u32), (u32, usize)> = HashMap::new();
+        let to_u32 = |v: u64, what: &str| {
+            u32::try_from(v)
+                .map_err(|_| Error::Resize(format!("{what} past 32 bits; split the batch")))
+        };
+        for (((&(w, h), &src), plan), slot) in
+            sizes.iter().zip(offsets).zip(plans).zip(&layout.slots)
+        {
+            check_plan(w, h, plan)?;
+            let src = to_u32(src, "pixel offset")?;
+            to_u32(src as u64 + 3 * u64::from(w) * u64::from(h), "pixel buffer")?;
+            let bytes = tile_bytes(plan, dtype);
+            let mut targets = vec![(plan.resize, plan.grid, plan.tile)];
+            if let Some(side) = plan.thumbnail {
+                targets.push(((side, side), (1, 1), (side, side)));
+            }
+            let mut out = slot.offset;
+            for ((full_w, full_h), (cols, rows), (tw, th)) in targets {
+                let (hbase, hk) = jobs.table(&mut tables, w, full_w, filter)?;
+                let (vbase, vk) = jobs.table(&mut tables, h, full_h, filter)?;
+                if hk * vk > MAX_TAPS {
+                    return Err(Error::Resize(format!(
+                        "the wgpu tile shader does not resample {w}x{h} to {full_w}x{full_h} \
+                         ({} filter taps per pixel, more than the {MAX_TAPS} it is verified \
+                         for); use --device cpu for such strong downscales",
+                        hk * vk
+                    )));
+                }
+                for r in 0..rows {
+                    for c in 0..cols {
+                        jobs.jobs.extend_from_slice(&[
+                            (out / dtype.size()) as u32,
+                            src,
+                            w,
+                            tw,
+                            th,
+                            c * tw,
+                            r * th,
+                            hbase,
+                            vbase,
+                        ]);
+                        out += bytes;
+                    }
+                }
+            }
+            debug_assert_eq!(out, slot.offset + slot.len);
+        }
+        jobs.layout = layout;
+        Ok(jobs)
+    }
+
+    /// Index in `pos` (in triples) of output position 0 of the `in_size → out_size` table and
+    /// its weight slots per position, computing it on first use.
+    fn table(
+        &mut self,
+        tables: &mut HashMap<(u32, u32), (u32, usize)>,
+        in_size: u32,
+        out_size: u32,
+        filter: ResizeFilter,
+    ) -> Result<(u32, usize)> {
+        if let Some(&t) = tables.get(&(in_size, out_size)) {
+            return Ok(t);
+        }
+        let c = pillow_weights(in_size as usize, out_size as usize, filter);
+        let base = self.pos.len() / 3;
+        let wbase = self.weights.len();
+        if wbase + c.weights.len() > u32::MAX as usize || base + c.start.len() > u32::MAX as usize {
+            return Err(Error::Resize("resize coefficient tables too large".into()));
+        }
+        for (i, (&s, &n)) in c.start.iter().zip(&c.count).enumerate() {
+            self.pos
+                .extend_from_slice(&[s as u32, n as u32, (wbase + i * c.ksize) as u32]);
+        }
+        self.weights.extend(c.weights.iter().map(|&v| v as f32));
+        tables.insert((in_size, out_size), (base as u32, c.ksize));
+        Ok((base as u32, c.ksize))
+    }
+}
+
+/// Refuses what the shader could not do safely: zero sizes, tiles outside the resize, a
+/// thumbnail whose size differs from the tiles'.
+fn check_plan(w: u32, h: u32, plan: &TilePlan) -> Result<()> {
+    let (rw, rh) = plan.resize;
+    let (cols, rows) = plan.grid;
+    let (tw, th) = plan.tile;
+    if [w, h, rw, rh, tw, th, cols, rows].contains(&0) {
+        return Err(Error::Resize(format!(
+            "cannot tile a {w}x{h} image by {plan:?}: zero size"
+        )));
+    }
+    let fits = |n: u32, t: u32, full: u32| n.checked_mul(t).is_some_and(|v| v <= full);
+    if !fits(cols, tw, rw) || !fits(rows, th, rh) {
+        return Err(Error::Resize(format!(
+            "{plan:?}: the grid lies outside the resized image"
+        )));
+    }
+    if let Some(side) = plan.thumbnail
+        && (side, side) != plan.tile
+    {
+        return Err(Error::Resize(format!(
+            "{plan:?}: the thumbnail must be a tile-sized square"
+        )));
+    }
+    Ok(())
+}
+
+/// Each u8 level's output bits per channel (`enc[c * 256 + level]`) with the CPU path's exact
+/// arithmetic ([`NormalizeTable`], `half`'s round-to-nearest-even), so the shader does no float
+/// conversion of its own. All zero for u8, which the shader writes as levels.
+pub fn level_encodings(spec: &TileSpec) -> Result<Vec<u32>> {
+    let table = NormalizeTable::new(&spec.norm)?;
+    Ok((0..3 * 256)
+        .map(|i| {
+            let v = table.get(i / 256, (i % 256) as u8);
+            match spec.dtype {
+                Dtype::U8 => 0,
+                Dtype::F32 => v.to_bits(),
+                Dtype::F16 => u32::from(half::f16::from_f32(v).to_bits()),
+                Dtype::Bf16 => u32::from(half::bf16::from_f32(v).to_bits()),
+            }
+        })
+        .collect())
+}
+
+/// The shader's output mode: 0 u8 (4 per word), 1 f32, 2 a 16-bit float (2 per word).
+fn dtype_code(dtype: Dtype) -> u32 {
+    match dtype {
+        Dtype::U8 => 0,
+        Dtype::F32 => 1,
+        Dtype::F16 | Dtype::Bf16 => 2,
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Tiles = WgpuTiles;
+
+    fn name(&self) -> String {
+        self.device_name().to_string()
+    }
+
+    /// Uploads the batch's pixels, jobs and tables (one write each), then one dispatch writes
+    /// every word of the batch tensor. Nothing is read back.
+    fn tile_batch(
+        &self,
+        images: &[&RgbImage],
+        plans: &[TilePlan],
+        spec: &TileSpec,
+    ) -> Result<WgpuTiles> {
+        if images.len() != plans.len() {
+            return Err(Error::Resize(format!(
+                "{} images but {} plans",
+                images.len(),
+                plans.len()
+            )));
+        }
+        let mut sizes = Vec::with_capacity(images.len());
+        let mut offsets = Vec::with_capacity(images.len());
+        let mut total = 0u64;
+        for img in images {
+            let need = 3 * img.width as usize * img.height as usize;
+            if img.data.len() != need {
+                return Err(Error::Resize(format!(
+                    "{}x{} image holds {} bytes, needs {need}",
+                    img.width,
+                    img.height,
+                    img.data.len()
+                )));
+            }
+            sizes.push((img.width, img.height));
+            offsets.push(total);
+            total += need as u64;
+        }
+        let jobs = TileJobs::new(&sizes, &offsets, plans, spec.dtype, spec.filter)?;
+        let layout = jobs.layout.clone();
+        let out_words = layout.total_bytes.div_ceil(4) as u64;
+        let data = self.storage((out_words * 4).max(4))?;
+        if out_words == 0 {
+            return Ok(WgpuTiles {
+                dtype: spec.dtype,
+                layout,
+                data,
+            });
+        }
+        // The pixels of the batch back to back (the shader reads them as little-endian words),
+        // in one staging copy and one write.
+        let mut pixels = Vec::with_capacity(total.next_multiple_of(4) as usize);
+        for img in images {
+            pixels.extend_from_slice(&img.data);
+        }
+        let src = self.upload_bytes(&pixels)?;
+        let jobs_buf = self.upload_words(&jobs.jobs)?;
+        let pos = self.upload_words(&jobs.pos)?;
+        let weights = self.upload_f32(&jobs.weights)?;
+        let enc = self.upload_words(&level_encodings(spec)?)?;
+        let (gx, gy) = grid(out_words.div_ceil(WORKGROUP))?;
+        let elems = layout.total_bytes / spec.dtype.size();
+        let params = [
+            (jobs.jobs.len() / JOB_FIELDS) as u32,
+            elems as u32,
+            out_words as u32,
+            dtype_code(spec.dtype),
+            gx * WORKGROUP as u32,
+        ];
+        self.dispatch(
+            ShaderFamily::Tile,
+            "tile_batch",
+            &params,
+            &[
+                (1, src.buffer()),
+                (2, jobs_buf.buffer()),
+                (3, pos.buffer()),
+                (4, weights.buffer()),
+                (5, enc.buffer()),
+                (6, data.buffer()),
+            ],
+            (gx, gy),
+        )?;
+        Ok(WgpuTiles {
+            dtype: spec.dtype,
+            layout,
+            data,
+        })
+    }
+
+    fn tiles_to_host(&self, tiles: WgpuTiles) -> Result<HostTiles> {
+        let total = tiles.layout.total_bytes;
+        let data = self
+            .read_back(tiles.data.buffer(), total as u64)
+            .map_err(|e| wgpu_err(format!("downloading the tile batch: {e}")))?;
+        Ok(HostTiles {
+            dtype: tiles.dtype,
+            layout: tiles.layout,
+            data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::tiling::{InternVlSettings, Tiler, TilingRule};
+
+    #[test]
+    fn jobs_cover_the_layout_and_refuse_bad_plans() {
+        let tiler = Tiler::new(TilingRule::InternVl(InternVlSettings::default())).unwrap();
+        let plans = [tiler.plan(300, 200).unwrap(), tiler.plan(31, 97).unwrap()];
+        let jobs = TileJobs::new(
+            &[(300, 200), (31, 97)],
+            &[0, 180_000],
+            &plans,
+            Dtype::F16,
+            ResizeFilter::Bicubic,
+        )
+        .unwrap();
+        let tiles: u32 = plans.iter().map(|p| p.num_tiles()).sum();
+        assert_eq!(jobs.jobs.len(), tiles as usize * JOB_FIELDS);
+        // Jobs start in increasing element order (the shader's binary search relies on it) and
+        // the last one ends at the end of the batch.
+        let starts: Vec<u32> = jobs.jobs.chunks(JOB_FIELDS).map(|j| j[0]).collect();
+        assert!(starts.windows(2).all(|w| w[0] < w[1]));
+        let last = jobs.jobs.chunks(JOB_FIELDS).last().unwrap();
+        assert_eq!(
+            (last[0] + 3 * last[3] * last[4]) as usize * 2,
+            jobs.layout.total_bytes
+        );
+        let mut bad = plans[0];
+        bad.grid.0 += 50;
+        assert!(
+            TileJobs::new(
+                &[(300, 200)],
+                &[0],
+                &[bad],
+                Dtype::U8,
+                ResizeFilter::Bicubic
+            )
+            .is_err()
+        );
+        assert!(
+            TileJobs::new(
+                &[(0, 200)],
+                &[0],
+                &plans[..1],
+                Dtype::U8,
+                ResizeFilter::Bicubic
+            )
+            .is_err()
+        );
+    }
+}

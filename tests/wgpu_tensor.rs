@@ -1,0 +1,419 @@
+//! The wgpu `TensorOps` against the CPU reference: every op on random data of awkward shapes
+//! (not multiples of the 64-wide GEMM blocks or the workgroup sizes) to 1e-4 relative (by
+//! norm), then both SigLIP towers of the tiny fixtures end to end to 1e-3.
+//!
+//! Needs a wgpu adapter (lavapipe counts). Without one each test prints why and passes, unless
+//! `VLMPREP_REQUIRE_WGPU=1`, which turns a missing adapter into a failure (CI).
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vlmprep::backend::tensor::{Activation, TensorOps};
+use vlmprep::backend::wgpu::{AdapterChoice, WgpuBackend, WgpuTensorOps};
+use vlmprep::backend::{CpuBackend, CpuMatrix};
+use vlmprep::model::siglip::SiglipModel;
+
+/// The ops on the best adapter, or `None` after printing why the test is skipped (a panic
+/// instead when `VLMPREP_REQUIRE_WGPU=1`).
+fn wgpu() -> Option<WgpuTensorOps> {
+    match WgpuBackend::new(AdapterChoice::Any) {
+        Ok(gpu) => Some(WgpuTensorOps::new(Arc::new(gpu))),
+        Err(e) => {
+            assert!(
+                std::env::var("VLMPREP_REQUIRE_WGPU").as_deref() != Ok("1"),
+                "VLMPREP_REQUIRE_WGPU=1 but no wgpu adapter: {e}"
+            );
+            eprintln!("skipped: no wgpu adapter ({e})");
+            None
+        }
+    }
+}
+
+/// xorshift64*: deterministic values in [-1, 1), never exactly zero.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let r = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40; // 24 bits
+        let v = (r as f32 + 0.5) / (1u64 << 23) as f32 - 1.0;
+        if v == 0.0 { 1e-3 } else { v }
+    }
+
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// ‖a − b‖ / ‖b‖, after checking the lengths and that `a` is all finite (a NaN poison left
+/// in place fails here with its index).
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths");
+    if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+        panic!("element {i} of {} is {}", a.len(), a[i]);
+    }
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    let e = rel_err(got, want);
+    eprintln!("{what}: relative error {e:.3e}");
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
+}
+
+/// The same host data on both backends.
+fn both<G: TensorOps>(g: &G, data: &[f32], rows: usize, cols: usize) -> (CpuMatrix, G::Matrix) {
+    (
+        CpuBackend.upload(data, rows, cols).unwrap(),
+        g.upload(data, rows, cols).unwrap(),
+    )
+}
+
+const F32_TOL: f64 = 1e-4;
+
+#[test]
+fn upload_download_round_trip_and_bad_length() {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let data = Rng::new(1).vec(37 * 72, 1.0);
+    let m = g.upload(&data, 37, 72).unwrap();
+    assert_eq!(g.dims(&m), (37, 72));
+    assert_eq!(g.download(&m).unwrap(), data);
+    assert!(g.upload(&data, 36, 72).is_err());
+    let empty = g.upload(&[], 0, 5).unwrap();
+    assert!(g.download(&empty).unwrap().is_empty());
+}
+
+fn check_linear(tol: f64) {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let mut rng = Rng::new(2);
+    for (n, k, out) in [(37, 72, 45), (1, 33, 7), (130, 100, 97), (200, 300, 129)] {
+        let (cx, gx) = both(&g, &rng.vec(n * k, 1.0), n, k);
+        let (cw, gw) = both(&g, &rng.vec(out * k, 0.5), out, k);
+        let (cb, gb) = both(&g, &rng.vec(out, 1.0), 1, out);
+        let want = CpuBackend.linear(&cx, &cw, Some(&cb)).unwrap();
+        let got = g.linear(&gx, &gw, Some(&gb)).unwrap();
+        assert_eq!(g.dims(&got), (n, out));
+        let tag = format!("linear wgpu {n}x{k}x{out}");
+        assert_close(&tag, &g.download(&got).unwrap(), &want.data, tol);
+        // without bias, and a second time (bf16: the cached weight copy)
+        let want = CpuBackend.linear(&cx, &cw, None).unwrap();
+        for _ in 0..2 {
+            let got = g.linear(&gx, &gw, None).unwrap();
+            assert_close(
+                &format!("{tag} no bias"),
+                &g.download(&got).unwrap(),
+                &want.data,
+                tol,
+            );
+        }
+    }
+    let (_, x) = both(&g, &[1.0; 6], 2, 3);
+    let (_, w) = both(&g, &[1.0; 4], 2, 2);
+    assert!(g.linear(&x, &w, None).is_err());
+    let (_, w) = both(&g, &[1.0; 6], 2, 3);
+    let (_, b) = both(&g, &[1.0; 3], 1, 3);
+    assert!(g.linear(&x, &w, Some(&b)).is_err());
+}
+
+#[test]
+fn linear_f32_matches_cpu() {
+    check_linear(F32_TOL);
+}
+
+fn check_linear_add_assign(tol: f64) {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let mut rng = Rng::new(5);
+    let (n, k, out) = (37, 72, 45);
+    let (cx, gx) = both(&g, &rng.vec(n * k, 1.0), n, k);
+    let (cw, gw) = both(&g, &rng.vec(out * k, 0.5), out, k);
+    let (cb, gb) = both(&g, &rng.vec(out, 1.0), 1, out);
+    let start = rng.vec(n * out, 2.0);
+    let (mut ca, mut ga) = both(&g, &start, n, out);
+    CpuBackend
+        .linear_add_assign(&mut ca, &cx, &cw, Some(&cb))
+        .unwrap();
+    g.linear_add_assign(&mut ga, &gx, &gw, Some(&gb)).unwrap();
+    let tag = "linear_add_assign wgpu".to_string();
+    assert_close(&tag, &g.download(&ga).unwrap(), &ca.data, tol);
+    CpuBackend
+        .linear_add_assign(&mut ca, &cx, &cw, None)
+        .unwrap();
+    g.linear_add_assign(&mut ga, &gx, &gw, None).unwrap();
+    assert_close(
+        &format!("{tag} no bias"),
+        &g.download(&ga).unwrap(),
+        &ca.data,
+        tol,
+    );
+    // shapes that do not line up are errors, and leave the accumulator alone
+    let wrong = rng.vec(n * (out + 1), 1.0);
+    let mut gwrong = g.upload(&wrong, n, out + 1).unwrap();
+    assert!(
+        g.linear_add_assign(&mut gwrong, &gx, &gw, Some(&gb))
+            .is_err()
+    );
+    assert_eq!(g.download(&gwrong).unwrap(), wrong);
+}
+
+#[test]
+fn linear_add_assign_f32_matches_cpu() {
+    check_linear_add_assign(F32_TOL);
+}
+
+#[test]
+fn layer_norm_matches_cpu() {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let mut rng = Rng::new(6);
+    // 72: fewer columns than threads; 1000: several strides per thread; 1: a degenerate row
+    for (rows, cols) in [(37, 72), (5, 1000), (3, 1)] {
+        // an offset per row, so the mean matters
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| rng.next() * 2.0 + (i / cols) as f32 * 0.37)
+            .collect();
+        let (cx, gx) = both(&g, &data, rows, cols);
+        let (cgam, ggam) = both(&g, &rng.vec(cols, 1.5), 1, cols);
+        let (cbet, gbet) = both(&g, &rng.vec(cols, 1.0), 1, cols);
+        let want = CpuBackend.layer_norm(&cx, &cgam, &cbet, 1e-6).unwrap();
+        let got = g.layer_norm(&gx, &ggam, &gbet, 1e-6).unwrap();
+        assert_eq!(g.dims(&got), (rows, cols));
+        assert_close(
+            &format!("layer_norm {rows}x{cols}"),
+            &g.download(&got).unwrap(),
+            &want.data,
+            F32_TOL,
+        );
+    }
+    let (_, x) = both(&g, &[1.0; 6], 2, 3);
+    let (_, gam) = both(&g, &[1.0; 2], 1, 2);
+    let (_, bet) = both(&g, &[1.0; 3], 1, 3);
+    assert!(g.layer_norm(&x, &gam, &bet, 1e-6).is_err());
+}
+
+#[test]
+fn activations_match_cpu() {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let mut data = Rng::new(7).vec(37 * 72, 6.0);
+    // the tails: large negative (exp overflow path) and large positive inputs
+    data.extend([-30.0, -12.0, -9.5, 9.5, 12.0, 30.0]);
+    let n = data.len();
+    for act in [Activation::GeluTanh, Activation::GeluErf] {
+        let (mut c, mut x) = both(&g, &data, 1, n);
+        CpuBackend.activate(&mut c, act).unwrap();
+        g.activate(&mut x, act).unwrap();
+        let got = g.download(&x).unwrap();
+        assert_close(&format!("{act:?}"), &got, &c.data, F32_TOL);
+        // and per element, so a few bad values cannot hide in the norm
+        for (i, (a, b)) in got.iter().zip(&c.data).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{act:?}({}) = {a}, CPU {b}",
+                data[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn elementwise_and_row_ops_match_cpu() {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let mut rng = Rng::new(8);
+    let (rows, cols) = (34, 72);
+    let a = rng.vec(rows * cols, 1.0);
+    let b = rng.vec(rows * cols, 1.0);
+
+    // add_assign
+    let (mut ca, mut ga) = both(&g, &a, rows, cols);
+    let (cb, gb) = both(&g, &b, rows, cols);
+    CpuBackend.add_assign(&mut ca, &cb).unwrap();
+    g.add_assign(&mut ga, &gb).unwrap();
+    assert_eq!(g.download(&ga).unwrap(), ca.data, "add_assign");
+    let (_, wrong) = both(&g, &b[..cols * 2], 2, cols);
+    assert!(g.add_assign(&mut ga, &wrong).is_err());
+
+    // add_periodic_rows: a table of 17 rows over two sequences of 17
+    let table = rng.vec(17 * cols, 1.0);
+    let (ct, gt) = both(&g, &table, 17, cols);
+    CpuBackend.add_periodic_rows(&mut ca, &ct).unwrap();
+    g.add_periodic_rows(&mut ga, &gt).unwrap();
+    assert_eq!(g.download(&ga).unwrap(), ca.data, "add_periodic_rows");
+    let (_, t5) = both(&g, &table[..5 * cols], 5, cols);
+    assert!(g.add_periodic_rows(&mut ga, &t5).is_err());
+
+    // gather_rows, repeated and unordered ids
+    let ids = [16u32, 0, 3, 3, 9, 16, 1];
+    let want = CpuBackend.gather_rows(&ct, &ids).unwrap();
+    let got = g.gather_rows(&gt, &ids).unwrap();
+    assert_eq!(g.dims(&got), (ids.len(), cols));
+    assert_eq!(g.download(&got).unwrap(), want.data, "gather_rows");
+    assert!(g.gather_rows(&gt, &[0, 17]).is_err());
+    let none = g.gather_rows(&gt, &[]).unwrap();
+    assert_eq!(g.dims(&none), (0, cols));
+
+    // strided_rows: the last position of each of two sequences of 17
+    let want = CpuBackend.strided_rows(&ca, 16, 17, 2).unwrap();
+    let got = g.strided_rows(&ga, 16, 17, 2).unwrap();
+    assert_eq!(g.dims(&got), (2, cols));
+    assert_eq!(g.download(&got).unwrap(), want.data, "strided_rows");
+    let want = CpuBackend.strided_rows(&ca, 1, 3, 11).unwrap();
+    let got = g.strided_rows(&ga, 1, 3, 11).unwrap();
+    assert_eq!(g.download(&got).unwrap(), want.data, "strided_rows step 3");
+    assert!(g.strided_rows(&ga, 16, 17, 3).is_err());
+    assert!(g.strided_rows(&ga, 0, usize::MAX, 3).is_err());
+}
+
+#[test]
+fn self_attention_matches_cpu() {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let mut rng = Rng::new(9);
+    // (batch, seq, heads, dim): head_dim 24, 40, 1; seq 17, 70, 1
+    for (batch, seq, heads, dim) in [(2, 17, 3, 72), (3, 70, 2, 80), (1, 1, 1, 1), (4, 5, 5, 5)] {
+        let data = rng.vec(batch * seq * 3 * dim, 2.0);
+        let (c, x) = both(&g, &data, batch * seq, 3 * dim);
+        let want = CpuBackend.self_attention(&c, batch, seq, heads).unwrap();
+        let got = g.self_attention(&x, batch, seq, heads).unwrap();
+        assert_eq!(g.dims(&got), (batch * seq, dim));
+        assert_close(
+            &format!("self_attention b{batch} s{seq} h{heads} d{dim}"),
+            &g.download(&got).unwrap(),
+            &want.data,
+            F32_TOL,
+        );
+    }
+    let (_, x) = both(&g, &rng.vec(10 * 72, 1.0), 10, 72);
+    assert!(g.self_attention(&x, 2, 4, 3).is_err()); // rows
+    assert!(g.self_attention(&x, 2, 5, 5).is_err()); // 24 not divisible by 5
+    assert!(g.self_attention(&x, 2, 5, 0).is_err());
+    let (_, e) = both(&g, &[], 0, 72);
+    assert_eq!(g.dims(&g.self_attention(&e, 0, 5, 3).unwrap()), (0, 24));
+}
+
+#[test]
+fn pooled_attention_matches_cpu() {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let mut rng = Rng::new(10);
+    for (batch, seq, heads, dim) in [(3, 17, 3, 72), (2, 300, 4, 80), (1, 1, 1, 7)] {
+        let (cq, gq) = both(&g, &rng.vec(dim, 2.0), 1, dim);
+        let (ckv, gkv) = both(
+            &g,
+            &rng.vec(batch * seq * 2 * dim, 2.0),
+            batch * seq,
+            2 * dim,
+        );
+        let want = CpuBackend
+            .pooled_attention(&cq, &ckv, batch, seq, heads)
+            .unwrap();
+        let got = g.pooled_attention(&gq, &gkv, batch, seq, heads).unwrap();
+        assert_eq!(g.dims(&got), (batch, dim));
+        assert_close(
+            &format!("pooled_attention b{batch} s{seq} h{heads} d{dim}"),
+            &g.download(&got).unwrap(),
+            &want.data,
+            F32_TOL,
+        );
+    }
+    let (_, q) = both(&g, &[1.0; 72], 1, 72);
+    let (_, kv) = both(&g, &rng.vec(10 * 144, 1.0), 10, 144);
+    assert!(g.pooled_attention(&q, &kv, 2, 4, 3).is_err());
+    assert!(g.pooled_attention(&q, &kv, 2, 5, 5).is_err());
+}
+
+#[test]
+fn patchify_matches_cpu() {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let mut rng = Rng::new(11);
+    // (2, 3, 30, 45, 7) and (2, 3, 384, 384, 14): sizes that are not multiples of the patch,
+    // whose edge remainder is dropped (so400m-patch14-384).
+    for (batch, c, h, w, p) in [
+        (2, 3, 28, 42, 7),
+        (1, 2, 4, 4, 2),
+        (3, 3, 16, 16, 16),
+        (2, 3, 30, 45, 7),
+        (2, 3, 384, 384, 14),
+    ] {
+        let (ci, gi) = both(&g, &rng.vec(batch * c * h * w, 1.0), batch, c * h * w);
+        let want = CpuBackend.patchify(&ci, c, h, w, p).unwrap();
+        let got = g.patchify(&gi, c, h, w, p).unwrap();
+        assert_eq!(g.dims(&got), (want.rows, want.cols));
+        assert_eq!(
+            g.download(&got).unwrap(),
+            want.data,
+            "patchify {batch}x{c}x{h}x{w}/{p}"
+        );
+    }
+    let (_, i) = both(&g, &[1.0; 32], 1, 32);
+    assert!(g.patchify(&i, 2, 4, 4, 0).is_err());
+    assert!(g.patchify(&i, 3, 4, 4, 2).is_err());
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/siglip")
+}
+
+/// Both towers of tiny fixture `name` (a, b) on wgpu against the CPU, on transformers' pixel
+/// values and ids.
+fn check_towers(name: &str, tol: f64) {
+    let Some(g) = wgpu() else {
+        return;
+    };
+    let dir = fixtures().join(format!("tiny-{name}"));
+    let golden = fixtures().join(format!("golden-{name}"));
+    let cpu = SiglipModel::load(&dir, CpuBackend).unwrap();
+    let gpu = SiglipModel::load(&dir, g).unwrap();
+    let pixels = common::load_f32(&golden.join("pixel_values.npy"));
+    let want = cpu.image_features(&pixels).unwrap();
+    let got = gpu.image_features(&pixels).unwrap();
+    assert_close(&format!("tiny-{name} image features"), &got, &want, tol);
+    let ids: Vec<u32> = common::load_i64(&golden.join("input_ids.npy"))
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
+    let want = cpu.text_features(&ids).unwrap();
+    let got = gpu.text_features(&ids).unwrap();
+    assert_close(&format!("tiny-{name} text features"), &got, &want, tol);
+}
+
+/// The bar for the towers: 1e-3 relative (the ops alone hold 1e-4).
+const TOWER_TOL: f64 = 1e-3;
+
+#[test]
+fn tiny_a_towers_match_cpu() {
+    check_towers("a", TOWER_TOL);
+}
+
+#[test]
+fn tiny_b_towers_match_cpu() {
+    check_towers("b", TOWER_TOL);
+}
