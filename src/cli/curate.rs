@@ -252,6 +252,12 @@ pub fn curate_with_progress(sources: &[ShardSource], args: &CurateArgs) -> Resul
                     let model = SiglipModel::load(dir, ops).with_context(loading)?;
                     run_curate(Some(&model), &backend, sources, &cfg, &bar)
                 }
+                #[cfg(feature = "wgpu")]
+                Device::Wgpu(gpu) => {
+                    let ops = vlmprep::backend::wgpu::WgpuTensorOps::new(gpu);
+                    let model = SiglipModel::load(dir, ops).with_context(loading)?;
+                    run_curate(Some(&model), &backend, sources, &cfg, &bar)
+                }
             }
         }
     };
