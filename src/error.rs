@@ -117,6 +117,12 @@ pub enum Error {
         device: &'static str,
         reason: String,
     },
+
+    // ---- serve (sidecar) --------------------------------------------------------------------
+    /// The sidecar server or its resume state: bad rank/world, a state of another job, a socket
+    /// or shared-memory failure, a protocol error from a client.
+    #[error("serve: {0}")]
+    Serve(String),
 }
 
 impl Error {

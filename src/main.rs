@@ -20,6 +20,7 @@ mod cli;
 use cli::device::{Device, DeviceArg};
 use cli::embed::{EmbedArgs, cmd_embed};
 use cli::packing::{PackArgs, PlanArgs, cmd_pack, cmd_plan};
+use cli::serve::{ServeArgs, cmd_serve};
 
 /// vlmprep: preprocessing for vision-language-model training data.
 ///
@@ -55,6 +56,10 @@ enum Command {
     /// image_embeds.npy and text_embeds.npy equal to transformers' get_image_features /
     /// get_text_features, scores.npy (sigmoid pair probability), keys.txt, embeds.parquet.
     Embed(EmbedArgs),
+    /// Sidecar for a trainer: plan the pool, then serve this rank's packed batches (tiles,
+    /// input_ids, labels, position_ids, cu_seqlens) through shared memory over a Unix socket,
+    /// deterministic and resumable on any number of ranks (python/ has the client).
+    Serve(ServeArgs),
     /// Build a small synthetic pool (no downloads) and run inspect, tile, plan, pack and embed
     /// on it.
     Demo(DemoArgs),
@@ -274,6 +279,7 @@ fn main() -> Result<()> {
         Command::Plan(args) => cmd_plan(args),
         Command::Pack(args) => cmd_pack(args),
         Command::Demo(args) => cmd_demo(args),
+        Command::Serve(args) => cmd_serve(args),
     }
 }
 

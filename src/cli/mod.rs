@@ -4,3 +4,4 @@
 pub mod device;
 pub mod embed;
 pub mod packing;
+pub mod serve;
