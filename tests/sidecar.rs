@@ -60,8 +60,12 @@ fn build_pool(dir: &Path) -> (Vec<PathBuf>, String) {
                 bad = format!("{}#{key}", path.display());
             }
             tar.append(&format!("{key}.jpg"), &data).unwrap();
-            let caption = format!("sample {i} of shard {s}: {}", "words ".repeat((i % 5) as usize));
-            tar.append(&format!("{key}.txt"), caption.as_bytes()).unwrap();
+            let caption = format!(
+                "sample {i} of shard {s}: {}",
+                "words ".repeat((i % 5) as usize)
+            );
+            tar.append(&format!("{key}.txt"), caption.as_bytes())
+                .unwrap();
         }
         tar.finish().unwrap();
         shards.push(path);
@@ -87,9 +91,21 @@ fn start_server(
         .arg(work.join(format!("plan-{tag}-{rank}")))
         .arg("--socket")
         .arg(&socket)
-        .args(["--rank", &rank.to_string(), "--world-size", &world.to_string()])
+        .args([
+            "--rank",
+            &rank.to_string(),
+            "--world-size",
+            &world.to_string(),
+        ])
         .args(["--seed", &seed.to_string(), "--prefetch", "3"])
-        .args(["--mode", "internvl", "--tile-size", "56", "--max-tiles", "4"])
+        .args([
+            "--mode",
+            "internvl",
+            "--tile-size",
+            "56",
+            "--max-tiles",
+            "4",
+        ])
         .args(["--tokens-per-tile", "16", "--tokens-per-pack", "256"])
         .args(["--dtype", "f32", "--device", "cpu"])
         .args(extra)
@@ -122,7 +138,11 @@ fn batches<'a>(record: &'a Value, part: &str) -> &'a Vec<Value> {
 /// Every sample the plan put in a pack, as `shard#key`, and the number of packs.
 fn planned(plan_dir: &Path) -> (BTreeSet<String>, u64) {
     let rows = read_plan(&plan_dir.join("plan.parquet")).unwrap();
-    let packs = rows.iter().filter_map(|r| r.pack_id).max().map_or(0, |m| m + 1);
+    let packs = rows
+        .iter()
+        .filter_map(|r| r.pack_id)
+        .max()
+        .map_or(0, |m| m + 1);
     let samples = rows
         .iter()
         .filter(|r| r.pack_id.is_some())
@@ -154,7 +174,15 @@ fn elastic_resume_after_sigkill_delivers_every_sample_exactly_once() {
         &py,
         work,
         &sockets,
-        &[arg("--checkpoint-at"), arg("3"), arg("--state-out"), state_a.display().to_string(), arg("--extra"), arg("1"), arg("--die")],
+        &[
+            arg("--checkpoint-at"),
+            arg("3"),
+            arg("--state-out"),
+            state_a.display().to_string(),
+            arg("--extra"),
+            arg("1"),
+            arg("--die"),
+        ],
         "a",
     );
     assert_eq!(batches(&a, "before").len(), 6);
@@ -167,11 +195,27 @@ fn elastic_resume_after_sigkill_delivers_every_sample_exactly_once() {
         &py,
         work,
         &sockets,
-        &[arg("--load-state"), state_a.display().to_string(), arg("--checkpoint-at"), arg("2"), arg("--state-out"), state_b.display().to_string(), arg("--extra"), arg("1")],
+        &[
+            arg("--load-state"),
+            state_a.display().to_string(),
+            arg("--checkpoint-at"),
+            arg("2"),
+            arg("--state-out"),
+            state_b.display().to_string(),
+            arg("--extra"),
+            arg("1"),
+        ],
         "b",
     );
-    let hashes = |v: &[Value]| v.iter().map(|b| (b["rank"].as_u64(), b["hash"].as_str().map(String::from))).collect::<Vec<_>>();
-    assert_eq!(hashes(&batches(&b, "before")[..2]), hashes(batches(&a, "after")));
+    let hashes = |v: &[Value]| {
+        v.iter()
+            .map(|b| (b["rank"].as_u64(), b["hash"].as_str().map(String::from)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        hashes(&batches(&b, "before")[..2]),
+        hashes(batches(&a, "after"))
+    );
 
     // The servers die hard; the job comes back on 3 ranks from the last checkpoint.
     for (child, _) in &mut servers {
@@ -197,9 +241,16 @@ fn elastic_resume_after_sigkill_delivers_every_sample_exactly_once() {
         .chain(batches(&b, "before"))
         .chain(batches(&c, "before"))
         .collect();
-    let mut globals: Vec<u64> = consumed.iter().map(|b| b["global"].as_u64().unwrap()).collect();
+    let mut globals: Vec<u64> = consumed
+        .iter()
+        .map(|b| b["global"].as_u64().unwrap())
+        .collect();
     globals.sort_unstable();
-    assert_eq!(globals, (0..packs).collect::<Vec<_>>(), "packs delivered twice or lost");
+    assert_eq!(
+        globals,
+        (0..packs).collect::<Vec<_>>(),
+        "packs delivered twice or lost"
+    );
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for b in &consumed {
         for s in b["samples"].as_array().unwrap() {
@@ -217,7 +268,14 @@ fn elastic_resume_after_sigkill_delivers_every_sample_exactly_once() {
 }
 
 /// Runs one single-rank server to the end and returns the batches the consumer saw.
-fn full_run(py: &str, work: &Path, shards: &[PathBuf], tag: &str, seed: u64, extra: &[&str]) -> Vec<Value> {
+fn full_run(
+    py: &str,
+    work: &Path,
+    shards: &[PathBuf],
+    tag: &str,
+    seed: u64,
+    extra: &[&str],
+) -> Vec<Value> {
     let (mut child, socket) = start_server(work, shards, tag, 0, 1, seed, extra);
     let record = consume(py, work, &[socket], &[], tag);
     wait_exit(&mut child, "server");
@@ -233,11 +291,23 @@ fn same_seed_same_batches_and_epochs_reshuffle() {
     let one = full_run(&py, work, &shards, "d1", 11, &["--epochs", "2"]);
     let two = full_run(&py, work, &shards, "d2", 11, &["--epochs", "2"]);
     let other = full_run(&py, work, &shards, "d3", 12, &["--epochs", "2"]);
-    let hashes = |v: &[Value]| v.iter().map(|b| b["hash"].as_str().unwrap().to_string()).collect::<Vec<_>>();
-    let packs = |v: &[Value]| v.iter().map(|b| b["pack"].as_u64().unwrap()).collect::<Vec<_>>();
+    let hashes = |v: &[Value]| {
+        v.iter()
+            .map(|b| b["hash"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let packs = |v: &[Value]| {
+        v.iter()
+            .map(|b| b["pack"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
     assert!(!one.is_empty());
     assert_eq!(hashes(&one), hashes(&two), "same seed, different batches");
-    assert_ne!(packs(&one), packs(&other), "another seed gave the same order");
+    assert_ne!(
+        packs(&one),
+        packs(&other),
+        "another seed gave the same order"
+    );
     // Two epochs: every pack twice, in two different orders.
     let (_, p) = planned(&work.join("plan-d1-0"));
     let order = packs(&one);

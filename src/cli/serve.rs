@@ -13,7 +13,9 @@ use vlmprep::serve::{ServeConfig, ServeSummary, serve};
 
 use crate::PixelArgs;
 use crate::cli::device::{Device, DeviceArg, pick};
-use crate::cli::packing::{IdsDtypeArg, PlanArgs, plan_settings, plan_tokenizer, plan_with_progress};
+use crate::cli::packing::{
+    IdsDtypeArg, PlanArgs, plan_settings, plan_tokenizer, plan_with_progress,
+};
 use crate::print_problems;
 
 #[derive(Args, Debug)]

@@ -229,9 +229,15 @@ mod tests {
         let mut s = e0.clone();
         s.sort_unstable();
         assert_eq!(s, (0..50).collect::<Vec<_>>());
-        let other = PackOrder { seed: 4, ..o.clone() };
+        let other = PackOrder {
+            seed: 4,
+            ..o.clone()
+        };
         assert_ne!(other.epoch(0), e0);
-        let plain = PackOrder { shuffle: false, ..o };
+        let plain = PackOrder {
+            shuffle: false,
+            ..o
+        };
         assert_eq!(plain.epoch(5), (0..50).collect::<Vec<_>>());
     }
 

@@ -158,6 +158,8 @@ struct Shared {
     next_position: u64,
     /// The stream's end, once the producer found it.
     end_position: Option<u64>,
+    /// One past the last position published to `ready` in this generation.
+    published: u64,
     free: Vec<usize>,
     ready: VecDeque<Ready>,
     /// Sent to the client, not released yet: (position, slot).
@@ -171,6 +173,7 @@ impl Shared {
     fn seek(&mut self, position: u64, slots: usize) {
         self.generation += 1;
         self.next_position = position;
+        self.published = position;
         self.end_position = None;
         self.ready.clear();
         self.sent.clear();
@@ -279,7 +282,10 @@ pub fn serve<B: Backend>(
         packs: packs.len() as u64,
         seed: cfg.seed,
         shuffle: cfg.shuffle,
-        block: plan_file.settings.balance.map_or(1, |b| b.world.max(1) as u64),
+        block: plan_file
+            .settings
+            .balance
+            .map_or(1, |b| b.world.max(1) as u64),
     };
     let fingerprint = fingerprint(&rows, &order);
     let cursor = match &cfg.resume {
@@ -313,10 +319,7 @@ pub fn serve<B: Backend>(
 
     let shared = Mutex::new(Shared::default());
     let changed = Condvar::new();
-    shared
-        .lock()
-        .map_err(|_| poisoned())?
-        .seek(0, slots);
+    shared.lock().map_err(|_| poisoned())?.seek(0, slots);
 
     let mut producer = Producer {
         backend,
@@ -436,7 +439,10 @@ fn session(
         let msg: Value = match serde_json::from_str(line.trim()) {
             Ok(v) => v,
             Err(e) => {
-                send_line(&mut conn, &json!({"op": "error", "message": format!("bad JSON: {e}")}))?;
+                send_line(
+                    &mut conn,
+                    &json!({"op": "error", "message": format!("bad JSON: {e}")}),
+                )?;
                 continue;
             }
         };
@@ -472,7 +478,8 @@ fn session(
                     "bounds": {"tokens": l.bounds.tokens, "samples": l.bounds.samples,
                                "images": l.bounds.images, "tiles": l.bounds.tiles},
                 });
-                let mut bytes = serde_json::to_vec(&ready).map_err(|e| Error::Serve(e.to_string()))?;
+                let mut bytes =
+                    serde_json::to_vec(&ready).map_err(|e| Error::Serve(e.to_string()))?;
                 bytes.push(b'\n');
                 send_with_fd(&mut conn, &bytes, hello.fd)
                     .map_err(|e| Error::Serve(format!("sending the ring: {e}")))?;
@@ -481,7 +488,12 @@ fn session(
             Some("next") if greeted => {
                 let released: Vec<usize> = msg["release"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_u64())
+                            .map(|v| v as usize)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let reply = next_batch(shared, changed, &released)?;
                 if reply["op"] == "end" {
@@ -506,7 +518,12 @@ fn session(
 
 /// Where the client wants its stream to start: its state's `consumed`, or an explicit
 /// `position`, or (nothing given) the oldest batch the last client did not release.
-fn hello_position(cfg: &ServeConfig, hello: &Hello, msg: &Value, shared: &Mutex<Shared>) -> Result<u64> {
+fn hello_position(
+    cfg: &ServeConfig,
+    hello: &Hello,
+    msg: &Value,
+    shared: &Mutex<Shared>,
+) -> Result<u64> {
     if let Some(state) = msg.get("state").filter(|v| !v.is_null()) {
         let state: RankState = serde_json::from_value(state.clone())
             .map_err(|e| Error::Serve(format!("hello: bad state: {e}")))?;
@@ -547,7 +564,8 @@ fn next_batch(shared: &Mutex<Shared>, changed: &Condvar, released: &[usize]) -> 
             s.sent.push((r.position, r.slot));
             return Ok(r.message);
         }
-        if s.end_position.is_some_and(|e| s.next_position >= e) {
+        // The end, once every position before it was published (and handed out).
+        if s.end_position.is_some_and(|e| s.published >= e) {
             return Ok(json!({"op": "end"}));
         }
         if s.free.is_empty() && s.ready.is_empty() {
@@ -563,13 +581,20 @@ fn next_batch(shared: &Mutex<Shared>, changed: &Condvar, released: &[usize]) -> 
 
 impl<B: Backend> Producer<'_, B> {
     /// Fills free slots in stream order until shut down; returns samples skipped.
-    fn run(&mut self, map: &mut memmap2::MmapMut, shared: &Mutex<Shared>, changed: &Condvar) -> u64 {
+    fn run(
+        &mut self,
+        map: &mut memmap2::MmapMut,
+        shared: &Mutex<Shared>,
+        changed: &Condvar,
+    ) -> u64 {
         let mut skipped = 0;
         let width = rayon::current_num_threads().max(1);
         loop {
             // Claim up to `width` positions and slots.
             let (generation, jobs) = {
-                let Ok(mut s) = shared.lock() else { return skipped };
+                let Ok(mut s) = shared.lock() else {
+                    return skipped;
+                };
                 loop {
                     if s.shutdown {
                         return skipped;
@@ -605,12 +630,15 @@ impl<B: Backend> Producer<'_, B> {
                 continue;
             }
             let made = self.make(map, &jobs);
-            let Ok(mut s) = shared.lock() else { return skipped };
+            let Ok(mut s) = shared.lock() else {
+                return skipped;
+            };
             for ((position, _, slot), result) in jobs.iter().zip(made) {
                 match result {
                     Ok((message, n_skipped)) => {
                         skipped += n_skipped;
                         if s.generation == generation {
+                            s.published = position + 1;
                             s.ready.push_back(Ready {
                                 position: *position,
                                 slot: *slot,
@@ -629,7 +657,11 @@ impl<B: Backend> Producer<'_, B> {
     }
 
     /// Materializes the batches of `jobs` (position, global index, slot) in parallel.
-    fn make(&mut self, map: &mut memmap2::MmapMut, jobs: &[(u64, u64, usize)]) -> Vec<Result<(Value, u64)>> {
+    fn make(
+        &mut self,
+        map: &mut memmap2::MmapMut,
+        jobs: &[(u64, u64, usize)],
+    ) -> Vec<Result<(Value, u64)>> {
         let p = self.order.packs.max(1);
         for &(_, global, _) in jobs {
             let epoch = global / p;
@@ -687,7 +719,15 @@ impl<B: Backend> Producer<'_, B> {
         }
         let tiles: Vec<std::result::Result<Vec<u8>, Problem>> = members
             .par_iter()
-            .map(|m| tile_sample(self.backend, &self.cfg.spec, &self.cfg.decode, &self.cache, m))
+            .map(|m| {
+                tile_sample(
+                    self.backend,
+                    &self.cfg.spec,
+                    &self.cfg.decode,
+                    &self.cache,
+                    m,
+                )
+            })
             .collect();
         let mut kept = Vec::with_capacity(members.len());
         let mut pixels = Vec::with_capacity(members.len());
@@ -744,21 +784,42 @@ impl<B: Backend> Producer<'_, B> {
             at += p.len();
         }
         let array = |name: &str, descr: &str, shape: Vec<usize>, offset: usize| {
-            (name.to_string(), json!({"dtype": descr, "shape": shape, "offset": base + offset}))
+            (
+                name.to_string(),
+                json!({"dtype": descr, "shape": shape, "offset": base + offset}),
+            )
         };
         let [a, b, c] = l.tile_shape;
         let arrays: serde_json::Map<String, Value> = [
             array("input_ids", ids_descr, vec![n], l.input_ids),
             array("labels", ids_descr, vec![n], l.labels),
             array("position_ids", "<i4", vec![n], l.position_ids),
-            array("cu_seqlens", "<i4", vec![fields.cu_seqlens.len()], l.cu_seqlens),
-            array("image_spans", "<i8", vec![fields.image_spans.len(), 4], l.image_spans),
-            array("pixel_values", self.cfg.spec.dtype.npy_descr(), vec![n_tiles, a, b, c], l.pixel_values),
+            array(
+                "cu_seqlens",
+                "<i4",
+                vec![fields.cu_seqlens.len()],
+                l.cu_seqlens,
+            ),
+            array(
+                "image_spans",
+                "<i8",
+                vec![fields.image_spans.len(), 4],
+                l.image_spans,
+            ),
+            array(
+                "pixel_values",
+                self.cfg.spec.dtype.npy_descr(),
+                vec![n_tiles, a, b, c],
+                l.pixel_values,
+            ),
         ]
         .into_iter()
         .collect();
         for p in &problems {
-            eprintln!("vlmprep serve: rank {} skipped a sample: {p}", self.cfg.rank);
+            eprintln!(
+                "vlmprep serve: rank {} skipped a sample: {p}",
+                self.cfg.rank
+            );
         }
         let samples: Vec<Value> = kept
             .iter()
