@@ -63,6 +63,8 @@ class SidecarLoader:
         self._state = None  # loaded state, sent with the next hello
         self._consumed = None
         self._held = []  # slots of batches handed out and not released yet
+        # Meta of packs every sample of which failed: not yielded, but they take a position.
+        self.empty_batches = []
 
     # ---- connection ------------------------------------------------------------------------
 
@@ -162,11 +164,13 @@ class SidecarLoader:
                 raise SidecarError(msg.get("message", f"unexpected reply {msg}"))
             self._held = [msg["slot"]]
             self._consumed = msg["position"] + 1
+            meta = {k: msg[k] for k in ("position", "global", "epoch", "pack", "samples",
+                                        "skipped")}
             if not msg["samples"]:
-                continue  # every sample of this pack failed: nothing to train on
+                self.empty_batches.append(meta)  # every sample failed: nothing to train on
+                continue
             batch = Batch((name, self._view(spec)) for name, spec in msg["arrays"].items())
-            batch.meta = {k: msg[k] for k in ("position", "global", "epoch", "pack", "samples",
-                                              "skipped")}
+            batch.meta = meta
             yield batch
 
     # ---- checkpoints -----------------------------------------------------------------------

@@ -61,6 +61,16 @@ def main():
                 batch = next(it)
             except StopIteration:
                 live[rank] = False
+                batch = None
+            # Packs whose every sample failed were passed over: record them too (no arrays).
+            for m in loaders[rank].empty_batches:
+                record[target].append({
+                    "rank": rank, "position": m["position"], "global": m["global"],
+                    "epoch": m["epoch"], "pack": m["pack"], "samples": [],
+                    "skipped": [f'{s["shard"]}#{s["key"]}' for s in m["skipped"]], "hash": None,
+                })
+            loaders[rank].empty_batches.clear()
+            if batch is None:
                 continue
             m = batch.meta
             # The arrays must describe the samples: one cu_seqlens entry per sample, spans
