@@ -134,6 +134,11 @@ pub enum Error {
     /// clusters); the message names the input and the row.
     #[error("semantic dedup: {0}")]
     Semantic(String),
+    // ---- serve (sidecar) --------------------------------------------------------------------
+    /// The sidecar server or its resume state: bad rank/world, a state of another job, a socket
+    /// or shared-memory failure, a protocol error from a client.
+    #[error("serve: {0}")]
+    Serve(String),
 }
 
 impl Error {

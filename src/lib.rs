@@ -15,6 +15,7 @@ pub mod model;
 pub mod pack;
 pub mod pipeline;
 pub mod problems;
+pub mod serve;
 pub mod shard;
 pub mod sink;
 

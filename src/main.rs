@@ -21,6 +21,7 @@ use cli::curate::{CurateArgs, cmd_curate};
 use cli::device::{Device, DeviceArg};
 use cli::embed::{EmbedArgs, cmd_embed};
 use cli::packing::{PackArgs, PlanArgs, cmd_pack, cmd_plan};
+use cli::serve::{ServeArgs, cmd_serve};
 
 /// vlmprep: preprocessing for vision-language-model training data.
 ///
@@ -62,6 +63,10 @@ enum Command {
     /// cluster, duplicate group, keep, reason), summary.json, and optionally the kept shards.
     /// Resumable: a killed run restarts where it stopped.
     Curate(CurateArgs),
+    /// Sidecar for a trainer: plan the pool, then serve this rank's packed batches (tiles,
+    /// input_ids, labels, position_ids, cu_seqlens) through shared memory over a Unix socket,
+    /// deterministic and resumable on any number of ranks (python/ has the client).
+    Serve(ServeArgs),
     /// Build a small synthetic pool (no downloads) and run inspect, tile, plan, pack, embed and
     /// curate on it (curate on a second pool with planted duplicates).
     Demo(DemoArgs),
@@ -282,6 +287,7 @@ fn main() -> Result<()> {
         Command::Pack(args) => cmd_pack(args),
         Command::Curate(args) => cmd_curate(args),
         Command::Demo(args) => cmd_demo(args),
+        Command::Serve(args) => cmd_serve(args),
     }
 }
 

@@ -5,3 +5,4 @@ pub mod curate;
 pub mod device;
 pub mod embed;
 pub mod packing;
+pub mod serve;

@@ -83,18 +83,41 @@ pub struct PackSummary {
 }
 
 /// A sample of a pack, costed again from its shard.
-struct Member<'r> {
-    row: &'r PlanRow,
-    costing: SampleCosting,
+pub struct Member<'r> {
+    /// Its plan row.
+    pub row: &'r PlanRow,
+    /// Its images and token layout, as rebuilt from the shard.
+    pub costing: SampleCosting,
 }
 
 /// Opened shards, each with its key → sample index.
-struct ShardCache {
+#[derive(Default)]
+pub struct ShardCache {
     shards: HashMap<String, (Shard, HashMap<String, usize>)>,
 }
 
 impl ShardCache {
-    fn get(&mut self, path: &str) -> Result<&(Shard, HashMap<String, usize>)> {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens every shard `rows` name that is not open yet; returns why each failed shard
+    /// failed (its rows then fail as `unreadable-shard`).
+    pub fn open_for<'r>(&mut self, rows: impl Iterator<Item = &'r PlanRow>) -> OpenErrors {
+        let mut open_errors = OpenErrors::new();
+        for row in rows {
+            if !open_errors.contains_key(&row.shard)
+                && let Err(err) = self.get(&row.shard)
+            {
+                open_errors.insert(row.shard.clone(), err.to_string());
+            }
+        }
+        open_errors
+    }
+
+    /// The shard at `path` and its key index, opened on first use.
+    pub fn get(&mut self, path: &str) -> Result<&(Shard, HashMap<String, usize>)> {
         if !self.shards.contains_key(path) {
             let p = PathBuf::from(path);
             let source = if p.is_dir() {
@@ -171,8 +194,11 @@ pub fn run_pack<B: Backend>(
     Ok((summary, problems))
 }
 
+/// Shards that failed to open, with the reason.
+pub type OpenErrors = HashMap<String, String>;
+
 /// The plan's packs in id order, each its rows by slot. Pack ids must be 0..P without gaps.
-fn group_packs<'r>(rows: &'r [PlanRow], plan_dir: &Path) -> Result<Vec<Vec<&'r PlanRow>>> {
+pub fn group_packs<'r>(rows: &'r [PlanRow], plan_dir: &Path) -> Result<Vec<Vec<&'r PlanRow>>> {
     let count = rows
         .iter()
         .filter_map(|r| r.pack_id)
@@ -239,33 +265,16 @@ fn recost(
     Ok(costing)
 }
 
-/// Decoded tiles of one sample: rows of the pixel tensor, in image order.
-type SampleTiles = Vec<u8>;
-
-#[allow(clippy::too_many_arguments)]
-fn write_pack_shard<B: Backend>(
-    backend: &B,
-    cfg: &PackConfig,
-    plan_file: &PlanFile,
+/// Costs every sample of `packs` again from its (already opened) shard, in parallel, and checks
+/// it against the plan: per pack, per slot, the member or the problem that leaves it out.
+pub fn cost_members<'r>(
+    cache: &ShardCache,
+    open_errors: &OpenErrors,
+    packs: &[Vec<&'r PlanRow>],
     coster: &SampleCoster,
-    cache: &mut ShardCache,
-    packs: &[Vec<&PlanRow>],
-    dir: &Path,
-    summary: &mut PackSummary,
-    problems: &mut ProblemLog,
-) -> Result<()> {
-    // Open every shard this group needs (sequentially: it mutates the cache), then cost all
-    // its samples in parallel.
-    let mut open_errors: HashMap<&str, String> = HashMap::new();
-    for row in packs.iter().flatten() {
-        if !open_errors.contains_key(row.shard.as_str())
-            && let Err(err) = cache.get(&row.shard)
-        {
-            open_errors.insert(&row.shard, err.to_string());
-        }
-    }
-    let cache = &*cache;
-    let costed: Vec<Vec<std::result::Result<Member, Problem>>> = packs
+    plan_file: &PlanFile,
+) -> Vec<Vec<std::result::Result<Member<'r>, Problem>>> {
+    packs
         .par_iter()
         .map(|pack| {
             pack.par_iter()
@@ -285,7 +294,29 @@ fn write_pack_shard<B: Backend>(
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Decoded tiles of one sample: rows of the pixel tensor, in image order.
+pub type SampleTiles = Vec<u8>;
+
+#[allow(clippy::too_many_arguments)]
+fn write_pack_shard<B: Backend>(
+    backend: &B,
+    cfg: &PackConfig,
+    plan_file: &PlanFile,
+    coster: &SampleCoster,
+    cache: &mut ShardCache,
+    packs: &[Vec<&PlanRow>],
+    dir: &Path,
+    summary: &mut PackSummary,
+    problems: &mut ProblemLog,
+) -> Result<()> {
+    // Open every shard this group needs (sequentially: it mutates the cache), then cost all
+    // its samples in parallel.
+    let open_errors = cache.open_for(packs.iter().flatten().copied());
+    let cache = &*cache;
+    let costed = cost_members(cache, &open_errors, packs, coster, plan_file);
 
     let mut members: Vec<Vec<Member>> = Vec::with_capacity(packs.len());
     for pack in costed {
@@ -384,7 +415,7 @@ fn materialize<B: Backend>(
             .par_iter()
             .map(|pack| {
                 pack.par_iter()
-                    .map(|m| tile_sample(backend, cfg, cache, m))
+                    .map(|m| tile_sample(backend, &cfg.spec, &cfg.decode, cache, m))
                     .collect()
             })
             .collect();
@@ -413,10 +444,12 @@ fn materialize<B: Backend>(
     Ok((stream, offsets))
 }
 
-/// Decodes and tiles the images of one sample that remain in its layout.
-fn tile_sample<B: Backend>(
+/// Decodes and tiles the images of one sample that remain in its layout: the rows of the pixel
+/// tensor (`spec`'s dtype and layout), in image order, or the problem that leaves it out.
+pub fn tile_sample<B: Backend>(
     backend: &B,
-    cfg: &PackConfig,
+    spec: &TileSpec,
+    decode_opts: &DecodeOptions,
     cache: &ShardCache,
     m: &Member,
 ) -> std::result::Result<SampleTiles, Problem> {
@@ -425,7 +458,10 @@ fn tile_sample<B: Backend>(
         .shards
         .get(&m.row.shard)
         .ok_or_else(|| plan_problem(m.row, "unreadable-shard", "shard not open".into()))?;
-    let sample = &shard.samples()[index[&m.row.key]];
+    let sample = index
+        .get(&m.row.key)
+        .map(|&i| &shard.samples()[i])
+        .ok_or_else(|| plan_problem(m.row, "plan-mismatch", "key no longer in its shard".into()))?;
     let mut decoded = Vec::with_capacity(m.costing.images.len());
     let mut plans: Vec<TilePlan> = Vec::with_capacity(m.costing.images.len());
     for image in &m.costing.images {
@@ -433,11 +469,7 @@ fn tile_sample<B: Backend>(
             .find(|e| e.offset == image.offset)
             .ok_or_else(|| plan_problem(m.row, "plan-mismatch", "image member moved".into()))?;
         let data = shard.member_data(entry).map_err(fail)?;
-        let opts = DecodeOptions {
-            max_pixels: cfg.decode.max_pixels,
-            ..cfg.decode
-        };
-        decoded.push(decode(&data, &opts).map_err(fail)?.image);
+        decoded.push(decode(&data, decode_opts).map_err(fail)?.image);
         plans.push(image.plan);
     }
     if decoded.is_empty() {
@@ -445,10 +477,54 @@ fn tile_sample<B: Backend>(
     }
     let images: Vec<&crate::image::RgbImage> = decoded.iter().collect();
     let tiles = backend
-        .tile_batch(&images, &plans, &cfg.spec)
+        .tile_batch(&images, &plans, spec)
         .and_then(|t| backend.tiles_to_host(t))
         .map_err(fail)?;
     Ok(tiles.data)
+}
+
+/// The token fields of one pack, laid out as a trainer consumes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackFields {
+    /// Tokens of all samples, concatenated.
+    pub input_ids: Vec<i64>,
+    /// Targets: -100 on image tokens and each sample's first token.
+    pub labels: Vec<i64>,
+    /// 0.. restarting at every sample.
+    pub position_ids: Vec<i32>,
+    /// flash_attn_varlen's cu_seqlens: 0, end of sample 0, end of sample 1, ...
+    pub cu_seqlens: Vec<i32>,
+    /// Per image: token start in the pack, span length, first tile row in the pack, tiles.
+    pub image_spans: Vec<[i64; 4]>,
+}
+
+/// Lays out the token fields of one pack from its members, in slot order.
+pub fn pack_fields(pack: &[Member]) -> PackFields {
+    let mut f = PackFields {
+        cu_seqlens: vec![0],
+        ..PackFields::default()
+    };
+    let mut tile_in_pack = 0i64;
+    for m in pack {
+        let layout = &m.costing.layout;
+        let sample_start = f.input_ids.len() as i64;
+        f.input_ids
+            .extend(layout.input_ids.iter().map(|&t| i64::from(t)));
+        f.labels.extend(&layout.labels);
+        f.position_ids.extend(0..layout.len() as i32);
+        f.cu_seqlens.push(f.input_ids.len() as i32);
+        for (span, image) in layout.images.iter().zip(&m.costing.images) {
+            let tiles = i64::from(image.plan.num_tiles());
+            f.image_spans.push([
+                sample_start + i64::from(span.start),
+                i64::from(span.len),
+                tile_in_pack,
+                tiles,
+            ]);
+            tile_in_pack += tiles;
+        }
+    }
+    f
 }
 
 /// Concatenates the token fields of the group's packs and writes them.
@@ -469,27 +545,18 @@ fn write_token_arrays(
 
     for (p, pack) in members.iter().enumerate() {
         let pack_start = input_ids.len();
-        let mut tile_in_pack = 0i64;
-        cu_seqlens.push(0);
+        let fields = pack_fields(pack);
+        input_ids.extend(&fields.input_ids);
+        labels.extend(&fields.labels);
+        position_ids.extend(&fields.position_ids);
+        cu_seqlens.extend(&fields.cu_seqlens);
+        for span in &fields.image_spans {
+            spans.push(p as i64);
+            spans.extend(span);
+        }
         let mut line = Vec::new();
         for m in pack {
             let layout = &m.costing.layout;
-            let sample_start = (input_ids.len() - pack_start) as i64;
-            input_ids.extend(layout.input_ids.iter().map(|&t| i64::from(t)));
-            labels.extend(&layout.labels);
-            position_ids.extend(0..layout.len() as i32);
-            cu_seqlens.push((input_ids.len() - pack_start) as i32);
-            for (span, image) in layout.images.iter().zip(&m.costing.images) {
-                let tiles = i64::from(image.plan.num_tiles());
-                spans.extend([
-                    p as i64,
-                    sample_start + i64::from(span.start),
-                    i64::from(span.len),
-                    tile_in_pack,
-                    tiles,
-                ]);
-                tile_in_pack += tiles;
-            }
             line.push(serde_json::json!({
                 "key": m.row.key,
                 "shard": m.row.shard,
