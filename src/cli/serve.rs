@@ -106,6 +106,8 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
         Device::Cpu => serve(&CpuBackend, &cfg, &tokenizer),
         #[cfg(feature = "cuda")]
         Device::Cuda(gpu) => serve(gpu.as_ref(), &cfg, &tokenizer),
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu(gpu) => serve(gpu.as_ref(), &cfg, &tokenizer),
     };
     let s = result.with_context(|| format!("serving on {}", cfg.socket.display()))?;
     eprintln!(
