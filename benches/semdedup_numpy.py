@@ -22,6 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # imported here so the groups phase times the work, not the import
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+except ImportError:
+    connected_components = None
+
 MASK = (1 << 64) - 1
 TILE_FLOATS = 1 << 21
 PAIR_TILE = 512
@@ -148,11 +154,6 @@ def pairs_within(emb, cluster, min_cos):
 def groups_and_kept(n, i, j, cos, eps_list):
     # Union-find over the pairs, the way a numpy user would do it: scipy's connected components
     # if present, else a Python loop.
-    try:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-    except ImportError:
-        connected_components = None
     out = []
     for e in eps_list:
         m = cos >= np.float32(1 - e)

@@ -24,13 +24,24 @@ fn vm_hwm_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// Writes a C-order .npy file of `shape` with numpy dtype `descr` (`<f4`, `<u4`).
-fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a C-order .npy file of `shape` with numpy dtype `descr` (`<f4`, `<u4`); `values` are
+/// 4-byte little-endian numbers, converted in chunks so a 3 GB array is never copied whole.
+fn write_npy<T: Copy>(
+    path: &Path,
+    descr: &str,
+    shape: &[usize],
+    values: &[T],
+    to_le: impl Fn(T) -> [u8; 4],
+) -> std::io::Result<()> {
     let shape_s = match shape {
         [n] => format!("({n},)"),
         _ => format!(
             "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header =
@@ -44,16 +55,13 @@ fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> std::io
     f.write_all(b"\x93NUMPY\x01\x00")?;
     f.write_all(&(header.len() as u16).to_le_bytes())?;
     f.write_all(header.as_bytes())?;
-    f.write_all(bytes)?;
+    let mut bytes = Vec::with_capacity(1 << 22);
+    for chunk in values.chunks(1 << 20) {
+        bytes.clear();
+        bytes.extend(chunk.iter().flat_map(|&x| to_le(x)));
+        f.write_all(&bytes)?;
+    }
     f.flush()
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn u32_bytes(v: &[u32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,10 +119,26 @@ fn main() -> anyhow::Result<()> {
         topic_weight: 0.5,
         seed: 42,
     })?;
-    println!("generate {:.2} s, VmHWM {:.0} MiB", t.elapsed().as_secs_f64(), vm_hwm_mib());
-    write_npy(&out.join("emb.npy"), "<f4", &[rows, dim], &f32_bytes(&s.data))?;
+    println!(
+        "generate {:.2} s, VmHWM {:.0} MiB",
+        t.elapsed().as_secs_f64(),
+        vm_hwm_mib()
+    );
+    write_npy(
+        &out.join("emb.npy"),
+        "<f4",
+        &[rows, dim],
+        &s.data,
+        f32::to_le_bytes,
+    )?;
     let planted_flat: Vec<u32> = s.planted.iter().flat_map(|p| [p.0, p.1]).collect();
-    write_npy(&out.join("planted.npy"), "<u4", &[s.planted.len(), 2], &u32_bytes(&planted_flat))?;
+    write_npy(
+        &out.join("planted.npy"),
+        "<u4",
+        &[s.planted.len(), 2],
+        &planted_flat,
+        u32::to_le_bytes,
+    )?;
     let hwm_data = vm_hwm_mib();
 
     let t = Instant::now();
@@ -138,11 +162,18 @@ fn main() -> anyhow::Result<()> {
     let hwm = vm_hwm_mib();
 
     let found: std::collections::HashSet<(u32, u32)> = pairs.iter().map(|p| (p.0, p.1)).collect();
-    let hits = s.planted.iter().filter(|p| found.contains(&(p.0, p.1))).count();
+    let hits = s
+        .planted
+        .iter()
+        .filter(|p| found.contains(&(p.0, p.1)))
+        .count();
     let recall = hits as f64 / s.planted.len().max(1) as f64;
     let planted_set: std::collections::HashSet<(u32, u32)> =
         s.planted.iter().map(|p| (p.0, p.1)).collect();
-    let unplanted = pairs.iter().filter(|p| !planted_set.contains(&(p.0, p.1))).count();
+    let unplanted = pairs
+        .iter()
+        .filter(|p| !planted_set.contains(&(p.0, p.1)))
+        .count();
     println!(
         "fit {fit_s:.2} s | assign {assign_s:.2} s | pairs {pairs_s:.2} s | groups {groups_s:.3} s"
     );
@@ -161,12 +192,36 @@ fn main() -> anyhow::Result<()> {
         (rows * dim * 4) as f64 / (1 << 20) as f64
     );
 
-    write_npy(&out.join("centroids.npy"), "<f4", &[c.len(), dim], &f32_bytes(&c.data))?;
-    write_npy(&out.join("cluster.npy"), "<u4", &[rows], &u32_bytes(&a.cluster))?;
+    write_npy(
+        &out.join("centroids.npy"),
+        "<f4",
+        &[c.len(), dim],
+        &c.data,
+        f32::to_le_bytes,
+    )?;
+    write_npy(
+        &out.join("cluster.npy"),
+        "<u4",
+        &[rows],
+        &a.cluster,
+        u32::to_le_bytes,
+    )?;
     let pairs_flat: Vec<u32> = pairs.iter().flat_map(|p| [p.0, p.1]).collect();
-    write_npy(&out.join("pairs_ij.npy"), "<u4", &[pairs.len(), 2], &u32_bytes(&pairs_flat))?;
+    write_npy(
+        &out.join("pairs_ij.npy"),
+        "<u4",
+        &[pairs.len(), 2],
+        &pairs_flat,
+        u32::to_le_bytes,
+    )?;
     let cos: Vec<f32> = pairs.iter().map(|p| p.2).collect();
-    write_npy(&out.join("pairs_cos.npy"), "<f4", &[pairs.len()], &f32_bytes(&cos))?;
+    write_npy(
+        &out.join("pairs_cos.npy"),
+        "<f4",
+        &[pairs.len()],
+        &cos,
+        f32::to_le_bytes,
+    )?;
     let json = serde_json::json!({
         "rows": rows, "dim": dim, "clusters": c.len(), "fit_sample": params.fit_sample,
         "iterations": params.iterations, "seed": params.seed, "eps": params.eps,

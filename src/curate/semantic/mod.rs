@@ -239,7 +239,11 @@ pub(crate) fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
             acc[l] += f64::from(x[l]) * f64::from(y[l]);
         }
     }
-    let tail: f64 = ra.iter().zip(rb).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+    let tail: f64 = ra
+        .iter()
+        .zip(rb)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
@@ -272,7 +276,9 @@ mod tests {
         let e = rows_of(&[1.0; 7], 3, "e").unwrap_err().to_string();
         assert!(e.contains("not a multiple"), "{e}");
         let mut x = vec![1.0, 0.0, 0.0, 0.0, f32::NAN, 0.0];
-        let e = check_normalized(&x, 3, "embeddings").unwrap_err().to_string();
+        let e = check_normalized(&x, 3, "embeddings")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("row 1") && e.contains("non-finite"), "{e}");
         assert!(normalize_rows(&mut x, 3).is_err());
         let mut z = vec![3.0, 4.0, 0.0, 0.0, 0.0, 0.0];
@@ -305,7 +311,10 @@ mod tests {
         );
         assert_eq!(kept_fraction_by_eps(0, &[], &[0.1]), vec![(0.1, 1.0)]);
         // Out-of-range pairs are ignored rather than panicking.
-        assert_eq!(kept_fraction_by_eps(2, &[(0, 5, 1.0)], &[0.1]), vec![(0.1, 1.0)]);
+        assert_eq!(
+            kept_fraction_by_eps(2, &[(0, 5, 1.0)], &[0.1]),
+            vec![(0.1, 1.0)]
+        );
     }
 
     #[test]

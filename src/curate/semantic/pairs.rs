@@ -314,8 +314,18 @@ mod tests {
         let idx: Vec<(u32, u32)> = all.iter().map(|p| (p.0, p.1)).collect();
         assert_eq!(idx, vec![(0, 1), (0, 3), (1, 3)]);
         // Cross: new rows against reference rows of the same cluster.
-        let cross = cross_pairs(&emb[..4], &assignment(vec![7, 9]), &emb[4..], &assignment(vec![7, 7]), 2, 0.99);
-        assert_eq!(cross.unwrap(), vec![(0, 1, dot_f64(&emb[..2], &emb[6..]) as f32)]);
+        let cross = cross_pairs(
+            &emb[..4],
+            &assignment(vec![7, 9]),
+            &emb[4..],
+            &assignment(vec![7, 7]),
+            2,
+            0.99,
+        );
+        assert_eq!(
+            cross.unwrap(),
+            vec![(0, 1, dot_f64(&emb[..2], &emb[6..]) as f32)]
+        );
     }
 
     #[test]
@@ -325,7 +335,21 @@ mod tests {
         assert!(duplicate_pairs(&emb, 2, &assignment(vec![0, 0]), f32::NAN).is_err());
         assert!(duplicate_pairs_with_tile(&emb, 2, &assignment(vec![0, 0]), 0.9, 0).is_err());
         assert!(duplicate_pairs(&[2.0, 0.0], 2, &assignment(vec![0]), 0.9).is_err());
-        assert!(cross_pairs(&emb, &assignment(vec![0, 0]), &emb, &assignment(vec![0]), 2, 0.9).is_err());
-        assert!(duplicate_pairs(&[], 2, &assignment(vec![]), 0.9).unwrap().is_empty());
+        assert!(
+            cross_pairs(
+                &emb,
+                &assignment(vec![0, 0]),
+                &emb,
+                &assignment(vec![0]),
+                2,
+                0.9
+            )
+            .is_err()
+        );
+        assert!(
+            duplicate_pairs(&[], 2, &assignment(vec![]), 0.9)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -90,11 +90,18 @@ pub fn generate(spec: &SyntheticSpec) -> Result<Synthetic> {
         seed,
     } = *spec;
     if dim < 2 || topics == 0 || 2 * planted > n || n > u32::MAX as usize {
-        return Err(Error::Semantic(format!("synthetic: impossible spec {spec:?}")));
+        return Err(Error::Semantic(format!(
+            "synthetic: impossible spec {spec:?}"
+        )));
     }
-    if !(min_cosine > -1.0 && min_cosine <= max_cosine && max_cosine < 1.0 && (0.0..1.0).contains(&w))
+    if !(min_cosine > -1.0
+        && min_cosine <= max_cosine
+        && max_cosine < 1.0
+        && (0.0..1.0).contains(&w))
     {
-        return Err(Error::Semantic(format!("synthetic: bad cosines or weight in {spec:?}")));
+        return Err(Error::Semantic(format!(
+            "synthetic: bad cosines or weight in {spec:?}"
+        )));
     }
     let centers: Vec<Vec<f64>> = (0..topics)
         .into_par_iter()
@@ -142,8 +149,7 @@ pub fn generate(spec: &SyntheticSpec) -> Result<Synthetic> {
                 .map(|&v| f64::from(v))
                 .collect();
             let mut rng = row_rng(seed, 4, q);
-            let c = f64::from(min_cosine)
-                + f64::from(max_cosine - min_cosine) * unit_f64(&mut rng);
+            let c = f64::from(min_cosine) + f64::from(max_cosine - min_cosine) * unit_f64(&mut rng);
             // A random direction made orthogonal to x (retry in the unlikely parallel case).
             let u = loop {
                 let g = unit(&mut rng, dim);
