@@ -88,7 +88,7 @@ pub(crate) fn rows_of(emb: &[f32], dim: usize, what: &str) -> Result<usize> {
     if dim == 0 {
         return Err(Error::Semantic(format!("{what}: dim is 0")));
     }
-    if emb.len() % dim != 0 {
+    if !emb.len().is_multiple_of(dim) {
         return Err(Error::Semantic(format!(
             "{what}: {} values is not a multiple of dim {dim}",
             emb.len()
