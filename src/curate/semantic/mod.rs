@@ -25,6 +25,9 @@ use rayon::prelude::*;
 
 use crate::curate::groups::UnionFind;
 use crate::error::{Error, Result};
+/// The crate's splitmix64 (shared with the packer): samples, inits and synthetic data depend on
+/// the seed alone.
+pub(crate) use crate::pack::rng::SplitMix64;
 
 /// How far a row's L2 norm may be from 1 and still count as normalized. f32 normalization lands
 /// within ~1e-6; the slack admits embeddings normalized in f16/bf16 upstream and converted.
@@ -85,7 +88,7 @@ pub(crate) fn rows_of(emb: &[f32], dim: usize, what: &str) -> Result<usize> {
     if dim == 0 {
         return Err(Error::Semantic(format!("{what}: dim is 0")));
     }
-    if emb.len() % dim != 0 {
+    if !emb.len().is_multiple_of(dim) {
         return Err(Error::Semantic(format!(
             "{what}: {} values is not a multiple of dim {dim}",
             emb.len()
@@ -244,33 +247,9 @@ pub(crate) fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// splitmix64: the crate's small deterministic generator for samples, inits and synthetic data
-/// (no dependency, identical on every platform).
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..bound` (`bound > 0`), by 128-bit multiply (bias below 2^-64 · bound).
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub(crate) fn unit_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
+/// Uniform in `[0, 1)` from the top 53 bits of one draw.
+pub(crate) fn unit_f64(rng: &mut SplitMix64) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// `count` distinct indices of `0..n`, sorted, chosen from `seed` (partial Fisher–Yates).
@@ -279,7 +258,7 @@ pub(crate) fn sample_indices(n: usize, count: usize, seed: u64) -> Vec<u32> {
     let mut idx: Vec<u32> = (0..n as u32).collect();
     let mut rng = SplitMix64::new(seed);
     for i in 0..count {
-        let j = i + rng.below((n - i) as u64) as usize;
+        let j = i + rng.below(n - i);
         idx.swap(i, j);
     }
     idx.truncate(count);

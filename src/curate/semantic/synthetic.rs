@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::{SplitMix64, dot_f64};
+use super::{SplitMix64, dot_f64, unit_f64};
 use crate::error::{Error, Result};
 
 /// What to generate.
@@ -49,8 +49,8 @@ pub struct Synthetic {
 
 /// A standard normal from two uniforms (Box–Muller; one of the pair is enough here).
 fn gaussian(rng: &mut SplitMix64) -> f64 {
-    let u1 = 1.0 - rng.unit_f64(); // (0, 1]: ln is finite
-    let u2 = rng.unit_f64();
+    let u1 = 1.0 - unit_f64(rng); // (0, 1]: ln is finite
+    let u2 = unit_f64(rng);
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
@@ -112,7 +112,7 @@ pub fn generate(spec: &SyntheticSpec) -> Result<Synthetic> {
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut rng = SplitMix64::new(seed ^ 0x5851_F42D_4C95_7F2D);
     for i in 0..2 * planted {
-        let j = i + rng.below((n - i) as u64) as usize;
+        let j = i + rng.below(n - i);
         order.swap(i, j);
     }
     let mut base_of = vec![u32::MAX; n];
@@ -120,7 +120,7 @@ pub fn generate(spec: &SyntheticSpec) -> Result<Synthetic> {
         base_of[order[2 * q + 1] as usize] = order[2 * q];
     }
     let mut topic: Vec<u32> = (0..n)
-        .map(|i| row_rng(seed, 2, i).below(topics as u64) as u32)
+        .map(|i| row_rng(seed, 2, i).below(topics) as u32)
         .collect();
     for i in 0..n {
         if base_of[i] != u32::MAX {
@@ -149,7 +149,7 @@ pub fn generate(spec: &SyntheticSpec) -> Result<Synthetic> {
                 .map(|&v| f64::from(v))
                 .collect();
             let mut rng = row_rng(seed, 4, q);
-            let c = f64::from(min_cosine) + f64::from(max_cosine - min_cosine) * rng.unit_f64();
+            let c = f64::from(min_cosine) + f64::from(max_cosine - min_cosine) * unit_f64(&mut rng);
             // A random direction made orthogonal to x (retry in the unlikely parallel case).
             let u = loop {
                 let g = unit(&mut rng, dim);
