@@ -6,8 +6,8 @@
 //! components of the "is a duplicate of" graph, from which one member is kept by a rule the user
 //! picks. The tiers only find pairs; the group and keep logic is shared.
 
-pub mod groups;
 pub mod exact;
+pub mod groups;
 pub mod perceptual;
 pub mod phash;
 
