@@ -14,6 +14,12 @@
 //! differ when a coefficient and the median are that close: images whose low frequencies tie
 //! (a flat image, an exactly symmetric one, where the "zero" coefficients are rounding noise in
 //! both). Natural images do not tie; the golden test checks real-looking images bit for bit.
+//!
+//! Known gap: Pillow 13 runs the vertical resampling pass first for some image shapes (by a
+//! cost rule this module does not reproduce yet; `pillow_resample` always goes horizontal
+//! first, as Pillow's Resample.c did). For those shapes the 32×32 image differs by ±1 level in
+//! some pixels and the hash can differ in a few bits (2 of the 10 golden images: 2 and 6
+//! bits).
 
 use crate::error::Result;
 use crate::image::RgbImage;
@@ -199,6 +205,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // k, l, m, n are the formula's indices
     fn the_dct_block_matches_a_direct_2d_sum() {
         let img = gray32(&textured(57, 41, 3)).unwrap();
         let d = dct_block(&img);

@@ -146,7 +146,7 @@ fn original_image(rng: &mut Rng) -> (RgbImage, String) {
     let mut main = ("", false);
     for s in 0..shape_count {
         let (name, color) = COLORS[rng.next() as usize % COLORS.len()];
-        let ellipse = rng.next() % 2 == 0;
+        let ellipse = rng.next().is_multiple_of(2);
         if s == 0 {
             main = (name, ellipse);
         }
@@ -187,8 +187,8 @@ fn original_image(rng: &mut Rng) -> (RgbImage, String) {
                 };
                 // A soft edge over ~5% of the radius: anti-aliased, as in photographs.
                 let cover = ((1.0 - d) * 20.0).clamp(0.0, 1.0) * s.alpha;
-                for c in 0..3 {
-                    px[c] += (s.color[c] - px[c]) * cover;
+                for (p, &col) in px.iter_mut().zip(&s.color) {
+                    *p += (col - *p) * cover;
                 }
             }
             let wave = texture * (freq * x as f32 + phase).sin() * (freq * 0.8 * y as f32).cos();
@@ -290,7 +290,7 @@ fn group(index: u32, seed: u64) -> Result<Vec<PlantedSample>> {
     }];
     // A third of the originals stay alone (the distinct images false positives are counted
     // on); the others get 1–4 copies of kinds drawn independently.
-    let copies = if rng.next() % 3 == 0 {
+    let copies = if rng.next().is_multiple_of(3) {
         0
     } else {
         rng.range(1, 4)
@@ -341,7 +341,7 @@ fn group(index: u32, seed: u64) -> Result<Vec<PlantedSample>> {
         });
     }
     for s in &mut out {
-        if rng.next() % 10 == 0 {
+        if rng.next().is_multiple_of(10) {
             s.caption = rng.pick(&OFF_TOPIC).to_string();
             s.off_topic = true;
         }
