@@ -70,8 +70,7 @@ pub fn write_reference(dir: &Path, set: &ReferenceSet, model: Option<&str>) -> R
         .centroids
         .as_ref()
         .map_or(0, |c| c.data.len() / c.dim.max(1));
-    if set.dim > 0 {
-        let rows = set.embeds.len() / set.dim;
+    if let Some(rows) = set.embeds.len().checked_div(set.dim) {
         write_npy(
             &dir.join("kept_image_embeds.npy"),
             "<f4",

@@ -127,10 +127,9 @@ pub fn write_kept_shards(
         if current
             .as_ref()
             .is_some_and(|c| c.samples >= settings.per_shard.max(1))
+            && let Some(done) = current.take()
         {
-            if let Some(done) = current.take() {
-                done.finish()?;
-            }
+            done.finish()?;
         }
         if current.is_none() {
             current = Some(OpenShard::create(dir, summary.shards)?);

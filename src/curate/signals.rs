@@ -235,8 +235,7 @@ pub fn write_shard_signals(
         &partial.join("signals.parquet"),
         &rows_to_table(&signals.rows),
     )?;
-    if signals.dim > 0 {
-        let embedded = signals.image_embeds.len() / signals.dim;
+    if let Some(embedded) = signals.image_embeds.len().checked_div(signals.dim) {
         let shape = [embedded, signals.dim];
         write_npy(
             &partial.join("image_embeds.npy"),
