@@ -177,6 +177,54 @@ pub(crate) fn patchify(
     Ok(())
 }
 
+/// Where each image of a tile batch lies when their pixels are uploaded back to back.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
+pub(crate) struct PackedRgbBatch {
+    /// (width, height) of each image.
+    pub sizes: Vec<(u32, u32)>,
+    /// Byte offset of each image in the concatenation.
+    pub offsets: Vec<u64>,
+    /// Total bytes.
+    pub total: u64,
+}
+
+/// The pixels of a tile batch laid back to back, as the GPU backends upload them: checks that
+/// there is one plan per image and that each image holds `3 × w × h` bytes.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
+pub(crate) fn packed_rgb_batch(
+    images: &[&crate::image::RgbImage],
+    plans: usize,
+) -> Result<PackedRgbBatch> {
+    if images.len() != plans {
+        return Err(Error::Resize(format!(
+            "{} images but {plans} plans",
+            images.len()
+        )));
+    }
+    let mut sizes = Vec::with_capacity(images.len());
+    let mut offsets = Vec::with_capacity(images.len());
+    let mut total = 0u64;
+    for img in images {
+        let need = 3 * img.width as usize * img.height as usize;
+        if img.data.len() != need {
+            return Err(Error::Resize(format!(
+                "{}x{} image holds {} bytes, needs {need}",
+                img.width,
+                img.height,
+                img.data.len()
+            )));
+        }
+        sizes.push((img.width, img.height));
+        offsets.push(total);
+        total += need as u64;
+    }
+    Ok(PackedRgbBatch {
+        sizes,
+        offsets,
+        total,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

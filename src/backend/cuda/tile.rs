@@ -423,30 +423,12 @@ impl Backend for CudaBackend {
         plans: &[TilePlan],
         spec: &TileSpec,
     ) -> Result<DeviceTiles> {
-        if images.len() != plans.len() {
-            return Err(Error::Resize(format!(
-                "{} images but {} plans",
-                images.len(),
-                plans.len()
-            )));
-        }
-        let mut sizes = Vec::with_capacity(images.len());
-        let mut offsets = Vec::with_capacity(images.len());
-        let mut total = 0usize;
-        for img in images {
-            let need = 3 * img.width as usize * img.height as usize;
-            if img.data.len() != need {
-                return Err(Error::Resize(format!(
-                    "{}x{} image holds {} bytes, needs {need}",
-                    img.width,
-                    img.height,
-                    img.data.len()
-                )));
-            }
-            sizes.push((img.width, img.height));
-            offsets.push(total);
-            total += need;
-        }
+        let crate::backend::shapes::PackedRgbBatch {
+            sizes,
+            offsets,
+            total,
+        } = crate::backend::shapes::packed_rgb_batch(images, plans.len())?;
+        let total = total as usize;
         let mut staging = Vec::with_capacity(total.max(1));
         for img in images {
             staging.extend_from_slice(&img.data);
@@ -464,7 +446,7 @@ impl Backend for CudaBackend {
             .map_err(cuda_err("allocating the tile batch"))?;
         let layout = {
             let (base, _guard) = pixels.device_ptr(stream);
-            let sources: Vec<u64> = offsets.iter().map(|&o| base + o as u64).collect();
+            let sources: Vec<u64> = offsets.iter().map(|&o| base + o).collect();
             self.run_tile_kernels(&sizes, &sources, plans, spec, &mut data)?
         };
         // `pixels` is freed in stream order, after the kernels that read it.

@@ -231,30 +231,11 @@ impl Backend for WgpuBackend {
         plans: &[TilePlan],
         spec: &TileSpec,
     ) -> Result<WgpuTiles> {
-        if images.len() != plans.len() {
-            return Err(Error::Resize(format!(
-                "{} images but {} plans",
-                images.len(),
-                plans.len()
-            )));
-        }
-        let mut sizes = Vec::with_capacity(images.len());
-        let mut offsets = Vec::with_capacity(images.len());
-        let mut total = 0u64;
-        for img in images {
-            let need = 3 * img.width as usize * img.height as usize;
-            if img.data.len() != need {
-                return Err(Error::Resize(format!(
-                    "{}x{} image holds {} bytes, needs {need}",
-                    img.width,
-                    img.height,
-                    img.data.len()
-                )));
-            }
-            sizes.push((img.width, img.height));
-            offsets.push(total);
-            total += need as u64;
-        }
+        let crate::backend::shapes::PackedRgbBatch {
+            sizes,
+            offsets,
+            total,
+        } = crate::backend::shapes::packed_rgb_batch(images, plans.len())?;
         let jobs = TileJobs::new(&sizes, &offsets, plans, spec.dtype, spec.filter)?;
         let layout = jobs.layout.clone();
         let out_words = layout.total_bytes.div_ceil(4) as u64;
