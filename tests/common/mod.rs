@@ -2,6 +2,8 @@
 //! fixture scripts save.
 #![allow(dead_code)] // each test crate uses a subset
 
+pub mod parity;
+
 use std::path::Path;
 
 /// (dtype descr, shape, raw little-endian data) of a version-1 .npy file.
