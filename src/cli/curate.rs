@@ -387,8 +387,9 @@ pub fn demo_curate(dir: &std::path::Path) -> Result<()> {
     }
     let exactly_one = kept_per_group.values().filter(|&&k| k == 1).count();
     let more = kept_per_group.values().filter(|&&k| k > 1).count();
+    let none = kept_per_group.values().filter(|&&k| k == 0).count();
     println!(
-        "groups        {exactly_one} of {} planted groups kept exactly one member; {more} kept more (missed duplicates)",
+        "groups        {exactly_one} of {} planted groups kept exactly one member; {more} kept more (missed duplicates); {none} kept none (joined to another group by a tier)",
         kept_per_group.len()
     );
     println!(
