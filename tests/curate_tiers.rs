@@ -13,22 +13,15 @@ use vlmprep::curate::phash::{PerceptualHash, gray32, hamming, phash};
 use vlmprep::curate::planted::{PlantedKind, PlantedSample, planted_pool};
 use vlmprep::image::RgbImage;
 use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
+use vlmprep::image::orientation::{EXIF_MIRROR, apply_orientation};
+
+/// The image mirrored left–right (EXIF orientation 2).
+fn mirror(img: &RgbImage) -> RgbImage {
+    apply_orientation(img.clone(), EXIF_MIRROR)
+}
 
 fn decode(bytes: &[u8]) -> RgbImage {
     decode_rgb8(bytes, &DecodeOptions::default()).unwrap()
-}
-
-fn mirror(img: &RgbImage) -> RgbImage {
-    let data = img
-        .data
-        .chunks_exact(3 * img.width as usize)
-        .flat_map(|row| row.chunks_exact(3).rev().flatten().copied())
-        .collect();
-    RgbImage {
-        width: img.width,
-        height: img.height,
-        data,
-    }
 }
 
 /// Bit for bit where Pillow resizes horizontally first (as `pillow_resample` does); where

@@ -12,6 +12,7 @@
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::decode::{DecodeOptions, decode_rgb8};
+use crate::image::orientation::{EXIF_MIRROR, apply_orientation};
 use crate::image::resize::{ResizeFilter, resize};
 use crate::sink::tar::TarWriter;
 use jpeg_encoder::{ColorType, Encoder};
@@ -258,19 +259,6 @@ fn crop(img: &RgbImage, left: u32, top: u32, right: u32, bottom: u32) -> RgbImag
     }
 }
 
-fn mirror(img: &RgbImage) -> RgbImage {
-    let data = img
-        .data
-        .chunks_exact(3 * img.width as usize)
-        .flat_map(|row| row.chunks_exact(3).rev().flatten().copied())
-        .collect();
-    RgbImage {
-        width: img.width,
-        height: img.height,
-        data,
-    }
-}
-
 /// The original and its planted copies for original number `index`.
 fn group(index: u32, seed: u64) -> Result<Vec<PlantedSample>> {
     let mut rng = Rng(seed ^ u64::from(index).wrapping_mul(0xd6e8_feb8_6659_fd93));
@@ -324,7 +312,7 @@ fn group(index: u32, seed: u64) -> Result<Vec<PlantedSample>> {
             }
             _ => (
                 PlantedKind::Flip,
-                encode(&mirror(&decoded), 88)?,
+                encode(&apply_orientation(decoded.clone(), EXIF_MIRROR), 88)?,
                 img.width,
                 img.height,
             ),

@@ -8,6 +8,9 @@ use super::RgbImage;
 /// reads and the writes of a block stay in cache.
 const BLOCK: usize = 32;
 
+/// EXIF orientation 2: mirrored left–right.
+pub const EXIF_MIRROR: u8 = 2;
+
 /// Returns `img` as displayed under EXIF `orientation`. Values outside 2..=8 leave the image
 /// unchanged (as Pillow does for 1 and for invalid values); 5..=8 swap width and height.
 ///

@@ -164,23 +164,29 @@ fn embed_batch<B: TensorOps>(
         })
         .collect();
     let mut slots = Vec::with_capacity(ready.len());
-    let mut kept_pixels = Vec::with_capacity(pixels.len());
-    for ((&i, w), px) in ready
-        .iter()
-        .zip(written)
-        .zip(pixels.chunks(per_image.max(1)))
-    {
+    let mut failed = false;
+    for (&i, w) in ready.iter().zip(&written) {
         match w {
-            Ok(()) => {
-                slots.push(i);
-                kept_pixels.extend_from_slice(px);
-            }
+            Ok(()) => slots.push(i),
             Err(e) => {
+                failed = true;
                 let message = e.to_string();
                 measured[i].row.error = Some(format!("resize: {message}"));
                 problems.push(sample_problem(shard, &chunk[i], "resize", message));
             }
         }
+    }
+    if failed {
+        // Rare: close the gaps left by refused images, in place, instead of copying the
+        // batch tensor on every batch.
+        let mut kept = 0;
+        for (row, w) in written.iter().enumerate() {
+            if w.is_ok() {
+                pixels.copy_within(row * per_image..(row + 1) * per_image, kept * per_image);
+                kept += 1;
+            }
+        }
+        pixels.truncate(kept * per_image);
     }
     for m in measured.iter_mut() {
         m.image = None; // the pixels are in the batch tensor now
@@ -189,7 +195,7 @@ fn embed_batch<B: TensorOps>(
         return Ok(());
     }
     let dim = out.dim;
-    let image_feats = model.image_features(&kept_pixels)?;
+    let image_feats = model.image_features(&pixels)?;
     let captions: Vec<&str> = slots
         .iter()
         .map(|&i| measured[i].caption.as_deref().unwrap_or(""))
