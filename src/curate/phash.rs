@@ -15,11 +15,8 @@
 //! (a flat image, an exactly symmetric one, where the "zero" coefficients are rounding noise in
 //! both). Natural images do not tie; the golden test checks real-looking images bit for bit.
 //!
-//! Known gap: Pillow 13 runs the vertical resampling pass first for some image shapes (by a
-//! cost rule this module does not reproduce yet; `pillow_resample` always goes horizontal
-//! first, as Pillow's Resample.c did). For those shapes the 32×32 image differs by ±1 level in
-//! some pixels and the hash can differ in a few bits (2 of the 10 golden images: 2 and 6
-//! bits).
+//! The resize is `image::pillow_resample`, which follows Pillow 13's pass order too (vertical
+//! first for images much taller than wide); the golden test checks both orders bit for bit.
 
 use crate::error::Result;
 use crate::image::RgbImage;

@@ -7,8 +7,9 @@
 //! SigLIP preprocessing therefore resizes with this module, which follows Pillow's algorithm
 //! (libImaging/Resample.c, read for its arithmetic): per output pixel, weights from the filter
 //! over a support widened by the downscale factor, normalized in f64, then rounded to 22-bit
-//! fixed point; a horizontal pass over the needed rows into an 8-bit intermediate, then a
-//! vertical pass, each rounding by adding half and shifting, clamped to 0..=255.
+//! fixed point; two passes through an 8-bit intermediate, each rounding by adding half and
+//! shifting, clamped to 0..=255: horizontal (over the rows needed) then vertical, or vertical
+//! then horizontal when the height shrinks much more than the width (Pillow 13's rule).
 //! Images are small (a 224² output) next to the model that follows, so plain integer loops do.
 
 use crate::error::{Error, Result};
@@ -262,47 +263,86 @@ fn resize_channels<const C: usize>(
     if (in_w, in_h) == (out_w, out_h) {
         return Ok(src.to_vec());
     }
-    let half = 1i32 << (PRECISION_BITS - 1);
     let vert = coefficients(in_h, out_h, filter);
-    // Pillow runs the horizontal pass only over the source rows the vertical pass reads.
+    if vertical_pass_first(in_w, in_h, out_w, out_h) {
+        // Pillow 13: when the height shrinks by more than twice as many pixels as the width,
+        // the vertical pass runs first (over every column) so the horizontal pass has fewer
+        // rows to do. The two 8-bit roundings then happen in the other order, which moves
+        // some pixels by one level, so the order is part of being bit-exact.
+        let tmp = vertical_pass::<C>(src, in_w, &vert, 0);
+        if in_w == out_w {
+            return Ok(tmp);
+        }
+        let horiz = coefficients(in_w, out_w, filter);
+        return Ok(horizontal_pass::<C>(&tmp, in_w, 0..out_h, &horiz));
+    }
+    // Horizontal first, only over the source rows the vertical pass reads.
     let first_row = vert.start[0];
     let last_row = vert.start[out_h - 1] + vert.count[out_h - 1];
-
-    let horizontal = if in_w != out_w {
+    let tmp;
+    let (rows_src, row_offset): (&[u8], usize) = if in_w != out_w {
         let horiz = coefficients(in_w, out_w, filter);
-        let rows = last_row - first_row;
-        let mut tmp = vec![0u8; C * out_w * rows];
-        for (r, out_row) in tmp.chunks_exact_mut(C * out_w).enumerate() {
-            let src_row = &src[C * in_w * (first_row + r)..C * in_w * (first_row + r + 1)];
-            for (xx, px) in out_row.chunks_exact_mut(C).enumerate() {
-                let k = &horiz.weights[xx * horiz.ksize..][..horiz.count[xx]];
-                let base = C * horiz.start[xx];
-                let mut acc = [half; C];
-                for (i, &w) in k.iter().enumerate() {
-                    let p = &src_row[base + C * i..base + C * i + C];
-                    for c in 0..C {
-                        acc[c] += i32::from(p[c]) * w;
-                    }
-                }
-                for c in 0..C {
-                    px[c] = clip8(acc[c]);
-                }
-            }
-        }
-        Some((tmp, first_row))
+        tmp = horizontal_pass::<C>(src, in_w, first_row..last_row, &horiz);
+        (&tmp, first_row)
     } else {
-        None
-    };
-    // The vertical pass reads either the intermediate (its row 0 is source row `first_row`)
-    // or the source itself.
-    let (rows_src, row_offset): (&[u8], usize) = match &horizontal {
-        Some((tmp, first)) => (tmp, *first),
-        None => (src, 0),
+        (src, 0)
     };
     if in_h == out_h {
         return Ok(rows_src.to_vec());
     }
-    let stride = C * out_w;
+    Ok(vertical_pass::<C>(rows_src, out_w, &vert, row_offset))
+}
+
+/// Pillow 13's pass-order rule (`ImagingResampleInner`): vertical first when the height is
+/// reduced, and by more than twice as many pixels as the width is.
+fn vertical_pass_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
+    let shrink_h = in_h as i64 - out_h as i64;
+    let shrink_w = in_w as i64 - out_w as i64;
+    shrink_h > 0 && shrink_h > 2 * shrink_w
+}
+
+/// Resamples each of the source rows in `rows` (a `width`-pixel, `C`-channel image) to
+/// `horiz`'s output width; returns those rows only.
+fn horizontal_pass<const C: usize>(
+    src: &[u8],
+    width: usize,
+    rows: std::ops::Range<usize>,
+    horiz: &Coefficients,
+) -> Vec<u8> {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let out_w = horiz.start.len();
+    let mut out = vec![0u8; C * out_w * rows.len()];
+    for (out_row, y) in out.chunks_exact_mut(C * out_w).zip(rows) {
+        let src_row = &src[C * width * y..C * width * (y + 1)];
+        for (xx, px) in out_row.chunks_exact_mut(C).enumerate() {
+            let k = &horiz.weights[xx * horiz.ksize..][..horiz.count[xx]];
+            let base = C * horiz.start[xx];
+            let mut acc = [half; C];
+            for (i, &w) in k.iter().enumerate() {
+                let p = &src_row[base + C * i..base + C * i + C];
+                for c in 0..C {
+                    acc[c] += i32::from(p[c]) * w;
+                }
+            }
+            for c in 0..C {
+                px[c] = clip8(acc[c]);
+            }
+        }
+    }
+    out
+}
+
+/// Resamples the columns of `rows_src` (rows of `width` `C`-channel pixels; its row 0 is source
+/// row `row_offset`) to `vert`'s output height.
+fn vertical_pass<const C: usize>(
+    rows_src: &[u8],
+    width: usize,
+    vert: &Coefficients,
+    row_offset: usize,
+) -> Vec<u8> {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let out_h = vert.start.len();
+    let stride = C * width;
     let mut data = vec![0u8; stride * out_h];
     // Row by row, accumulating whole source rows: the same integer sums as Pillow's per-pixel
     // loop (exact, so the order does not matter), but contiguous and vectorizable.
@@ -321,7 +361,7 @@ fn resize_channels<const C: usize>(
             *out = clip8(a);
         }
     }
-    Ok(data)
+    data
 }
 
 #[cfg(test)]
