@@ -1,6 +1,7 @@
 //! End-to-end tests of `vlmprep serve` with the Python client (python/vlmprep_client): exactly
 //! once over an elastic resume after SIGKILL (2 ranks → 3 ranks), a trainer that dies and
-//! reconnects, and determinism (same seed, same batches, byte for byte).
+//! reconnects, determinism (same seed, same batches, byte for byte), and Qwen2-VL batches
+//! (flattened patches and grids).
 //!
 //! Needs python3 with numpy (`$VLMPREP_PYTHON` or `python3` on PATH); skips with a printed
 //! reason when missing, unless `VLMPREP_REQUIRE_PYTHON=1`.
@@ -99,6 +100,16 @@ fn start_server(
         ])
         .args(["--seed", &seed.to_string(), "--prefetch", "3"])
         .args([
+            "--tokens-per-pack",
+            "256",
+            "--dtype",
+            "f32",
+            "--device",
+            "cpu",
+        ]);
+    // Small InternVL tiles unless the test picks its own rule.
+    if !extra.contains(&"--mode") {
+        cmd.args([
             "--mode",
             "internvl",
             "--tile-size",
@@ -106,10 +117,9 @@ fn start_server(
             "--max-tiles",
             "4",
         ])
-        .args(["--tokens-per-tile", "16", "--tokens-per-pack", "256"])
-        .args(["--dtype", "f32", "--device", "cpu"])
-        .args(extra)
-        .stdout(Stdio::null());
+        .args(["--tokens-per-tile", "16"]);
+    }
+    cmd.args(extra).stdout(Stdio::null());
     (cmd.spawn().expect("start vlmprep serve"), socket)
 }
 
@@ -327,4 +337,29 @@ fn same_seed_same_batches_and_epochs_reshuffle() {
     s1.sort_unstable();
     assert_eq!(s0, (0..p).collect::<Vec<_>>());
     assert_eq!(s0, s1);
+}
+
+#[test]
+fn qwen2vl_batches_carry_patches_and_grids() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let (shards, bad) = build_pool(&work.join("pool"));
+    let extra = ["--mode", "qwen2vl", "--max-pixels", "50176"];
+    let (mut child, socket) = start_server(work, &shards, "q", 0, 1, 3, &extra);
+    // consume.py checks every batch's patch layout against its grids and token spans.
+    let record = consume(&py, work, &[socket], &[], "q");
+    wait_exit(&mut child, "server");
+    let delivered: BTreeSet<String> = batches(&record, "before")
+        .iter()
+        .flat_map(|b| b["samples"].as_array().unwrap().iter())
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    let (mut planned, _) = planned(&work.join("plan-q-0"));
+    assert!(planned.remove(&bad), "the truncated JPEG was planned");
+    assert_eq!(delivered, planned, "every decodable sample, once");
+    let rows = record["patch_rows"]
+        .as_u64()
+        .expect("no qwen2vl batch was seen");
+    assert!(rows >= 4 * delivered.len() as u64, "{rows} patch rows");
 }

@@ -6,6 +6,7 @@ pub mod normalize;
 pub mod orientation;
 pub mod pillow_resample;
 pub mod probe;
+pub mod qwen2vl_patches;
 pub mod resize;
 #[cfg(test)]
 mod test_images;

@@ -222,7 +222,8 @@ pub fn group_packs<'r>(rows: &'r [PlanRow], plan_dir: &Path) -> Result<Vec<Vec<&
     Ok(packs)
 }
 
-fn plan_problem(row: &PlanRow, kind: &'static str, message: String) -> Problem {
+/// A problem of one planned sample, named by its shard, key and offset.
+pub fn plan_problem(row: &PlanRow, kind: &'static str, message: String) -> Problem {
     Problem {
         shard: PathBuf::from(&row.shard),
         offset: Some(row.offset),

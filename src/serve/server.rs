@@ -13,15 +13,15 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use super::order::{Cursor, PackOrder, RankState, RankStream, resume_cursor};
+use super::pixels::{PixelForm, SamplePixels, sample_pixels};
 use super::shm::{memfd, send_with_fd};
 use crate::backend::{Backend, TileSpec};
 use crate::error::{Error, Result};
 use crate::image::decode::DecodeOptions;
-use crate::image::tiling::TilingRule;
 use crate::model::tokenizer::TextTokenizer;
 use crate::pack::sample_cost::SampleCoster;
 use crate::pipeline::pack::{
-    IdsDtype, Member, ShardCache, cost_members, group_packs, pack_fields, tile_sample,
+    IdsDtype, Member, ShardCache, cost_members, group_packs, pack_fields, plan_problem, tile_sample,
 };
 use crate::pipeline::plan::{PLAN_TABLE, PlanFile, read_plan_file};
 use crate::problems::Problem;
@@ -70,7 +70,8 @@ struct PackBounds {
     tokens: u64,
     samples: u64,
     images: u64,
-    tiles: u64,
+    /// Rows of `pixel_values` (tiles, or Qwen2-VL patches).
+    pixel_rows: u64,
 }
 
 /// Byte offsets (in a slot) and capacities of each array.
@@ -83,11 +84,13 @@ struct SlotLayout {
     position_ids: usize,
     cu_seqlens: usize,
     image_spans: usize,
+    /// `image_grid_thw` (Qwen2-VL patches only).
+    image_grid_thw: Option<usize>,
     pixel_values: usize,
     slot_bytes: usize,
-    /// Shape of one tile row and its dtype.
-    tile_shape: [usize; 3],
-    tile_bytes: usize,
+    /// What one row of `pixel_values` is.
+    form: PixelForm,
+    row_bytes: usize,
 }
 
 fn align(x: usize) -> usize {
@@ -95,9 +98,9 @@ fn align(x: usize) -> usize {
 }
 
 impl SlotLayout {
-    fn new(bounds: PackBounds, ids_size: usize, tile_shape: [usize; 3], elem: usize) -> Self {
+    fn new(bounds: PackBounds, ids_size: usize, form: PixelForm, elem: usize) -> Self {
         let n = bounds.tokens as usize;
-        let tile_bytes = tile_shape.iter().product::<usize>() * elem;
+        let row_bytes = form.row_elems() * elem;
         let mut at = 0;
         let mut take = |bytes: usize| {
             let o = at;
@@ -109,7 +112,10 @@ impl SlotLayout {
         let position_ids = take(n * 4);
         let cu_seqlens = take((bounds.samples as usize + 1) * 4);
         let image_spans = take(bounds.images as usize * 4 * 8);
-        let pixel_values = take(bounds.tiles as usize * tile_bytes);
+        let image_grid_thw = form
+            .has_grid()
+            .then(|| take(bounds.images as usize * 3 * 8));
+        let pixel_values = take(bounds.pixel_rows as usize * row_bytes);
         let slot_bytes = at.max(64);
         SlotLayout {
             bounds,
@@ -119,10 +125,11 @@ impl SlotLayout {
             position_ids,
             cu_seqlens,
             image_spans,
+            image_grid_thw,
             pixel_values,
             slot_bytes,
-            tile_shape,
-            tile_bytes,
+            form,
+            row_bytes,
         }
     }
 }
@@ -241,23 +248,8 @@ pub fn serve<B: Backend>(
     let plan_file = read_plan_file(&cfg.plan_dir)?;
     let rows = read_plan(&cfg.plan_dir.join(PLAN_TABLE))?;
     let packs = group_packs(&rows, &cfg.plan_dir)?;
-    let tile_side = match plan_file.settings.rule {
-        TilingRule::InternVl(s) => s.tile_size as usize,
-        TilingRule::Fixed { size } => size as usize,
-        TilingRule::Qwen2Vl(_) => {
-            return Err(Error::Serve(
-                "qwen2vl images have one shape each; serve materializes fixed-size tiles \
-                 (internvl, fixed)"
-                    .into(),
-            ));
-        }
-    };
     let dtype = cfg.spec.dtype;
-    let tile_shape = if dtype.is_float() {
-        [3, tile_side, tile_side]
-    } else {
-        [tile_side, tile_side, 3]
-    };
+    let form = PixelForm::for_rule(&plan_file.settings.rule, dtype)?;
     let mut bounds = PackBounds::default();
     for pack in &packs {
         bounds.tokens = bounds
@@ -267,15 +259,15 @@ pub fn serve<B: Backend>(
         bounds.images = bounds
             .images
             .max(pack.iter().map(|r| u64::from(r.images)).sum());
-        bounds.tiles = bounds
-            .tiles
-            .max(pack.iter().map(|r| u64::from(r.tiles)).sum());
+        bounds.pixel_rows = bounds
+            .pixel_rows
+            .max(pack.iter().map(|r| form.rows_bound(r)).sum());
     }
     let ids_size = match cfg.ids_dtype {
         IdsDtype::I32 => 4,
         IdsDtype::I64 => 8,
     };
-    let layout = SlotLayout::new(bounds, ids_size, tile_shape, dtype.size());
+    let layout = SlotLayout::new(bounds, ids_size, form, dtype.size());
     let slots = cfg.prefetch.max(1);
 
     let order = PackOrder {
@@ -476,7 +468,7 @@ fn session(
                     "slots": hello.slots,
                     "slot_bytes": l.slot_bytes,
                     "bounds": {"tokens": l.bounds.tokens, "samples": l.bounds.samples,
-                               "images": l.bounds.images, "tiles": l.bounds.tiles},
+                               "images": l.bounds.images, "pixel_rows": l.bounds.pixel_rows},
                 });
                 let mut bytes =
                     serde_json::to_vec(&ready).map_err(|e| Error::Serve(e.to_string()))?;
@@ -717,16 +709,21 @@ impl<B: Backend> Producer<'_, B> {
                 Err(p) => problems.push(p),
             }
         }
-        let tiles: Vec<std::result::Result<Vec<u8>, Problem>> = members
+        let l = &self.layout;
+        let elem = self.cfg.spec.dtype.size();
+        let tiles: Vec<std::result::Result<SamplePixels, Problem>> = members
             .par_iter()
             .map(|m| {
-                tile_sample(
+                let tiles = tile_sample(
                     self.backend,
                     &self.cfg.spec,
                     &self.cfg.decode,
                     &self.cache,
                     m,
-                )
+                )?;
+                let plans: Vec<_> = m.costing.images.iter().map(|i| i.plan).collect();
+                sample_pixels(&l.form, tiles, &plans, elem)
+                    .map_err(|e| plan_problem(m.row, "pixels", e.to_string()))
             })
             .collect();
         let mut kept = Vec::with_capacity(members.len());
@@ -740,18 +737,41 @@ impl<B: Backend> Producer<'_, B> {
                 Err(p) => problems.push(p),
             }
         }
-        let l = &self.layout;
-        let fields = pack_fields(&kept);
+        let mut fields = pack_fields(&kept);
         let n = fields.input_ids.len();
-        let n_tiles: usize = pixels.iter().map(|p| p.len()).sum::<usize>() / l.tile_bytes.max(1);
+        // `image_spans` columns 2 and 3 name each image's rows of pixel_values: the pack's
+        // own tile rows for tiles; recomputed for patches, whose count is per image.
+        let rows_per_image: Vec<usize> = pixels
+            .iter()
+            .flat_map(|p| p.rows_per_image.iter().copied())
+            .collect();
+        let grids: Vec<[i64; 3]> = pixels
+            .iter()
+            .flat_map(|p| p.grids.iter().copied())
+            .collect();
+        if rows_per_image.len() != fields.image_spans.len() {
+            return Err(Error::Serve(format!(
+                "pack {pack}: {} images have pixels but {} image spans",
+                rows_per_image.len(),
+                fields.image_spans.len()
+            )));
+        }
+        let mut first_row = 0i64;
+        for (span, &rows) in fields.image_spans.iter_mut().zip(&rows_per_image) {
+            span[2] = first_row;
+            span[3] = rows as i64;
+            first_row += rows as i64;
+        }
+        let n_rows: usize = rows_per_image.iter().sum();
         if n as u64 > l.bounds.tokens
             || kept.len() as u64 > l.bounds.samples
             || fields.image_spans.len() as u64 > l.bounds.images
-            || n_tiles as u64 > l.bounds.tiles
+            || n_rows as u64 > l.bounds.pixel_rows
+            || pixels.iter().map(|p| p.bytes.len()).sum::<usize>() != n_rows * l.row_bytes
         {
             return Err(Error::Serve(format!(
-                "pack {pack} outgrew its slot ({n} tokens, {n_tiles} tiles): the shards changed \
-                 since the plan"
+                "pack {pack} outgrew its slot ({n} tokens, {n_rows} pixel rows): the shards \
+                 changed since the plan"
             )));
         }
         let base = slot * l.slot_bytes;
@@ -778,10 +798,15 @@ impl<B: Backend> Producer<'_, B> {
         for (i, v) in fields.image_spans.iter().flatten().enumerate() {
             buf[l.image_spans + 8 * i..][..8].copy_from_slice(&v.to_le_bytes());
         }
+        if let Some(grid_at) = l.image_grid_thw {
+            for (i, v) in grids.iter().flatten().enumerate() {
+                buf[grid_at + 8 * i..][..8].copy_from_slice(&v.to_le_bytes());
+            }
+        }
         let mut at = l.pixel_values;
         for p in &pixels {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
+            buf[at..at + p.bytes.len()].copy_from_slice(&p.bytes);
+            at += p.bytes.len();
         }
         let array = |name: &str, descr: &str, shape: Vec<usize>, offset: usize| {
             (
@@ -789,8 +814,9 @@ impl<B: Backend> Producer<'_, B> {
                 json!({"dtype": descr, "shape": shape, "offset": base + offset}),
             )
         };
-        let [a, b, c] = l.tile_shape;
-        let arrays: serde_json::Map<String, Value> = [
+        let mut pixel_shape = vec![n_rows];
+        pixel_shape.extend(l.form.row_shape());
+        let mut arrays: serde_json::Map<String, Value> = [
             array("input_ids", ids_descr, vec![n], l.input_ids),
             array("labels", ids_descr, vec![n], l.labels),
             array("position_ids", "<i4", vec![n], l.position_ids),
@@ -809,12 +835,16 @@ impl<B: Backend> Producer<'_, B> {
             array(
                 "pixel_values",
                 self.cfg.spec.dtype.npy_descr(),
-                vec![n_tiles, a, b, c],
+                pixel_shape,
                 l.pixel_values,
             ),
         ]
         .into_iter()
         .collect();
+        if let Some(grid_at) = l.image_grid_thw {
+            let (name, spec) = array("image_grid_thw", "<i8", vec![grids.len(), 3], grid_at);
+            arrays.insert(name, spec);
+        }
         for p in &problems {
             eprintln!(
                 "vlmprep serve: rank {} skipped a sample: {p}",

@@ -79,7 +79,24 @@ def main():
             assert len(cu) == len(m["samples"]) + 1, (len(cu), len(m["samples"]))
             assert cu[-1] == len(batch["input_ids"]) == len(batch["labels"])
             spans = batch["image_spans"]
-            assert int(spans[:, 3].sum()) == batch["pixel_values"].shape[0]
+            pixels = batch["pixel_values"]
+            assert int(spans[:, 3].sum()) == pixels.shape[0]
+            # Rows of pixel_values are each image's, in span order, back to back.
+            starts = [int(x) for x in spans[:, 2]]
+            ends = [int(x) for x in spans[:, 2] + spans[:, 3]]
+            assert starts == [0] + ends[:-1], (starts, ends)
+            if "image_grid_thw" in batch:
+                # Qwen2-VL: one row per 14 px square (3 channels x 2 frames x 14 x 14), a grid
+                # per image, and each image's context tokens (span minus its start and end
+                # tokens) are its squares merged 2x2.
+                grid = batch["image_grid_thw"]
+                assert pixels.ndim == 2 and pixels.shape[1] == 3 * 2 * 14 * 14, pixels.shape
+                assert grid.shape == (len(spans), 3), grid.shape
+                rows = grid[:, 0] * grid[:, 1] * grid[:, 2]
+                assert (rows == spans[:, 3]).all(), (rows, spans[:, 3])
+                assert (spans[:, 1] - 2 == rows // 4).all(), (spans[:, 1], rows)
+                record.setdefault("patch_rows", 0)
+                record["patch_rows"] += int(rows.sum())
             record[target].append({
                 "rank": rank,
                 "position": m["position"],
