@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::{load_f32, load_i64, load_npy};
 use vlmprep::backend::CpuBackend;
 use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
-use vlmprep::model::siglip::{SiglipModel, preprocess};
+use vlmprep::model::siglip::{SiglipModel, SiglipTextInput, preprocess};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/siglip")
@@ -171,6 +171,29 @@ fn tokenizer_ids_match_transformers_on_hard_strings() {
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} cases");
+}
+
+/// A folder whose tokenizer is a `tokenizer.json` (SigLIP 2 style), against transformers'
+/// AutoTokenizer on the same hard strings (fixture: make_tokenizer_json.py): truncation keeps
+/// the appended `</s>`, padding uses the config's `<pad>`.
+#[test]
+fn tokenizer_json_ids_match_transformers_on_hard_strings() {
+    let cases: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tokenizer_json_cases.json")).unwrap(),
+    )
+    .unwrap();
+    let tok = SiglipTextInput::from_dir(&fixtures().join("tok-json"), 16, None).unwrap();
+    assert!(cases.len() >= 20, "only {} cases", cases.len());
+    for case in &cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.encode(text).unwrap(), want, "{text:?}");
+    }
 }
 
 /// A copy of tiny-a in a temp folder, for breaking it.
