@@ -12,7 +12,7 @@ use vlmprep::backend::{Backend, CpuBackend, TileSpec};
 use vlmprep::image::decode::{DecodeOptions, decode};
 use vlmprep::image::normalize::{Dtype, Normalization};
 use vlmprep::image::resize::ResizeFilter;
-use vlmprep::image::tiling::{InternVlSettings, Tiler, TilingRule};
+use vlmprep::image::tiling::{InternVlSettings, Qwen2VlSettings, Tiler, TilingRule};
 use vlmprep::model::tokenizer::TextTokenizer;
 use vlmprep::pack::sample_cost::VisionTokens;
 use vlmprep::pack::sequence::{ImageTokenIds, TextFormat};
@@ -295,4 +295,76 @@ fn packed_arrays_agree_with_each_other_and_the_plan() {
         }
     }
     assert_eq!(pack_id as usize, planned_packs.len());
+}
+
+/// Qwen2-VL packs: `pixel_values` holds flattened 14 px patches, `image_grid_thw` one grid per
+/// image span, each span's rows are its grid's squares (back to back), and its context tokens
+/// are those squares merged 2×2.
+#[test]
+fn qwen2vl_packs_carry_patches_that_match_grids_and_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let sources = demo_pool(dir.path());
+    let tokenizer = TextTokenizer::demo();
+    let rule = Qwen2VlSettings {
+        max_pixels: 28 * 28 * 64,
+        ..Qwen2VlSettings::default()
+    };
+    let s = PlanSettings {
+        rule: TilingRule::Qwen2Vl(rule),
+        vision: VisionTokens::ResizedArea { factor: 28 },
+        tiles_per_pack: None,
+        ..settings(&tokenizer, AlgoSetting::Bfd)
+    };
+    let plan_dir = dir.path().join("plan");
+    run_plan(&sources, &s, &tokenizer, &plan_dir, &|| {}).unwrap();
+    let mut cfg = PackConfig {
+        plan_dir,
+        out: dir.path().join("packs"),
+        materialize: true,
+        spec: TileSpec {
+            filter: ResizeFilter::Bicubic,
+            dtype: Dtype::U8,
+            norm: Normalization::CLIP,
+        },
+        decode: DecodeOptions::default(),
+        ids_dtype: IdsDtype::I64,
+        packs_per_shard: 4,
+        chunk_bytes: 8 << 20,
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    // u8 patches are refused before any work: the model takes normalized floats.
+    assert!(run_pack(&CpuBackend, &cfg, &tokenizer, &bar).is_err());
+    cfg.spec.dtype = Dtype::F32;
+    let (summary, _) = run_pack(&CpuBackend, &cfg, &tokenizer, &bar).unwrap();
+    assert!(summary.tiles > 0);
+
+    let mut images = 0;
+    for entry in std::fs::read_dir(&cfg.out).unwrap() {
+        let folder = entry.unwrap().path();
+        if !folder.is_dir() {
+            continue;
+        }
+        let spans = load_i64(&folder.join("image_spans.npy"));
+        let grids = load_i64(&folder.join("image_grid_thw.npy"));
+        let tile_offsets = load_i64(&folder.join("tile_offsets.npy"));
+        let (descr, shape, _) = load_npy(&folder.join("pixel_values.npy"));
+        assert_eq!(descr, "<f4");
+        assert_eq!(shape[1..], [3 * 2 * 14 * 14]);
+        assert_eq!(shape[0] as i64, *tile_offsets.last().unwrap());
+        assert_eq!(grids.len() / 3, spans.len() / 5);
+        let mut next_row = vec![0i64; tile_offsets.len() - 1];
+        for (span, grid) in spans.chunks_exact(5).zip(grids.chunks_exact(3)) {
+            let (pack, len, row, rows) = (span[0] as usize, span[2], span[3], span[4]);
+            assert_eq!(grid[0], 1);
+            assert_eq!(rows, grid[0] * grid[1] * grid[2]);
+            assert_eq!(len - 2, rows / 4, "context tokens = squares merged 2x2");
+            assert_eq!(row, next_row[pack]);
+            next_row[pack] += rows;
+            images += 1;
+        }
+        for (p, rows) in next_row.iter().enumerate() {
+            assert_eq!(*rows, tile_offsets[p + 1] - tile_offsets[p]);
+        }
+    }
+    assert!(images > 0);
 }

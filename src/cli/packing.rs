@@ -113,7 +113,8 @@ pub struct PackArgs {
     /// Output folder: packs-NNNNNN/ folders of .npy fields, problems.jsonl, summary.json.
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: PathBuf,
-    /// Also decode and tile the images into pixel_values.npy (internvl and fixed plans).
+    /// Also decode and tile the images into pixel_values.npy: tiles (internvl, fixed), or for
+    /// qwen2vl plans flattened 14 px patches plus image_grid_thw.npy (needs a float --dtype).
     #[arg(long)]
     pub materialize: bool,
     #[command(flatten)]

@@ -7,6 +7,7 @@ pub mod curate_signals;
 pub mod embed;
 pub mod inspect;
 pub mod pack;
+pub mod pixels;
 pub mod plan;
 pub mod tile;
 

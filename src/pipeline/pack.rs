@@ -3,7 +3,8 @@
 //! Packs are written in plan order, `packs_per_shard` to a folder `packs-NNNNNN/` holding one
 //! `.npy` per field (see [`PACK_FILES`]): tokens of all its packs concatenated, with offsets
 //! saying where each pack starts. With `materialize`, the images are decoded and tiled by the
-//! backend and streamed into `pixel_values.npy`, `image_spans` saying which tile rows belong to
+//! backend and streamed into `pixel_values.npy` (tiles, or Qwen2-VL's flattened patches with
+//! `image_grid_thw.npy`; see `pipeline::pixels`), `image_spans` saying which rows belong to
 //! which placeholder span. A sample that no longer matches its plan (shard changed) or whose
 //! image fails to decode is left out of its pack and recorded; the rest of the pack is kept.
 
@@ -13,12 +14,13 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::pixels::{PixelForm, SamplePixels, sample_pixels};
 use super::plan::{PLAN_TABLE, PlanFile, read_plan_file};
 use super::{image_error_kind, sample_problem};
 use crate::backend::{Backend, TileSpec};
 use crate::error::{Error, Result};
 use crate::image::decode::{DecodeOptions, decode};
-use crate::image::tiling::{TilePlan, TilingRule};
+use crate::image::tiling::TilePlan;
 use crate::model::tokenizer::TextTokenizer;
 use crate::pack::sample_cost::{SampleCoster, SampleCosting, image_members};
 use crate::problems::{Problem, ProblemLog};
@@ -28,15 +30,16 @@ use crate::sink::parquet::{PlanRow, read_plan};
 
 /// The files of a pack shard folder.
 pub const PACK_FILES: &[&str] = &[
-    "input_ids.npy",    // [N] int32|int64: tokens of all packs, concatenated
-    "labels.npy",       // [N] same dtype: -100 on image tokens and each sample's first token
-    "position_ids.npy", // [N] int32: 0.. restarting at every sample
-    "pack_offsets.npy", // [P+1] int64: pack p is tokens [o[p], o[p+1])
-    "cu_seqlens.npy",   // [Σ(samples_p+1)] int32: per pack, flash_attn_varlen's cu_seqlens
-    "cu_offsets.npy",   // [P+1] int64: pack p's cu_seqlens are entries [c[p], c[p+1])
-    "image_spans.npy", // [I, 5] int64: pack, token start in pack, span length, tile start in pack, tiles
+    "input_ids.npy",      // [N] int32|int64: tokens of all packs, concatenated
+    "labels.npy",         // [N] same dtype: -100 on image tokens and each sample's first token
+    "position_ids.npy",   // [N] int32: 0.. restarting at every sample
+    "pack_offsets.npy",   // [P+1] int64: pack p is tokens [o[p], o[p+1])
+    "cu_seqlens.npy",     // [Σ(samples_p+1)] int32: per pack, flash_attn_varlen's cu_seqlens
+    "cu_offsets.npy",     // [P+1] int64: pack p's cu_seqlens are entries [c[p], c[p+1])
+    "image_spans.npy", // [I, 5] int64: pack, token start in pack, span length, first pixel row in pack, rows
     "tile_offsets.npy", // [P+1] int64: pack p's rows of pixel_values (with --materialize)
-    "pixel_values.npy", // [T, 3, S, S] float or [T, S, S, 3] u8 (with --materialize)
+    "pixel_values.npy", // [T, 3, S, S] float or [T, S, S, 3] u8 tiles; qwen2vl: [P, 1176] patches
+    "image_grid_thw.npy", // [I, 3] int64: qwen2vl only, each image's (t, h, w) patch grid
     "packs.jsonl",     // one line per pack: id, samples (key, shard, tokens, tiles)
 ];
 
@@ -147,14 +150,8 @@ pub fn run_pack<B: Backend>(
 ) -> Result<(PackSummary, ProblemLog)> {
     let start = Instant::now();
     let plan_file = read_plan_file(&cfg.plan_dir)?;
-    if cfg.materialize && matches!(plan_file.settings.rule, TilingRule::Qwen2Vl(_)) {
-        return Err(Error::PlanFile {
-            path: cfg.plan_dir.clone(),
-            reason: "--materialize writes fixed-size tiles (internvl, fixed); qwen2vl images \
-                     have one shape each and are not materialized yet"
-                .into(),
-        });
-    }
+    // Checked before any work: qwen2vl patches need a float dtype.
+    let form = PixelForm::for_rule(&plan_file.settings.rule, cfg.spec.dtype)?;
     let rows = read_plan(&cfg.plan_dir.join(PLAN_TABLE))?;
     let packs = group_packs(&rows, &cfg.plan_dir)?;
     progress.set_length(packs.len() as u64);
@@ -175,6 +172,7 @@ pub fn run_pack<B: Backend>(
         write_pack_shard(
             backend,
             cfg,
+            &form,
             &plan_file,
             &coster,
             &mut cache,
@@ -305,6 +303,7 @@ pub type SampleTiles = Vec<u8>;
 fn write_pack_shard<B: Backend>(
     backend: &B,
     cfg: &PackConfig,
+    form: &PixelForm,
     plan_file: &PlanFile,
     coster: &SampleCoster,
     cache: &mut ShardCache,
@@ -335,17 +334,34 @@ fn write_pack_shard<B: Backend>(
     }
 
     let mut pixels = None;
-    let mut tile_offsets = vec![0i64];
+    let mut image_rows = None;
     if cfg.materialize {
-        let (stream, offsets) =
-            materialize(backend, cfg, cache, &mut members, dir, summary, problems)?;
-        pixels = Some(stream);
-        tile_offsets = offsets;
+        let made = materialize(
+            backend,
+            cfg,
+            form,
+            cache,
+            &mut members,
+            dir,
+            summary,
+            problems,
+        )?;
+        image_rows = Some(made.rows_per_image);
+        pixels = Some((made.stream, made.offsets, made.grids));
     }
-    write_token_arrays(cfg, dir, &members, summary)?;
-    if let Some(stream) = pixels {
+    write_token_arrays(cfg, dir, &members, image_rows.as_deref(), summary)?;
+    if let Some((stream, offsets, grids)) = pixels {
         stream.finish()?;
-        write_i64(&dir.join("tile_offsets.npy"), &tile_offsets)?;
+        write_i64(&dir.join("tile_offsets.npy"), &offsets)?;
+        if form.has_grid() {
+            let flat: Vec<i64> = grids.iter().flatten().copied().collect();
+            write_npy(
+                &dir.join("image_grid_thw.npy"),
+                "<i8",
+                &[grids.len(), 3],
+                &le_bytes_i64(&flat),
+            )?;
+        }
     }
     Ok(())
 }
@@ -368,66 +384,82 @@ fn le_bytes_i32(values: &[i32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// What [`materialize`] made for a group of packs.
+struct Materialized {
+    /// `pixel_values.npy`, to finish after the token arrays.
+    stream: NpyStream,
+    /// Per pack, its first row of pixel_values (and the total at the end).
+    offsets: Vec<i64>,
+    /// Per pack, the rows of each image kept, in image order.
+    rows_per_image: Vec<Vec<usize>>,
+    /// `[t, h, w]` of every image kept, in order (Qwen2-VL patches only).
+    grids: Vec<[i64; 3]>,
+}
+
 /// Decodes and tiles every image of the group, pack by pack in chunks bounded by bytes, and
-/// streams the tiles into `pixel_values.npy`. Samples whose image fails are removed from their
-/// pack. Returns the stream (to finish after the token arrays) and the tile offsets per pack.
+/// streams the rows (tiles, or Qwen2-VL patches) into `pixel_values.npy`. Samples whose image
+/// fails are removed from their pack.
+#[allow(clippy::too_many_arguments)]
 fn materialize<B: Backend>(
     backend: &B,
     cfg: &PackConfig,
+    form: &PixelForm,
     cache: &ShardCache,
     members: &mut [Vec<Member>],
     dir: &Path,
     summary: &mut PackSummary,
     problems: &mut ProblemLog,
-) -> Result<(NpyStream, Vec<i64>)> {
-    let first_plan = members
-        .iter()
-        .flatten()
-        .flat_map(|m| m.costing.images.first())
-        .map(|i| i.plan)
-        .next();
-    let tile = first_plan.map_or((1, 1), |p| p.tile);
+) -> Result<Materialized> {
     let dtype = cfg.spec.dtype;
-    let (row_shape, descr) = if dtype.is_float() {
-        (vec![3, tile.1 as usize, tile.0 as usize], dtype.npy_descr())
-    } else {
-        (vec![tile.1 as usize, tile.0 as usize, 3], dtype.npy_descr())
-    };
-    let mut stream = NpyStream::create(
+    let elem = dtype.size();
+    let row_shape = form.row_shape();
+    let stream = NpyStream::create(
         &dir.join("pixel_values.npy"),
-        descr,
+        dtype.npy_descr(),
         &row_shape,
-        dtype.size(),
+        elem,
     )?;
-    let tile_bytes = row_shape.iter().product::<usize>() * dtype.size();
-    let mut offsets = vec![0i64];
+    let row_bytes = form.row_elems() * elem;
+    let mut made = Materialized {
+        stream,
+        offsets: vec![0i64],
+        rows_per_image: Vec::with_capacity(members.len()),
+        grids: Vec::new(),
+    };
 
     let mut start = 0;
     while start < members.len() {
-        // Packs of this chunk: until the tiles held would pass the budget (at least one pack).
+        // Packs of this chunk: until the rows held would pass the budget (at least one pack).
         let mut end = start;
         let mut bytes = 0u64;
         while end < members.len() && (end == start || bytes < cfg.chunk_bytes) {
-            let tiles: u32 = members[end].iter().map(|m| m.costing.tiles()).sum();
-            bytes += u64::from(tiles) * tile_bytes as u64;
+            let rows: u64 = members[end].iter().map(|m| form.rows_bound(m.row)).sum();
+            bytes += rows * row_bytes as u64;
             end += 1;
         }
-        let results: Vec<Vec<std::result::Result<SampleTiles, Problem>>> = members[start..end]
+        let results: Vec<Vec<std::result::Result<SamplePixels, Problem>>> = members[start..end]
             .par_iter()
             .map(|pack| {
                 pack.par_iter()
-                    .map(|m| tile_sample(backend, &cfg.spec, &cfg.decode, cache, m))
+                    .map(|m| {
+                        let tiles = tile_sample(backend, &cfg.spec, &cfg.decode, cache, m)?;
+                        let plans: Vec<TilePlan> =
+                            m.costing.images.iter().map(|i| i.plan).collect();
+                        sample_pixels(form, tiles, &plans, elem)
+                            .map_err(|e| plan_problem(m.row, "pixels", e.to_string()))
+                    })
                     .collect()
             })
             .collect();
         for (pack, results) in members[start..end].iter_mut().zip(results) {
             let mut keep = Vec::with_capacity(pack.len());
-            let mut tiles = 0i64;
+            let mut rows_per_image = Vec::new();
             for (m, result) in std::mem::take(pack).into_iter().zip(results) {
                 match result {
-                    Ok(bytes) => {
-                        stream.append(&bytes)?;
-                        tiles += (bytes.len() / tile_bytes) as i64;
+                    Ok(pixels) => {
+                        made.stream.append(&pixels.bytes)?;
+                        rows_per_image.extend(&pixels.rows_per_image);
+                        made.grids.extend(&pixels.grids);
                         keep.push(m);
                     }
                     Err(problem) => {
@@ -437,12 +469,15 @@ fn materialize<B: Backend>(
                 }
             }
             *pack = keep;
-            offsets.push(offsets.last().copied().unwrap_or(0) + tiles);
-            summary.tiles += tiles as u64;
+            let rows: usize = rows_per_image.iter().sum();
+            made.offsets
+                .push(made.offsets.last().copied().unwrap_or(0) + rows as i64);
+            made.rows_per_image.push(rows_per_image);
+            summary.tiles += rows as u64;
         }
         start = end;
     }
-    Ok((stream, offsets))
+    Ok(made)
 }
 
 /// Decodes and tiles the images of one sample that remain in its layout: the rows of the pixel
@@ -528,11 +563,32 @@ pub fn pack_fields(pack: &[Member]) -> PackFields {
     f
 }
 
+/// Points `image_spans` columns 2 and 3 at each image's rows of `pixel_values` (`rows`: one
+/// count per image, in span order, rows back to back from 0): the same as `pack_fields` wrote
+/// for tiles, and the patch rows for Qwen2-VL, whose count per image only the pixels know.
+pub fn set_pixel_rows(fields: &mut PackFields, rows: &[usize]) -> Result<()> {
+    if rows.len() != fields.image_spans.len() {
+        return Err(Error::Resize(format!(
+            "{} images have pixels but the pack has {} image spans",
+            rows.len(),
+            fields.image_spans.len()
+        )));
+    }
+    let mut first = 0i64;
+    for (span, &n) in fields.image_spans.iter_mut().zip(rows) {
+        span[2] = first;
+        span[3] = n as i64;
+        first += n as i64;
+    }
+    Ok(())
+}
+
 /// Concatenates the token fields of the group's packs and writes them.
 fn write_token_arrays(
     cfg: &PackConfig,
     dir: &Path,
     members: &[Vec<Member>],
+    image_rows: Option<&[Vec<usize>]>,
     summary: &mut PackSummary,
 ) -> Result<()> {
     let mut input_ids: Vec<i64> = Vec::new();
@@ -546,7 +602,10 @@ fn write_token_arrays(
 
     for (p, pack) in members.iter().enumerate() {
         let pack_start = input_ids.len();
-        let fields = pack_fields(pack);
+        let mut fields = pack_fields(pack);
+        if let Some(rows) = image_rows.and_then(|r| r.get(p)) {
+            set_pixel_rows(&mut fields, rows)?;
+        }
         input_ids.extend(&fields.input_ids);
         labels.extend(&fields.labels);
         position_ids.extend(&fields.position_ids);

@@ -28,7 +28,7 @@
 //!    memfd; arrays: input_ids, labels, position_ids, cu_seqlens, image_spans `[I,4]`: token
 //!    start, span length, first row of pixel_values, rows; pixel_values `[T,3,S,S]` float or
 //!    `[T,S,S,3]` u8 tiles, or for qwen2vl `[P,1176]` flattened patches plus `image_grid_thw`
-//!    `[I,3]`, as transformers' Qwen2-VL processor makes them; see [`pixels`]), or
+//!    `[I,3]`, as transformers' Qwen2-VL processor makes them; see `pipeline::pixels`), or
 //!    `{"op":"end"}` once the rank's stream is done. A batch's slot is not written again
 //!    until it is released. A batch may have no samples (every sample of the pack failed); it
 //!    still occupies its stream position.
@@ -39,7 +39,6 @@
 //! logged to stderr with the reason and named in the batch's `skipped`; the stream goes on.
 
 pub mod order;
-pub mod pixels;
 pub mod server;
 pub mod shm;
 

@@ -13,7 +13,6 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use super::order::{Cursor, PackOrder, RankState, RankStream, resume_cursor};
-use super::pixels::{PixelForm, SamplePixels, sample_pixels};
 use super::shm::{memfd, send_with_fd};
 use crate::backend::{Backend, TileSpec};
 use crate::error::{Error, Result};
@@ -21,8 +20,10 @@ use crate::image::decode::DecodeOptions;
 use crate::model::tokenizer::TextTokenizer;
 use crate::pack::sample_cost::SampleCoster;
 use crate::pipeline::pack::{
-    IdsDtype, Member, ShardCache, cost_members, group_packs, pack_fields, plan_problem, tile_sample,
+    IdsDtype, Member, ShardCache, cost_members, group_packs, pack_fields, plan_problem,
+    set_pixel_rows, tile_sample,
 };
+use crate::pipeline::pixels::{PixelForm, SamplePixels, sample_pixels};
 use crate::pipeline::plan::{PLAN_TABLE, PlanFile, read_plan_file};
 use crate::problems::Problem;
 use crate::sink::parquet::{PlanRow, read_plan};
@@ -749,19 +750,8 @@ impl<B: Backend> Producer<'_, B> {
             .iter()
             .flat_map(|p| p.grids.iter().copied())
             .collect();
-        if rows_per_image.len() != fields.image_spans.len() {
-            return Err(Error::Serve(format!(
-                "pack {pack}: {} images have pixels but {} image spans",
-                rows_per_image.len(),
-                fields.image_spans.len()
-            )));
-        }
-        let mut first_row = 0i64;
-        for (span, &rows) in fields.image_spans.iter_mut().zip(&rows_per_image) {
-            span[2] = first_row;
-            span[3] = rows as i64;
-            first_row += rows as i64;
-        }
+        set_pixel_rows(&mut fields, &rows_per_image)
+            .map_err(|e| Error::Serve(format!("pack {pack}: {e}")))?;
         let n_rows: usize = rows_per_image.iter().sum();
         if n as u64 > l.bounds.tokens
             || kept.len() as u64 > l.bounds.samples

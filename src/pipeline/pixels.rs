@@ -1,7 +1,8 @@
-//! The form `pixel_values` takes in a served batch, by tiling rule: fixed-size tiles (InternVL,
-//! fixed resize) stacked as `[T, 3, S, S]` (float) or `[T, S, S, 3]` (u8), or Qwen2-VL's
-//! flattened patches `[P, 3·2·14·14]` with `image_grid_thw` `[I, 3]`, the shapes transformers'
-//! Qwen2-VL processor hands the model (every image has its own size, so tiles cannot stack).
+//! The form `pixel_values` takes in packs (`pack --materialize`) and served batches (`serve`),
+//! by tiling rule: fixed-size tiles (InternVL, fixed resize) stacked as `[T, 3, S, S]` (float)
+//! or `[T, S, S, 3]` (u8), or Qwen2-VL's flattened patches `[P, 3·2·14·14]` with
+//! `image_grid_thw` `[I, 3]`, the shapes transformers' Qwen2-VL processor hands the model
+//! (every image has its own size, so tiles cannot stack).
 
 use crate::error::{Error, Result};
 use crate::image::normalize::Dtype;
@@ -25,8 +26,8 @@ impl PixelForm {
             TilingRule::Fixed { size } => *size as usize,
             TilingRule::Qwen2Vl(q) => {
                 if !dtype.is_float() {
-                    return Err(Error::Serve(
-                        "qwen2vl batches carry normalized patches: use --dtype f32, f16 or bf16"
+                    return Err(Error::TilingSettings(
+                        "qwen2vl pixels are normalized patches: use --dtype f32, f16 or bf16"
                             .into(),
                     ));
                 }
@@ -104,7 +105,7 @@ pub fn sample_pixels(
                 let (w, h) = (plan.resize.0 as usize, plan.resize.1 as usize);
                 let len = 3 * w * h * elem;
                 let chw = tiles.get(at..at + len).ok_or_else(|| {
-                    Error::Serve(format!(
+                    Error::Resize(format!(
                         "the backend returned {} bytes of pixels, short of a {w}x{h} image",
                         tiles.len()
                     ))
