@@ -3,10 +3,12 @@
 //! tile at the offset [`TileLayout::new`] gives it, so the result has the CPU backend's layout
 //! byte for byte.
 //!
-//! What the shader computes is decided here on the host, as plain arrays ([`TileJobs`]):
-//! Pillow's filter weights per output position (`pillow_weights`, shared with the CPU and CUDA
-//! paths) and one small descriptor per tile; the level → output-element table is the CPU's own
-//! normalize arithmetic.
+//! What the shader computes is decided here on the host, as plain arrays ([`TileJobs`]): per
+//! tile, the integer filter coefficients the CPU backend's resize uses for that very tile
+//! ([`fir_fixed`](super::fir_fixed): the same crop box, the same fixed point), and one small
+//! descriptor; the level → output-element table is the CPU's own normalize arithmetic. The
+//! shader then does the CPU's integer sums, so tiles equal the CPU backend's bit for bit (u8
+//! levels, and the float encodings of those levels).
 
 use std::collections::HashMap;
 
@@ -16,8 +18,9 @@ use crate::backend::{Backend, HostTiles, TileLayout, TileSpec, tile_bytes};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::normalize::{Dtype, NormalizeTable};
-use crate::image::pillow_resample::pillow_weights;
-use crate::image::resize::ResizeFilter;
+use crate::image::resize::{Region, ResizeFilter, source_crop};
+
+use super::fir_fixed::fixed_axis;
 use crate::image::tiling::TilePlan;
 
 /// A batch of tiles in device memory, laid out by [`TileLayout::new`].
@@ -46,16 +49,22 @@ const WORKGROUP: u64 = 256;
 #[derive(Debug, Clone, Default)]
 pub struct TileJobs {
     /// One descriptor per tile, [`JOB_FIELDS`] u32 each: first element in the batch, source
-    /// byte offset, source width, tile width, tile height, x0, y0 of the tile in the full
-    /// resize, `pos` index of output column 0 and of output row 0 of that resize.
+    /// byte offset, source width, tile width, tile height, `pos` index of the tile's output
+    /// column 0 and of its output row 0, fixed-point precision of the horizontal and of the
+    /// vertical weights.
     pub jobs: Vec<u32>,
     /// Per output position of every coefficient table: first source index, taps, weight offset.
     pub pos: Vec<u32>,
-    /// Weights the `pos` entries point into.
-    pub weights: Vec<f32>,
+    /// Integer weights (i16 values, stored as i32 bit patterns) the `pos` entries point into.
+    pub weights: Vec<u32>,
     /// The batch layout the jobs write.
     pub layout: TileLayout,
 }
+
+/// A coefficient table's identity: source length, crop interval (as bits: equal crops give
+/// equal tables), output length. Tiles in one column (row) of a grid share their horizontal
+/// (vertical) table.
+type TableKey = (u32, u64, u64, u32);
 
 impl TileJobs {
     /// Plans a batch: image `i` is `sizes[i]` = (width, height) at byte `offsets[i]` of the
@@ -83,7 +92,7 @@ impl TileJobs {
             ));
         }
         let mut jobs = TileJobs::default();
-        let mut tables: HashMap<(u32, u32), (u32, usize)> = HashMap::new();
+        let mut tables: HashMap<TableKey, (u32, u32, usize)> = HashMap::new();
         let to_u32 = |v: u64, what: &str| {
             u32::try_from(v)
                 .map_err(|_| Error::Resize(format!("{what} past 32 bits; split the batch")))
@@ -100,29 +109,42 @@ impl TileJobs {
                 targets.push(((side, side), (1, 1), (side, side)));
             }
             let mut out = slot.offset;
-            for ((full_w, full_h), (cols, rows), (tw, th)) in targets {
-                let (hbase, hk) = jobs.table(&mut tables, w, full_w, filter)?;
-                let (vbase, vk) = jobs.table(&mut tables, h, full_h, filter)?;
-                if hk * vk > MAX_TAPS {
-                    return Err(Error::Resize(format!(
-                        "the wgpu tile shader does not resample {w}x{h} to {full_w}x{full_h} \
-                         ({} filter taps per pixel, more than the {MAX_TAPS} it is verified \
-                         for); use --device cpu for such strong downscales",
-                        hk * vk
-                    )));
-                }
+            for (full, (cols, rows), (tw, th)) in targets {
                 for r in 0..rows {
                     for c in 0..cols {
+                        // The CPU resizes each tile on its own, from the crop box of the source
+                        // it covers: the same box gives the same coefficients here.
+                        let region = Region {
+                            x: c * tw,
+                            y: r * th,
+                            width: tw,
+                            height: th,
+                        };
+                        let ((left, width), (top, height)) = source_crop(w, h, full, region);
+                        let (hbase, hprec, hk) =
+                            jobs.table(&mut tables, w, (left, left + width), tw, filter)?;
+                        let (vbase, vprec, vk) =
+                            jobs.table(&mut tables, h, (top, top + height), th, filter)?;
+                        if hk * vk > MAX_TAPS {
+                            return Err(Error::Resize(format!(
+                                "the wgpu tile shader does not resample {w}x{h} to {}x{} \
+                                 ({} filter taps per pixel, more than the {MAX_TAPS} it is \
+                                 verified for); use --device cpu for such strong downscales",
+                                full.0,
+                                full.1,
+                                hk * vk
+                            )));
+                        }
                         jobs.jobs.extend_from_slice(&[
                             (out / dtype.size()) as u32,
                             src,
                             w,
                             tw,
                             th,
-                            c * tw,
-                            r * th,
                             hbase,
                             vbase,
+                            hprec,
+                            vprec,
                         ]);
                         out += bytes;
                     }
@@ -134,31 +156,38 @@ impl TileJobs {
         Ok(jobs)
     }
 
-    /// Index in `pos` (in triples) of output position 0 of the `in_size → out_size` table and
-    /// its weight slots per position, computing it on first use.
+    /// Index in `pos` (in triples) of output position 0 of the table resampling source
+    /// interval `crop` of an `in_size` axis onto `out_size` outputs, its precision and its
+    /// widest window, computing it on first use.
     fn table(
         &mut self,
-        tables: &mut HashMap<(u32, u32), (u32, usize)>,
+        tables: &mut HashMap<TableKey, (u32, u32, usize)>,
         in_size: u32,
+        crop: (f64, f64),
         out_size: u32,
         filter: ResizeFilter,
-    ) -> Result<(u32, usize)> {
-        if let Some(&t) = tables.get(&(in_size, out_size)) {
+    ) -> Result<(u32, u32, usize)> {
+        let key = (in_size, crop.0.to_bits(), crop.1.to_bits(), out_size);
+        if let Some(&t) = tables.get(&key) {
             return Ok(t);
         }
-        let c = pillow_weights(in_size as usize, out_size as usize, filter);
+        let axis = fixed_axis(in_size, crop.0, crop.1, out_size, filter);
         let base = self.pos.len() / 3;
         let wbase = self.weights.len();
-        if wbase + c.weights.len() > u32::MAX as usize || base + c.start.len() > u32::MAX as usize {
+        if wbase + axis.weights.len() > u32::MAX as usize
+            || base + axis.start.len() > u32::MAX as usize
+        {
             return Err(Error::Resize("resize coefficient tables too large".into()));
         }
-        for (i, (&s, &n)) in c.start.iter().zip(&c.count).enumerate() {
-            self.pos
-                .extend_from_slice(&[s as u32, n as u32, (wbase + i * c.ksize) as u32]);
+        for ((&s, &n), &o) in axis.start.iter().zip(&axis.count).zip(&axis.offset) {
+            self.pos.extend_from_slice(&[s, n, wbase as u32 + o]);
         }
-        self.weights.extend(c.weights.iter().map(|&v| v as f32));
-        tables.insert((in_size, out_size), (base as u32, c.ksize));
-        Ok((base as u32, c.ksize))
+        // Two's complement bits: the shader reads them as i32.
+        self.weights.extend(axis.weights.iter().map(|&v| v as u32));
+        let widest = axis.count.iter().copied().max().unwrap_or(0) as usize;
+        let t = (base as u32, axis.precision, widest);
+        tables.insert(key, t);
+        Ok(t)
     }
 }
 
@@ -256,7 +285,7 @@ impl Backend for WgpuBackend {
         let src = self.upload_bytes(&pixels)?;
         let jobs_buf = self.upload_words(&jobs.jobs)?;
         let pos = self.upload_words(&jobs.pos)?;
-        let weights = self.upload_f32(&jobs.weights)?;
+        let weights = self.upload_words(&jobs.weights)?;
         let enc = self.upload_words(&level_encodings(spec)?)?;
         let (gx, gy) = grid(out_words.div_ceil(WORKGROUP))?;
         let elems = layout.total_bytes / spec.dtype.size();
