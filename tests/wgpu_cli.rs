@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use vlmprep::backend::wgpu::{AdapterChoice, WgpuBackend};
+use vlmprep::sink::table::{Values, read_table};
 
 fn vlmprep(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_vlmprep"))
@@ -142,6 +143,54 @@ fn embed_on_wgpu_matches_embed_on_the_cpu() {
         eprintln!("{name} embeddings: relative difference {rel:.2e}");
         assert!(rel <= 1e-3, "{name} embeddings differ by {rel:.2e}");
     }
+}
+
+#[test]
+fn curate_on_wgpu_hashes_as_curate_on_the_cpu() {
+    if !adapter_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Planted near-duplicates (resized, re-encoded, mirrored copies): the perceptual tier's
+    // groups depend on every hash bit.
+    let samples = vlmprep::curate::planted::planted_pool(6, 5).unwrap();
+    let shards =
+        vlmprep::curate::planted::write_planted_shards(&dir.path().join("pool"), &samples, 50)
+            .unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/siglip/tiny-a");
+    let mut manifests = Vec::new();
+    for device in ["cpu", "wgpu"] {
+        let out = dir.path().join(device);
+        let mut args = vec![
+            "curate".to_string(),
+            "--model".into(),
+            model.to_str().unwrap().into(),
+            "--device".into(),
+            device.into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--input".into(),
+        ];
+        args.extend(shards.iter().map(|p| p.to_str().unwrap().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = vlmprep(&args);
+        assert!(
+            run.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        manifests.push(read_table(&out.join("manifest.parquet")).unwrap());
+    }
+    // The manifest has one row per sample in input order, the hash as hex.
+    let (c, g) = (manifests[0].column("phash"), manifests[1].column("phash"));
+    match c {
+        Some(Values::Str(v)) => assert!(
+            v.len() == samples.len() && v.iter().all(Option::is_some),
+            "{v:?}"
+        ),
+        other => panic!("phash column: {other:?}"),
+    }
+    assert_eq!(c, g, "wgpu hashes differ from the CPU's");
 }
 
 #[test]

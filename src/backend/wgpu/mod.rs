@@ -7,6 +7,7 @@
 //! error handler records them and the operation that raised them returns [`Error::Device`].
 
 pub mod fir_fixed;
+pub mod phash;
 pub mod pool;
 pub mod tensor;
 pub mod tile;
@@ -41,15 +42,18 @@ pub enum ShaderFamily {
     Elementwise,
     /// `shaders/attention.wgsl`: softmax attention and attention pooling.
     Attention,
+    /// `shaders/phash.wgsl`: the perceptual hash's 32×32 Pillow "L" LANCZOS image.
+    Phash,
 }
 
 impl ShaderFamily {
     /// Every family, for validation.
-    pub const ALL: [ShaderFamily; 4] = [
+    pub const ALL: [ShaderFamily; 5] = [
         ShaderFamily::Tile,
         ShaderFamily::Matmul,
         ShaderFamily::Elementwise,
         ShaderFamily::Attention,
+        ShaderFamily::Phash,
     ];
 
     /// The file name under `shaders/`.
@@ -59,6 +63,7 @@ impl ShaderFamily {
             ShaderFamily::Matmul => "matmul.wgsl",
             ShaderFamily::Elementwise => "elementwise.wgsl",
             ShaderFamily::Attention => "attention.wgsl",
+            ShaderFamily::Phash => "phash.wgsl",
         }
     }
 
@@ -69,6 +74,7 @@ impl ShaderFamily {
             ShaderFamily::Matmul => include_str!("../../../shaders/matmul.wgsl"),
             ShaderFamily::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             ShaderFamily::Attention => include_str!("../../../shaders/attention.wgsl"),
+            ShaderFamily::Phash => include_str!("../../../shaders/phash.wgsl"),
         }
     }
 }
@@ -465,6 +471,7 @@ mod tests {
                 ],
             ),
             (ShaderFamily::Attention, &["attention"]),
+            (ShaderFamily::Phash, &["phash_gray32"]),
         ];
         for family in ShaderFamily::ALL {
             let module = naga::front::wgsl::parse_str(family.source()).unwrap_or_else(|e| {
