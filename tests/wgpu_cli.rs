@@ -59,8 +59,9 @@ fn tile_on_wgpu_matches_tile_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let pool = dir.path().join("pool");
     vlmprep::demo::build_demo_pool(&pool).unwrap();
-    // The first shard only: the second holds 3000-pixel images whose 48-pixel tiles are past
-    // the shader's tap limit (refused; see backend::wgpu::tile::MAX_TAPS).
+    // The first shard only: the second holds 3000-pixel images, whose 48-pixel tiles take more
+    // loop iterations per invocation than lavapipe runs (refused there; see
+    // WgpuBackend::loop_budget).
     let spec = format!("{}/pool-000000.tar", pool.display());
     let mut files = Vec::new();
     for device in ["cpu", "wgpu"] {

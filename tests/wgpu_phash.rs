@@ -93,6 +93,19 @@ fn generated_images_of_many_shapes_hash_as_on_the_cpu() {
     check_batch(&gpu, &images[..1], "alone");
 }
 
+/// Photo-sized images need more loop iterations per invocation than lavapipe runs (1500x1300:
+/// 282 x 244 LANCZOS taps); there, they are reduced on the CPU instead. Either way, equal.
+#[test]
+fn large_images_hash_as_on_the_cpu() {
+    let Some(gpu) = backend_or_skip() else { return };
+    let images: Vec<RgbImage> = [(1500, 1300), (1920, 1080), (700, 2900)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(w, h))| pattern(w, h, i as u32 + 40))
+        .collect();
+    check_batch(&gpu, &images, "large");
+}
+
 #[test]
 fn empty_and_malformed_batches_are_not_panics() {
     let Some(gpu) = backend_or_skip() else { return };

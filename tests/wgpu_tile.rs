@@ -212,28 +212,39 @@ fn empty_batches_and_bad_input_are_not_panics() {
     assert!(gpu.tile_batch(&[&img], &[bad], &spec).is_err());
 }
 
+/// Strong downscales (up to 125× here) with hundreds of taps per axis: equal to the CPU, or,
+/// on an adapter with a loop limit (lavapipe: 65,535 loop iterations per shader invocation,
+/// silently cut short past it; see `WgpuBackend::loop_budget`), refused when past it. That
+/// limit is why an earlier version refused everything past 16,384 taps per pixel: 4 u8
+/// elements per invocation times 16k taps is the limit.
 #[test]
-fn strong_downscales_match_the_cpu_or_are_refused() {
+fn strong_downscales_equal_the_cpu_or_are_refused_past_the_loop_limit() {
     let Some(gpu) = backend_or_skip() else { return };
     let spec = TileSpec {
         filter: ResizeFilter::Bicubic,
         dtype: Dtype::U8,
         norm: Normalization::IMAGENET,
     };
-    // 33× and 25×: 135 × 101 taps, under the shader's limit, and equal.
-    let img = pattern(1600, 1200, 3);
-    let plan = plans(TilingRule::Fixed { size: 48 }, &[(1600, 1200)]);
-    let cpu = CpuBackend.tile_batch(&[&img], &plan, &spec).unwrap();
-    let got = gpu
-        .tiles_to_host(gpu.tile_batch(&[&img], &plan, &spec).unwrap())
-        .unwrap();
-    assert_same(&got, &cpu, &spec, "1600x1200 -> 48x48");
-    // 3000x2000 to 48x48 (251 × 167 taps) came out wrong on lavapipe: refused, not wrong.
-    let img = pattern(3000, 2000, 4);
-    let plan = plans(TilingRule::Fixed { size: 48 }, &[(3000, 2000)]);
-    let err = gpu
-        .tile_batch(&[&img], &plan, &spec)
-        .err()
-        .expect("refused");
-    assert!(err.to_string().contains("filter taps"), "{err}");
+    let mut computed = 0;
+    for (i, (w, h)) in [(1600, 1200), (1000, 3000), (3000, 2000), (6000, 4000)]
+        .into_iter()
+        .enumerate()
+    {
+        let img = pattern(w, h, i as u32 + 3);
+        let plan = plans(TilingRule::Fixed { size: 48 }, &[(w, h)]);
+        let cpu = CpuBackend.tile_batch(&[&img], &plan, &spec).unwrap();
+        match gpu.tile_batch(&[&img], &plan, &spec) {
+            Ok(tiles) => {
+                let got = gpu.tiles_to_host(tiles).unwrap();
+                assert_same(&got, &cpu, &spec, &format!("{w}x{h} -> 48x48"));
+                computed += 1;
+            }
+            Err(e) => {
+                assert!(gpu.loop_budget().is_some(), "{w}x{h}: {e}");
+                assert!(e.to_string().contains("llvmpipe"), "{e}");
+            }
+        }
+    }
+    // 1600x1200 (134 x 101 taps) fits even lavapipe's limit.
+    assert!(computed >= 1);
 }

@@ -305,8 +305,8 @@ mod tests {
         let both_passes = (f64::from(region.width) != width || left.fract() != 0.0)
             && (f64::from(region.height) != height || top.fract() != 0.0);
         let h = fixed_axis(src.width, left, left + width, region.width, filter);
-        let ends = h.start.iter().zip(&h.count).map(|(s, n)| s + n);
-        both_passes && ends.clone().max() > ends.last()
+        let ends: Vec<u32> = h.start.iter().zip(&h.count).map(|(s, n)| s + n).collect();
+        both_passes && ends.iter().max() > ends.last()
     }
 
     #[test]

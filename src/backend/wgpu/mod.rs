@@ -217,6 +217,16 @@ impl WgpuBackend {
         is_software(self.info.device_type)
     }
 
+    /// Most loop iterations one shader invocation may run here, when the driver has such a
+    /// limit: Mesa's llvmpipe (lavapipe) ends every loop of an invocation once 65,535
+    /// iterations have run in total (`LP_MAX_TGSI_LOOP_ITERATIONS`, shared by every loop of
+    /// a shader), silently, so longer work comes out wrong. Hardware drivers have none.
+    pub fn loop_budget(&self) -> Option<u64> {
+        let llvmpipe = self.info.driver.to_ascii_lowercase().contains("llvmpipe")
+            || self.info.name.to_ascii_lowercase().contains("llvmpipe");
+        llvmpipe.then_some(LLVMPIPE_LOOP_LIMIT)
+    }
+
     /// The largest storage buffer one binding may cover here.
     pub fn max_binding(&self) -> u64 {
         self.max_binding
@@ -417,6 +427,10 @@ impl WgpuBackend {
         self.check(&format!("running {entry}"))
     }
 }
+
+/// Mesa llvmpipe's `LP_MAX_TGSI_LOOP_ITERATIONS`, less a margin for the loops a kernel runs
+/// besides the ones its callers count.
+const LLVMPIPE_LOOP_LIMIT: u64 = 65_535 - 64;
 
 /// Most workgroups per dispatch dimension (WebGPU's portable limit).
 pub(crate) const MAX_GROUPS: u32 = 65_535;

@@ -68,10 +68,25 @@ impl PhashJobs {
     }
 }
 
+/// Loop iterations of one `phash_gray32` invocation for `img`: the widest window of one axis
+/// times (one more than) the widest of the other, whichever order the passes run in.
+fn loop_cost(img: &RgbImage) -> u64 {
+    let widest = |n: u32| {
+        if n as usize == SIDE {
+            return 1;
+        }
+        let c = pillow_resample::coefficients(n as usize, SIDE, PillowFilter::Lanczos);
+        c.count.iter().copied().max().unwrap_or(0) as u64
+    };
+    (widest(img.width) + 1) * (widest(img.height) + 1)
+}
+
 impl WgpuBackend {
     /// The 32×32 grayscale image the perceptual hash is computed from, for each image: equal to
     /// [`gray32`] on the CPU, bit for bit. Images are sent in groups that fit one storage
-    /// binding; an image larger than a binding on its own is reduced on the CPU (same result).
+    /// binding; an image larger than a binding on its own, or (on lavapipe) one whose resize
+    /// needs more loop iterations per invocation than the driver runs
+    /// ([`loop_budget`](Self::loop_budget)), is reduced on the CPU (same result).
     pub fn gray32_batch(&self, images: &[&RgbImage]) -> Result<Vec<[u8; SIDE * SIDE]>> {
         for img in images {
             let expected = 3 * img.width as usize * img.height as usize;
@@ -89,8 +104,9 @@ impl WgpuBackend {
         let mut out = Vec::with_capacity(images.len());
         let mut group: Vec<&RgbImage> = Vec::new();
         let mut bytes = 0usize;
+        let budget = self.loop_budget();
         for &img in images {
-            if img.data.len() > limit {
+            if img.data.len() > limit || budget.is_some_and(|b| loop_cost(img) > b) {
                 out.extend(self.gray32_group(&group)?);
                 group.clear();
                 bytes = 0;

@@ -34,12 +34,6 @@ pub struct WgpuTiles {
     pub data: PooledBuffer,
 }
 
-/// Most filter taps per output element (horizontal × vertical) the shader is trusted with. On
-/// lavapipe, downscales past it (1000x3000 or 3000x2000 to 48x48: 21k and 42k taps) wrote
-/// wrong elements while 1600x1200 to 48x48 (13.6k) was right; the cause is not found yet, so
-/// such batches are refused instead of returning wrong tiles.
-pub const MAX_TAPS: usize = 16_384;
-
 /// Fields per tile descriptor; must match `J_FIELDS` of shaders/tile.wgsl.
 const JOB_FIELDS: usize = 9;
 /// Invocations per workgroup of `tile_batch`.
@@ -70,13 +64,15 @@ impl TileJobs {
     /// Plans a batch: image `i` is `sizes[i]` = (width, height) at byte `offsets[i]` of the
     /// pixel buffer, tiled by `plans[i]`. Errors on mismatched lengths, zero sizes, tiles that
     /// do not fit the resize, a thumbnail that is not the tiles' size, or a batch whose indices
-    /// do not fit 32 bits.
+    /// do not fit 32 bits, or a tile whose invocations would run more loop iterations than
+    /// `loop_budget` (see [`WgpuBackend::loop_budget`]).
     pub fn new(
         sizes: &[(u32, u32)],
         offsets: &[u64],
         plans: &[TilePlan],
         dtype: Dtype,
         filter: ResizeFilter,
+        loop_budget: Option<u64>,
     ) -> Result<TileJobs> {
         if sizes.len() != plans.len() || offsets.len() != plans.len() {
             return Err(Error::Resize(format!(
@@ -92,7 +88,7 @@ impl TileJobs {
             ));
         }
         let mut jobs = TileJobs::default();
-        let mut tables: HashMap<TableKey, (u32, u32, usize)> = HashMap::new();
+        let mut tables: HashMap<TableKey, (u32, u32, u64)> = HashMap::new();
         let to_u32 = |v: u64, what: &str| {
             u32::try_from(v)
                 .map_err(|_| Error::Resize(format!("{what} past 32 bits; split the batch")))
@@ -125,14 +121,18 @@ impl TileJobs {
                             jobs.table(&mut tables, w, (left, left + width), tw, filter)?;
                         let (vbase, vprec, vk) =
                             jobs.table(&mut tables, h, (top, top + height), th, filter)?;
-                        if hk * vk > MAX_TAPS {
+                        // One invocation runs, per element of its word, `hk` outer and
+                        // `hk × vk` inner iterations, plus the job search (< 33).
+                        let per_word = (4 / dtype.size()) as u64 * (hk * (vk + 1) + 33);
+                        if let Some(budget) = loop_budget
+                            && per_word > budget
+                        {
                             return Err(Error::Resize(format!(
-                                "the wgpu tile shader does not resample {w}x{h} to {}x{} \
-                                 ({} filter taps per pixel, more than the {MAX_TAPS} it is \
-                                 verified for); use --device cpu for such strong downscales",
-                                full.0,
-                                full.1,
-                                hk * vk
+                                "resampling {w}x{h} to {}x{} takes {hk}x{vk} filter taps per \
+                                 pixel, more loop iterations per shader invocation than this \
+                                 adapter runs ({budget}: Mesa llvmpipe's limit); use \
+                                 --device cpu for such strong downscales",
+                                full.0, full.1
                             )));
                         }
                         jobs.jobs.extend_from_slice(&[
@@ -161,12 +161,12 @@ impl TileJobs {
     /// widest window, computing it on first use.
     fn table(
         &mut self,
-        tables: &mut HashMap<TableKey, (u32, u32, usize)>,
+        tables: &mut HashMap<TableKey, (u32, u32, u64)>,
         in_size: u32,
         crop: (f64, f64),
         out_size: u32,
         filter: ResizeFilter,
-    ) -> Result<(u32, u32, usize)> {
+    ) -> Result<(u32, u32, u64)> {
         let key = (in_size, crop.0.to_bits(), crop.1.to_bits(), out_size);
         if let Some(&t) = tables.get(&key) {
             return Ok(t);
@@ -184,7 +184,7 @@ impl TileJobs {
         }
         // Two's complement bits: the shader reads them as i32.
         self.weights.extend(axis.weights.iter().map(|&v| v as u32));
-        let widest = axis.count.iter().copied().max().unwrap_or(0) as usize;
+        let widest = u64::from(axis.count.iter().copied().max().unwrap_or(0));
         let t = (base as u32, axis.precision, widest);
         tables.insert(key, t);
         Ok(t)
@@ -265,7 +265,14 @@ impl Backend for WgpuBackend {
             offsets,
             total,
         } = crate::backend::shapes::packed_rgb_batch(images, plans.len())?;
-        let jobs = TileJobs::new(&sizes, &offsets, plans, spec.dtype, spec.filter)?;
+        let jobs = TileJobs::new(
+            &sizes,
+            &offsets,
+            plans,
+            spec.dtype,
+            spec.filter,
+            self.loop_budget(),
+        )?;
         let layout = jobs.layout.clone();
         let out_words = layout.total_bytes.div_ceil(4) as u64;
         let data = self.storage((out_words * 4).max(4))?;
@@ -336,6 +343,28 @@ mod tests {
     use crate::image::tiling::{InternVlSettings, Tiler, TilingRule};
 
     #[test]
+    fn a_loop_budget_refuses_only_tiles_past_it() {
+        let tiler = Tiler::new(TilingRule::Fixed { size: 48 }).unwrap();
+        let budget = Some(65_535 - 64);
+        let jobs = |w: u32, h: u32, budget| {
+            TileJobs::new(
+                &[(w, h)],
+                &[0],
+                &[tiler.plan(w, h).unwrap()],
+                Dtype::U8,
+                ResizeFilter::Bicubic,
+                budget,
+            )
+        };
+        // 1600x1200 to 48: 134 x 101 taps, 4 elements a word: 54.8k iterations, right on
+        // lavapipe; 1000x3000: 84 x 250, 84k, which lavapipe cut short.
+        assert!(jobs(1600, 1200, budget).is_ok());
+        let err = jobs(1000, 3000, budget).unwrap_err().to_string();
+        assert!(err.contains("llvmpipe"), "{err}");
+        assert!(jobs(1000, 3000, None).is_ok());
+    }
+
+    #[test]
     fn jobs_cover_the_layout_and_refuse_bad_plans() {
         let tiler = Tiler::new(TilingRule::InternVl(InternVlSettings::default())).unwrap();
         let plans = [tiler.plan(300, 200).unwrap(), tiler.plan(31, 97).unwrap()];
@@ -345,6 +374,7 @@ mod tests {
             &plans,
             Dtype::F16,
             ResizeFilter::Bicubic,
+            None,
         )
         .unwrap();
         let tiles: u32 = plans.iter().map(|p| p.num_tiles()).sum();
@@ -366,7 +396,8 @@ mod tests {
                 &[0],
                 &[bad],
                 Dtype::U8,
-                ResizeFilter::Bicubic
+                ResizeFilter::Bicubic,
+                None
             )
             .is_err()
         );
@@ -376,7 +407,8 @@ mod tests {
                 &[0],
                 &plans[..1],
                 Dtype::U8,
-                ResizeFilter::Bicubic
+                ResizeFilter::Bicubic,
+                None
             )
             .is_err()
         );
