@@ -6,15 +6,15 @@
 // element finds its own tile by binary search over the jobs' first elements; every word is
 // written by exactly one invocation, so no atomics and no partial-word races.
 //
-// Each element is one output pixel's channel, resampled separably in the CPU backend's order
-// (fast_image_resize does the vertical pass first for u8 images): for each horizontal tap
-// column, the vertical taps are summed and rounded/clamped to a u8 level (the intermediate
-// image's precision), then the horizontal taps over those levels, rounded/clamped again. The
-// weights are Pillow's (computed on the host by pillow_weights, normalized in f64, stored as
-// f32): `pos` holds per output position (first source index, taps, weight offset). The level is
-// mapped to the output element through a host-made table `enc[c * 256 + level]` (the CPU's exact
-// normalize arithmetic and f16/bf16 rounding), so float outputs equal the CPU's given equal
-// levels.
+// Each element is one output pixel's channel, resampled separably with the CPU backend's
+// integer arithmetic (fast_image_resize's u8 convolution; the host computes its coefficients
+// for each tile's own crop box, see src/backend/wgpu/fir_fixed.rs): for each horizontal tap
+// column, 2^(p-1) + the vertical taps' sum in i32, shifted right by p and clamped to a u8 level
+// (the CPU's u8 intermediate image); then the same over those levels with the horizontal
+// weights. Integer sums are exact, so the levels equal the CPU's bit for bit. `pos` holds per
+// output position (first source index, taps, weight offset). The level is mapped to the output
+// element through a host-made table `enc[c * 256 + level]` (the CPU's exact normalize
+// arithmetic and f16/bf16 rounding), so float outputs equal the CPU's too.
 
 struct Params {
     n_jobs: u32,
@@ -30,16 +30,17 @@ struct Params {
 }
 
 // Per tile: first element in the batch, source byte offset, source width, tile width, tile
-// height, tile origin x0 / y0 in the full resize, `pos` index of output column 0 / row 0.
+// height, `pos` index of the tile's output column 0 / row 0, precision (fraction bits) of the
+// horizontal / vertical weights.
 const J_START: u32 = 0u;
 const J_SRC: u32 = 1u;
 const J_IN_W: u32 = 2u;
 const J_TW: u32 = 3u;
 const J_TH: u32 = 4u;
-const J_X0: u32 = 5u;
-const J_Y0: u32 = 6u;
-const J_HCOEF: u32 = 7u;
-const J_VCOEF: u32 = 8u;
+const J_HCOEF: u32 = 5u;
+const J_VCOEF: u32 = 6u;
+const J_HPREC: u32 = 7u;
+const J_VPREC: u32 = 8u;
 const J_FIELDS: u32 = 9u;
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -47,17 +48,18 @@ const J_FIELDS: u32 = 9u;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read> jobs: array<u32>;
 @group(0) @binding(3) var<storage, read> pos: array<u32>;
-@group(0) @binding(4) var<storage, read> weights: array<f32>;
+@group(0) @binding(4) var<storage, read> weights: array<i32>;
 @group(0) @binding(5) var<storage, read> enc: array<u32>;
 @group(0) @binding(6) var<storage, read_write> out: array<u32>;
 
-fn src_byte(i: u32) -> f32 {
-    return f32((src[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu);
+fn src_byte(i: u32) -> i32 {
+    return i32((src[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu);
 }
 
-// Round half up and clamp to a level, as the fixed-point (acc + half) >> bits then clip8.
-fn to_level(acc: f32) -> f32 {
-    return clamp(floor(acc + 0.5), 0.0, 255.0);
+// The CPU's clip: drop the `prec` fraction bits (arithmetic shift: a negative sum stays
+// negative) and clamp to a level. The half was added up front.
+fn to_level(acc: i32, prec: u32) -> i32 {
+    return clamp(acc >> prec, 0, 255);
 }
 
 // The job (tile) holding batch element `e`: the last job whose first element is <= e.
@@ -78,26 +80,28 @@ fn find_job(e: u32) -> u32 {
 // The level of channel `c` of pixel (x, y) of tile `j`.
 fn level(j: u32, c: u32, x: u32, y: u32) -> u32 {
     let base = j * J_FIELDS;
-    let hp = (jobs[base + J_HCOEF] + jobs[base + J_X0] + x) * 3u;
-    let vp = (jobs[base + J_VCOEF] + jobs[base + J_Y0] + y) * 3u;
+    let hp = (jobs[base + J_HCOEF] + x) * 3u;
+    let vp = (jobs[base + J_VCOEF] + y) * 3u;
     let hstart = pos[hp];
     let hcount = pos[hp + 1u];
     let hw = pos[hp + 2u];
     let vstart = pos[vp];
     let vcount = pos[vp + 1u];
     let vw = pos[vp + 2u];
+    let hprec = jobs[base + J_HPREC];
+    let vprec = jobs[base + J_VPREC];
     let row_bytes = jobs[base + J_IN_W] * 3u;
     let origin = jobs[base + J_SRC] + c;
-    var acc = 0.0;
+    var acc = 1i << (hprec - 1u);
     for (var i = 0u; i < hcount; i += 1u) {
         let col = origin + (hstart + i) * 3u;
-        var v = 0.0;
+        var v = 1i << (vprec - 1u);
         for (var k = 0u; k < vcount; k += 1u) {
             v += weights[vw + k] * src_byte(col + (vstart + k) * row_bytes);
         }
-        acc += weights[hw + i] * to_level(v);
+        acc += weights[hw + i] * to_level(v, vprec);
     }
-    return u32(to_level(acc));
+    return u32(to_level(acc, hprec));
 }
 
 // The output bits of batch element `e` (u8: the level; floats: its encoding).

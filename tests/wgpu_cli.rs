@@ -1,7 +1,6 @@
 //! `tile`, `embed` and device selection through the binary with `--device wgpu`, against the
-//! same commands with `--device cpu` on the demo pool: tiles within two levels (see
-//! tests/wgpu_tile.rs for why not one), embeddings within
-//! 1e-3 relative. Needs a wgpu adapter (lavapipe counts); skips with the reason printed unless
+//! same commands with `--device cpu` on the demo pool: tiles byte for byte (see
+//! tests/wgpu_tile.rs), embeddings within 1e-3 relative. Needs a wgpu adapter (lavapipe counts); skips with the reason printed unless
 //! `VLMPREP_REQUIRE_WGPU=1`.
 #![cfg(feature = "wgpu")]
 
@@ -11,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use vlmprep::backend::wgpu::{AdapterChoice, WgpuBackend};
+use vlmprep::sink::table::{Values, read_table};
 
 fn vlmprep(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_vlmprep"))
@@ -26,17 +26,7 @@ fn vlmprep(args: &[&str]) -> std::process::Output {
 }
 
 fn adapter_or_skip() -> bool {
-    match WgpuBackend::new(AdapterChoice::Any) {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(
-                std::env::var("VLMPREP_REQUIRE_WGPU").as_deref() != Ok("1"),
-                "VLMPREP_REQUIRE_WGPU=1 but no wgpu adapter: {e}"
-            );
-            eprintln!("skipped: no wgpu adapter ({e})");
-            false
-        }
-    }
+    common::wgpu::backend_or_skip().is_some()
 }
 
 /// The data bytes of a .npy file (after its header).
@@ -69,8 +59,9 @@ fn tile_on_wgpu_matches_tile_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let pool = dir.path().join("pool");
     vlmprep::demo::build_demo_pool(&pool).unwrap();
-    // The first shard only: the second holds 3000-pixel images whose 48-pixel tiles are past
-    // the shader's tap limit (refused; see backend::wgpu::tile::MAX_TAPS).
+    // The first shard only: the second holds 3000-pixel images, whose 48-pixel tiles take more
+    // loop iterations per invocation than lavapipe runs (refused there; see
+    // WgpuBackend::loop_budget).
     let spec = format!("{}/pool-000000.tar", pool.display());
     let mut files = Vec::new();
     for device in ["cpu", "wgpu"] {
@@ -101,14 +92,8 @@ fn tile_on_wgpu_matches_tile_on_the_cpu() {
     assert_eq!(cpu, gpu);
     for (_, file) in cpu {
         let (c, g) = (npy_data(&cpu_dir.join(file)), npy_data(&gpu_dir.join(file)));
-        assert_eq!(c.len(), g.len());
-        let worst = c
-            .iter()
-            .zip(&g)
-            .map(|(a, b)| a.abs_diff(*b))
-            .max()
-            .unwrap_or(0);
-        assert!(worst <= 2, "{worst} levels apart");
+        // The shader does the CPU's integer resize: equal levels, not merely close ones.
+        assert!(c == g, "{file}: the wgpu tiles differ from the CPU's");
     }
 }
 
@@ -159,6 +144,54 @@ fn embed_on_wgpu_matches_embed_on_the_cpu() {
         eprintln!("{name} embeddings: relative difference {rel:.2e}");
         assert!(rel <= 1e-3, "{name} embeddings differ by {rel:.2e}");
     }
+}
+
+#[test]
+fn curate_on_wgpu_hashes_as_curate_on_the_cpu() {
+    if !adapter_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Planted near-duplicates (resized, re-encoded, mirrored copies): the perceptual tier's
+    // groups depend on every hash bit.
+    let samples = vlmprep::curate::planted::planted_pool(6, 5).unwrap();
+    let shards =
+        vlmprep::curate::planted::write_planted_shards(&dir.path().join("pool"), &samples, 50)
+            .unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/siglip/tiny-a");
+    let mut manifests = Vec::new();
+    for device in ["cpu", "wgpu"] {
+        let out = dir.path().join(device);
+        let mut args = vec![
+            "curate".to_string(),
+            "--model".into(),
+            model.to_str().unwrap().into(),
+            "--device".into(),
+            device.into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--input".into(),
+        ];
+        args.extend(shards.iter().map(|p| p.to_str().unwrap().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = vlmprep(&args);
+        assert!(
+            run.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        manifests.push(read_table(&out.join("manifest.parquet")).unwrap());
+    }
+    // The manifest has one row per sample in input order, the hash as hex.
+    let (c, g) = (manifests[0].column("phash"), manifests[1].column("phash"));
+    match c {
+        Some(Values::Str(v)) => assert!(
+            v.len() == samples.len() && v.iter().all(Option::is_some),
+            "{v:?}"
+        ),
+        other => panic!("phash column: {other:?}"),
+    }
+    assert_eq!(c, g, "wgpu hashes differ from the CPU's");
 }
 
 #[test]

@@ -14,24 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vlmprep::backend::tensor::{Activation, TensorOps};
-use vlmprep::backend::wgpu::{AdapterChoice, WgpuBackend, WgpuTensorOps};
+use vlmprep::backend::wgpu::WgpuTensorOps;
 use vlmprep::backend::{CpuBackend, CpuMatrix};
 use vlmprep::model::siglip::SiglipModel;
 
 /// The ops on the best adapter, or `None` after printing why the test is skipped (a panic
 /// instead when `VLMPREP_REQUIRE_WGPU=1`).
 fn wgpu() -> Option<WgpuTensorOps> {
-    match WgpuBackend::new(AdapterChoice::Any) {
-        Ok(gpu) => Some(WgpuTensorOps::new(Arc::new(gpu))),
-        Err(e) => {
-            assert!(
-                std::env::var("VLMPREP_REQUIRE_WGPU").as_deref() != Ok("1"),
-                "VLMPREP_REQUIRE_WGPU=1 but no wgpu adapter: {e}"
-            );
-            eprintln!("skipped: no wgpu adapter ({e})");
-            None
-        }
-    }
+    common::wgpu::backend_or_skip().map(|gpu| WgpuTensorOps::new(Arc::new(gpu)))
 }
 
 /// The same host data on both backends.

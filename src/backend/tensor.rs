@@ -118,4 +118,17 @@ pub trait TensorOps: Sync {
         width: usize,
         patch: usize,
     ) -> Result<Self::Matrix>;
+
+    /// `imagehash.phash` of each image (and of its mirror) on this backend's device, for a
+    /// backend with a kernel for it (wgpu); it must equal the CPU's
+    /// [`phash`](crate::curate::phash::phash) bit for bit. `None` (the default) leaves hashing
+    /// to the CPU. A backend that hashes answers `Some` for every batch, the empty one
+    /// included, so `device_phash(&[]).is_some()` asks whether it does.
+    fn device_phash(
+        &self,
+        images: &[&crate::image::RgbImage],
+    ) -> Option<Result<Vec<crate::curate::phash::PerceptualHash>>> {
+        let _ = images;
+        None
+    }
 }

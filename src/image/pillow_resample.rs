@@ -17,15 +17,15 @@ use crate::image::RgbImage;
 use crate::image::resize::ResizeFilter;
 
 /// Fixed-point fraction bits of the weights: 32 − 8 (pixel) − 2 (headroom for negative lobes).
-const PRECISION_BITS: u32 = 32 - 8 - 2;
+pub(crate) const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Per output position: the first source index, and that many i32 weights (row-major,
-/// `ksize` per output, unused ones 0).
-struct Coefficients {
-    ksize: usize,
-    start: Vec<usize>,
-    count: Vec<usize>,
-    weights: Vec<i32>,
+/// `ksize` per output, unused ones 0). The wgpu pHash shader's host side uploads these.
+pub(crate) struct Coefficients {
+    pub(crate) ksize: usize,
+    pub(crate) start: Vec<usize>,
+    pub(crate) count: Vec<usize>,
+    pub(crate) weights: Vec<i32>,
 }
 
 /// The resampling filters this module reproduces: the crate's [`ResizeFilter`]s plus Pillow's
@@ -170,7 +170,7 @@ fn weights_for(in_size: usize, out_size: usize, filter: PillowFilter) -> PillowW
 }
 
 /// [`pillow_weights`] in Pillow's fixed point (`normalize_coeffs_8bpc`).
-fn coefficients(in_size: usize, out_size: usize, filter: PillowFilter) -> Coefficients {
+pub(crate) fn coefficients(in_size: usize, out_size: usize, filter: PillowFilter) -> Coefficients {
     let PillowWeights {
         ksize,
         start,
@@ -295,7 +295,7 @@ fn resize_channels<const C: usize>(
 
 /// Pillow 13's pass-order rule (`ImagingResampleInner`): vertical first when the height is
 /// reduced, and by more than twice as many pixels as the width is.
-fn vertical_pass_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
+pub(crate) fn vertical_pass_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
     let shrink_h = in_h as i64 - out_h as i64;
     let shrink_w = in_w as i64 - out_w as i64;
     shrink_h > 0 && shrink_h > 2 * shrink_w

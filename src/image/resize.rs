@@ -81,24 +81,42 @@ pub fn resize_region_into(
 
     // The region's preimage in source coordinates: same scale as the whole resize, so every
     // output pixel gets the kernel it would get in the full-size result.
-    let scale_x = src.width as f64 / full_w as f64;
-    let scale_y = src.height as f64 / full_h as f64;
     let mut options = filter.options();
-    if region
-        != (Region {
-            x: 0,
-            y: 0,
-            width: full_w,
-            height: full_h,
-        })
-    {
-        let (left, width) = preimage(region.x, region.width, scale_x, src.width);
-        let (top, height) = preimage(region.y, region.height, scale_y, src.height);
+    if !region.is_whole(full) {
+        let ((left, width), (top, height)) = source_crop(src.width, src.height, full, region);
         options = options.crop(left, top, width, height);
     }
     resizer
         .resize(&src_view, &mut dst_view, &options)
         .map_err(|e| Error::Resize(e.to_string()))
+}
+
+impl Region {
+    /// Whether the region is the whole `full` = (width, height) output.
+    fn is_whole(&self, full: (u32, u32)) -> bool {
+        (self.x, self.y, self.width, self.height) == (0, 0, full.0, full.1)
+    }
+}
+
+/// The crop box `((left, width), (top, height))` of a `src_w`×`src_h` source that
+/// [`resize_region_into`] resamples `region` of the `full` resize from: the whole source for
+/// the whole output, else the region's preimage. Exposed so that other backends (the wgpu tile
+/// shader's host side) derive the very same filter positions.
+pub(crate) fn source_crop(
+    src_w: u32,
+    src_h: u32,
+    full: (u32, u32),
+    region: Region,
+) -> ((f64, f64), (f64, f64)) {
+    if region.is_whole(full) {
+        return ((0.0, src_w as f64), (0.0, src_h as f64));
+    }
+    let scale_x = src_w as f64 / full.0 as f64;
+    let scale_y = src_h as f64 / full.1 as f64;
+    (
+        preimage(region.x, region.width, scale_x, src_w),
+        preimage(region.y, region.height, scale_y, src_h),
+    )
 }
 
 /// The source interval `(start, length)` that output pixels `[start, start + len)` come from.

@@ -26,12 +26,14 @@ struct Measured {
     problems: Vec<Problem>,
 }
 
-/// Reads, hashes and decodes one sample.
+/// Reads, hashes and decodes one sample; the perceptual hash too unless `device_phash` (the
+/// model's backend hashes the batch afterwards, from the kept pixels).
 fn measure(
     shard: &Shard,
     sample: &SampleEntry,
     decode_opts: &DecodeOptions,
     keep_pixels: bool,
+    device_phash: bool,
 ) -> Measured {
     let mut row = SignalRow {
         key: sample.key.clone(),
@@ -91,12 +93,14 @@ fn measure(
     row.format = Some(decoded.header.format.name().to_string());
     row.width = Some(decoded.image.width);
     row.height = Some(decoded.image.height);
-    match phash(&decoded.image) {
-        Ok(h) => {
-            row.phash = Some(h.hash);
-            row.phash_flipped = Some(h.flipped);
+    if !device_phash {
+        match phash(&decoded.image) {
+            Ok(h) => {
+                row.phash = Some(h.hash);
+                row.phash_flipped = Some(h.flipped);
+            }
+            Err(e) => fail(&mut row, "phash", e.to_string()),
         }
-        Err(e) => fail(&mut row, "phash", e.to_string()),
     }
     let image = keep_pixels.then_some(decoded.image);
     Measured {
@@ -123,11 +127,17 @@ pub fn shard_signals<B: TensorOps>(
         ..Default::default()
     };
     let mut problems: Vec<Problem> = shard.problems().to_vec();
+    // A backend with a pHash kernel (wgpu) hashes each batch's decoded pixels on its device,
+    // equal to the CPU's hash bit for bit; the pixels are kept for the model anyway.
+    let device_phash = model.is_some_and(|m| m.ops().device_phash(&[]).is_some());
     for chunk in shard.samples().chunks(batch.max(1)) {
         let mut measured: Vec<Measured> = chunk
             .par_iter()
-            .map(|s| measure(shard, s, decode_opts, model.is_some()))
+            .map(|s| measure(shard, s, decode_opts, model.is_some(), device_phash))
             .collect();
+        if let (true, Some(model)) = (device_phash, model) {
+            hash_on_device(model.ops(), &mut measured)?;
+        }
         if let Some(model) = model {
             embed_batch(shard, chunk, model, &mut measured, &mut out, &mut problems)?;
         }
@@ -138,6 +148,29 @@ pub fn shard_signals<B: TensorOps>(
         on_progress(chunk.len());
     }
     Ok((out, problems))
+}
+
+/// Fills the perceptual hashes of the decoded samples of one batch from the backend's kernel.
+fn hash_on_device<B: TensorOps>(ops: &B, measured: &mut [Measured]) -> Result<()> {
+    let images: Vec<&RgbImage> = measured.iter().filter_map(|m| m.image.as_ref()).collect();
+    let hashes = ops.device_phash(&images).unwrap_or_else(|| {
+        Err(crate::error::Error::Curate(
+            "the backend stopped offering perceptual hashing".into(),
+        ))
+    })?;
+    if hashes.len() != images.len() {
+        return Err(crate::error::Error::Curate(format!(
+            "{} perceptual hashes for {} images",
+            hashes.len(),
+            images.len()
+        )));
+    }
+    let rows = measured.iter_mut().filter(|m| m.image.is_some());
+    for (m, h) in rows.zip(hashes) {
+        m.row.phash = Some(h.hash);
+        m.row.phash_flipped = Some(h.flipped);
+    }
+    Ok(())
 }
 
 /// Runs the decoded images of one batch and their captions through the model, filling the

@@ -6,6 +6,8 @@
 //! device buffers that batches reuse ([`pool`]). Device errors never panic: wgpu's uncaptured
 //! error handler records them and the operation that raised them returns [`Error::Device`].
 
+pub mod fir_fixed;
+pub mod phash;
 pub mod pool;
 pub mod tensor;
 pub mod tile;
@@ -40,15 +42,18 @@ pub enum ShaderFamily {
     Elementwise,
     /// `shaders/attention.wgsl`: softmax attention and attention pooling.
     Attention,
+    /// `shaders/phash.wgsl`: the perceptual hash's 32×32 Pillow "L" LANCZOS image.
+    Phash,
 }
 
 impl ShaderFamily {
     /// Every family, for validation.
-    pub const ALL: [ShaderFamily; 4] = [
+    pub const ALL: [ShaderFamily; 5] = [
         ShaderFamily::Tile,
         ShaderFamily::Matmul,
         ShaderFamily::Elementwise,
         ShaderFamily::Attention,
+        ShaderFamily::Phash,
     ];
 
     /// The file name under `shaders/`.
@@ -58,6 +63,7 @@ impl ShaderFamily {
             ShaderFamily::Matmul => "matmul.wgsl",
             ShaderFamily::Elementwise => "elementwise.wgsl",
             ShaderFamily::Attention => "attention.wgsl",
+            ShaderFamily::Phash => "phash.wgsl",
         }
     }
 
@@ -68,6 +74,7 @@ impl ShaderFamily {
             ShaderFamily::Matmul => include_str!("../../../shaders/matmul.wgsl"),
             ShaderFamily::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             ShaderFamily::Attention => include_str!("../../../shaders/attention.wgsl"),
+            ShaderFamily::Phash => include_str!("../../../shaders/phash.wgsl"),
         }
     }
 }
@@ -208,6 +215,16 @@ impl WgpuBackend {
     /// Whether the adapter is a software implementation (lavapipe, llvmpipe, WARP).
     pub fn is_software(&self) -> bool {
         is_software(self.info.device_type)
+    }
+
+    /// Most loop iterations one shader invocation may run here, when the driver has such a
+    /// limit: Mesa's llvmpipe (lavapipe) ends every loop of an invocation once 65,535
+    /// iterations have run in total (`LP_MAX_TGSI_LOOP_ITERATIONS`, shared by every loop of
+    /// a shader), silently, so longer work comes out wrong. Hardware drivers have none.
+    pub fn loop_budget(&self) -> Option<u64> {
+        let llvmpipe = self.info.driver.to_ascii_lowercase().contains("llvmpipe")
+            || self.info.name.to_ascii_lowercase().contains("llvmpipe");
+        llvmpipe.then_some(LLVMPIPE_LOOP_LIMIT)
     }
 
     /// The largest storage buffer one binding may cover here.
@@ -411,6 +428,10 @@ impl WgpuBackend {
     }
 }
 
+/// Mesa llvmpipe's `LP_MAX_TGSI_LOOP_ITERATIONS`, less a margin for the loops a kernel runs
+/// besides the ones its callers count.
+const LLVMPIPE_LOOP_LIMIT: u64 = 65_535 - 64;
+
 /// Most workgroups per dispatch dimension (WebGPU's portable limit).
 pub(crate) const MAX_GROUPS: u32 = 65_535;
 
@@ -464,6 +485,7 @@ mod tests {
                 ],
             ),
             (ShaderFamily::Attention, &["attention"]),
+            (ShaderFamily::Phash, &["phash_gray32"]),
         ];
         for family in ShaderFamily::ALL {
             let module = naga::front::wgsl::parse_str(family.source()).unwrap_or_else(|e| {

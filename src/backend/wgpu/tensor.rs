@@ -178,6 +178,14 @@ impl WgpuTensorOps {
 impl TensorOps for WgpuTensorOps {
     type Matrix = WgpuMatrix;
 
+    /// The pHash shader (`shaders/phash.wgsl`, see [`super::phash`]).
+    fn device_phash(
+        &self,
+        images: &[&crate::image::RgbImage],
+    ) -> Option<Result<Vec<crate::curate::phash::PerceptualHash>>> {
+        Some(self.gpu.phash_batch(images))
+    }
+
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<WgpuMatrix> {
         shapes::upload(data.len(), rows, cols)?;
         Ok(WgpuMatrix {

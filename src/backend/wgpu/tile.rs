@@ -3,10 +3,12 @@
 //! tile at the offset [`TileLayout::new`] gives it, so the result has the CPU backend's layout
 //! byte for byte.
 //!
-//! What the shader computes is decided here on the host, as plain arrays ([`TileJobs`]):
-//! Pillow's filter weights per output position (`pillow_weights`, shared with the CPU and CUDA
-//! paths) and one small descriptor per tile; the level → output-element table is the CPU's own
-//! normalize arithmetic.
+//! What the shader computes is decided here on the host, as plain arrays ([`TileJobs`]): per
+//! tile, the integer filter coefficients the CPU backend's resize uses for that very tile
+//! ([`fir_fixed`](super::fir_fixed): the same crop box, the same fixed point), and one small
+//! descriptor; the level → output-element table is the CPU's own normalize arithmetic. The
+//! shader then does the CPU's integer sums, so tiles equal the CPU backend's bit for bit (u8
+//! levels, and the float encodings of those levels).
 
 use std::collections::HashMap;
 
@@ -16,8 +18,9 @@ use crate::backend::{Backend, HostTiles, TileLayout, TileSpec, tile_bytes};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::normalize::{Dtype, NormalizeTable};
-use crate::image::pillow_resample::pillow_weights;
-use crate::image::resize::ResizeFilter;
+use crate::image::resize::{Region, ResizeFilter, source_crop};
+
+use super::fir_fixed::fixed_axis;
 use crate::image::tiling::TilePlan;
 
 /// A batch of tiles in device memory, laid out by [`TileLayout::new`].
@@ -31,12 +34,6 @@ pub struct WgpuTiles {
     pub data: PooledBuffer,
 }
 
-/// Most filter taps per output element (horizontal × vertical) the shader is trusted with. On
-/// lavapipe, downscales past it (1000x3000 or 3000x2000 to 48x48: 21k and 42k taps) wrote
-/// wrong elements while 1600x1200 to 48x48 (13.6k) was right; the cause is not found yet, so
-/// such batches are refused instead of returning wrong tiles.
-pub const MAX_TAPS: usize = 16_384;
-
 /// Fields per tile descriptor; must match `J_FIELDS` of shaders/tile.wgsl.
 const JOB_FIELDS: usize = 9;
 /// Invocations per workgroup of `tile_batch`.
@@ -46,28 +43,36 @@ const WORKGROUP: u64 = 256;
 #[derive(Debug, Clone, Default)]
 pub struct TileJobs {
     /// One descriptor per tile, [`JOB_FIELDS`] u32 each: first element in the batch, source
-    /// byte offset, source width, tile width, tile height, x0, y0 of the tile in the full
-    /// resize, `pos` index of output column 0 and of output row 0 of that resize.
+    /// byte offset, source width, tile width, tile height, `pos` index of the tile's output
+    /// column 0 and of its output row 0, fixed-point precision of the horizontal and of the
+    /// vertical weights.
     pub jobs: Vec<u32>,
     /// Per output position of every coefficient table: first source index, taps, weight offset.
     pub pos: Vec<u32>,
-    /// Weights the `pos` entries point into.
-    pub weights: Vec<f32>,
+    /// Integer weights (i16 values, stored as i32 bit patterns) the `pos` entries point into.
+    pub weights: Vec<u32>,
     /// The batch layout the jobs write.
     pub layout: TileLayout,
 }
+
+/// A coefficient table's identity: source length, crop interval (as bits: equal crops give
+/// equal tables), output length. Tiles in one column (row) of a grid share their horizontal
+/// (vertical) table.
+type TableKey = (u32, u64, u64, u32);
 
 impl TileJobs {
     /// Plans a batch: image `i` is `sizes[i]` = (width, height) at byte `offsets[i]` of the
     /// pixel buffer, tiled by `plans[i]`. Errors on mismatched lengths, zero sizes, tiles that
     /// do not fit the resize, a thumbnail that is not the tiles' size, or a batch whose indices
-    /// do not fit 32 bits.
+    /// do not fit 32 bits, or a tile whose invocations would run more loop iterations than
+    /// `loop_budget` (see [`WgpuBackend::loop_budget`]).
     pub fn new(
         sizes: &[(u32, u32)],
         offsets: &[u64],
         plans: &[TilePlan],
         dtype: Dtype,
         filter: ResizeFilter,
+        loop_budget: Option<u64>,
     ) -> Result<TileJobs> {
         if sizes.len() != plans.len() || offsets.len() != plans.len() {
             return Err(Error::Resize(format!(
@@ -83,7 +88,7 @@ impl TileJobs {
             ));
         }
         let mut jobs = TileJobs::default();
-        let mut tables: HashMap<(u32, u32), (u32, usize)> = HashMap::new();
+        let mut tables: HashMap<TableKey, (u32, u32, u64)> = HashMap::new();
         let to_u32 = |v: u64, what: &str| {
             u32::try_from(v)
                 .map_err(|_| Error::Resize(format!("{what} past 32 bits; split the batch")))
@@ -100,29 +105,46 @@ impl TileJobs {
                 targets.push(((side, side), (1, 1), (side, side)));
             }
             let mut out = slot.offset;
-            for ((full_w, full_h), (cols, rows), (tw, th)) in targets {
-                let (hbase, hk) = jobs.table(&mut tables, w, full_w, filter)?;
-                let (vbase, vk) = jobs.table(&mut tables, h, full_h, filter)?;
-                if hk * vk > MAX_TAPS {
-                    return Err(Error::Resize(format!(
-                        "the wgpu tile shader does not resample {w}x{h} to {full_w}x{full_h} \
-                         ({} filter taps per pixel, more than the {MAX_TAPS} it is verified \
-                         for); use --device cpu for such strong downscales",
-                        hk * vk
-                    )));
-                }
+            for (full, (cols, rows), (tw, th)) in targets {
                 for r in 0..rows {
                     for c in 0..cols {
+                        // The CPU resizes each tile on its own, from the crop box of the source
+                        // it covers: the same box gives the same coefficients here.
+                        let region = Region {
+                            x: c * tw,
+                            y: r * th,
+                            width: tw,
+                            height: th,
+                        };
+                        let ((left, width), (top, height)) = source_crop(w, h, full, region);
+                        let (hbase, hprec, hk) =
+                            jobs.table(&mut tables, w, (left, left + width), tw, filter)?;
+                        let (vbase, vprec, vk) =
+                            jobs.table(&mut tables, h, (top, top + height), th, filter)?;
+                        // One invocation runs, per element of its word, `hk` outer and
+                        // `hk × vk` inner iterations, plus the job search (< 33).
+                        let per_word = (4 / dtype.size()) as u64 * (hk * (vk + 1) + 33);
+                        if let Some(budget) = loop_budget
+                            && per_word > budget
+                        {
+                            return Err(Error::Resize(format!(
+                                "resampling {w}x{h} to {}x{} takes {hk}x{vk} filter taps per \
+                                 pixel, more loop iterations per shader invocation than this \
+                                 adapter runs ({budget}: Mesa llvmpipe's limit); use \
+                                 --device cpu for such strong downscales",
+                                full.0, full.1
+                            )));
+                        }
                         jobs.jobs.extend_from_slice(&[
                             (out / dtype.size()) as u32,
                             src,
                             w,
                             tw,
                             th,
-                            c * tw,
-                            r * th,
                             hbase,
                             vbase,
+                            hprec,
+                            vprec,
                         ]);
                         out += bytes;
                     }
@@ -134,31 +156,38 @@ impl TileJobs {
         Ok(jobs)
     }
 
-    /// Index in `pos` (in triples) of output position 0 of the `in_size → out_size` table and
-    /// its weight slots per position, computing it on first use.
+    /// Index in `pos` (in triples) of output position 0 of the table resampling source
+    /// interval `crop` of an `in_size` axis onto `out_size` outputs, its precision and its
+    /// widest window, computing it on first use.
     fn table(
         &mut self,
-        tables: &mut HashMap<(u32, u32), (u32, usize)>,
+        tables: &mut HashMap<TableKey, (u32, u32, u64)>,
         in_size: u32,
+        crop: (f64, f64),
         out_size: u32,
         filter: ResizeFilter,
-    ) -> Result<(u32, usize)> {
-        if let Some(&t) = tables.get(&(in_size, out_size)) {
+    ) -> Result<(u32, u32, u64)> {
+        let key = (in_size, crop.0.to_bits(), crop.1.to_bits(), out_size);
+        if let Some(&t) = tables.get(&key) {
             return Ok(t);
         }
-        let c = pillow_weights(in_size as usize, out_size as usize, filter);
+        let axis = fixed_axis(in_size, crop.0, crop.1, out_size, filter);
         let base = self.pos.len() / 3;
         let wbase = self.weights.len();
-        if wbase + c.weights.len() > u32::MAX as usize || base + c.start.len() > u32::MAX as usize {
+        if wbase + axis.weights.len() > u32::MAX as usize
+            || base + axis.start.len() > u32::MAX as usize
+        {
             return Err(Error::Resize("resize coefficient tables too large".into()));
         }
-        for (i, (&s, &n)) in c.start.iter().zip(&c.count).enumerate() {
-            self.pos
-                .extend_from_slice(&[s as u32, n as u32, (wbase + i * c.ksize) as u32]);
+        for ((&s, &n), &o) in axis.start.iter().zip(&axis.count).zip(&axis.offset) {
+            self.pos.extend_from_slice(&[s, n, wbase as u32 + o]);
         }
-        self.weights.extend(c.weights.iter().map(|&v| v as f32));
-        tables.insert((in_size, out_size), (base as u32, c.ksize));
-        Ok((base as u32, c.ksize))
+        // Two's complement bits: the shader reads them as i32.
+        self.weights.extend(axis.weights.iter().map(|&v| v as u32));
+        let widest = u64::from(axis.count.iter().copied().max().unwrap_or(0));
+        let t = (base as u32, axis.precision, widest);
+        tables.insert(key, t);
+        Ok(t)
     }
 }
 
@@ -236,7 +265,14 @@ impl Backend for WgpuBackend {
             offsets,
             total,
         } = crate::backend::shapes::packed_rgb_batch(images, plans.len())?;
-        let jobs = TileJobs::new(&sizes, &offsets, plans, spec.dtype, spec.filter)?;
+        let jobs = TileJobs::new(
+            &sizes,
+            &offsets,
+            plans,
+            spec.dtype,
+            spec.filter,
+            self.loop_budget(),
+        )?;
         let layout = jobs.layout.clone();
         let out_words = layout.total_bytes.div_ceil(4) as u64;
         let data = self.storage((out_words * 4).max(4))?;
@@ -256,7 +292,7 @@ impl Backend for WgpuBackend {
         let src = self.upload_bytes(&pixels)?;
         let jobs_buf = self.upload_words(&jobs.jobs)?;
         let pos = self.upload_words(&jobs.pos)?;
-        let weights = self.upload_f32(&jobs.weights)?;
+        let weights = self.upload_words(&jobs.weights)?;
         let enc = self.upload_words(&level_encodings(spec)?)?;
         let (gx, gy) = grid(out_words.div_ceil(WORKGROUP))?;
         let elems = layout.total_bytes / spec.dtype.size();
@@ -307,6 +343,28 @@ mod tests {
     use crate::image::tiling::{InternVlSettings, Tiler, TilingRule};
 
     #[test]
+    fn a_loop_budget_refuses_only_tiles_past_it() {
+        let tiler = Tiler::new(TilingRule::Fixed { size: 48 }).unwrap();
+        let budget = Some(65_535 - 64);
+        let jobs = |w: u32, h: u32, budget| {
+            TileJobs::new(
+                &[(w, h)],
+                &[0],
+                &[tiler.plan(w, h).unwrap()],
+                Dtype::U8,
+                ResizeFilter::Bicubic,
+                budget,
+            )
+        };
+        // 1600x1200 to 48: 134 x 101 taps, 4 elements a word: 54.8k iterations, right on
+        // lavapipe; 1000x3000: 84 x 250, 84k, which lavapipe cut short.
+        assert!(jobs(1600, 1200, budget).is_ok());
+        let err = jobs(1000, 3000, budget).unwrap_err().to_string();
+        assert!(err.contains("llvmpipe"), "{err}");
+        assert!(jobs(1000, 3000, None).is_ok());
+    }
+
+    #[test]
     fn jobs_cover_the_layout_and_refuse_bad_plans() {
         let tiler = Tiler::new(TilingRule::InternVl(InternVlSettings::default())).unwrap();
         let plans = [tiler.plan(300, 200).unwrap(), tiler.plan(31, 97).unwrap()];
@@ -316,6 +374,7 @@ mod tests {
             &plans,
             Dtype::F16,
             ResizeFilter::Bicubic,
+            None,
         )
         .unwrap();
         let tiles: u32 = plans.iter().map(|p| p.num_tiles()).sum();
@@ -337,7 +396,8 @@ mod tests {
                 &[0],
                 &[bad],
                 Dtype::U8,
-                ResizeFilter::Bicubic
+                ResizeFilter::Bicubic,
+                None
             )
             .is_err()
         );
@@ -347,7 +407,8 @@ mod tests {
                 &[0],
                 &plans[..1],
                 Dtype::U8,
-                ResizeFilter::Bicubic
+                ResizeFilter::Bicubic,
+                None
             )
             .is_err()
         );

@@ -73,6 +73,11 @@ impl<B: TensorOps> SiglipModel<B> {
         })
     }
 
+    /// The backend the model runs on.
+    pub fn ops(&self) -> &B {
+        &self.ops
+    }
+
     /// Width of the embeddings.
     pub fn embed_dim(&self) -> usize {
         self.config.embed_dim()
