@@ -2,6 +2,7 @@
 //! tiling rules (pure functions of width/height/settings), and CPU resize/normalize.
 
 pub mod decode;
+pub mod fir_fixed;
 pub mod normalize;
 pub mod orientation;
 pub mod pillow_resample;

@@ -11,6 +11,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
+use crate::image::fir_fixed::crop_overreads;
 
 /// Resampling filter, named after Pillow's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -74,6 +75,19 @@ pub fn resize_region_into(
             "region {region:?} lies outside the {full_w}x{full_h} output"
         )));
     }
+    if let Some(band) = overread_band(src.width, src.height, full, region, filter) {
+        // fast_image_resize would read one pixel past its intermediate rows for this crop
+        // (see `fir_fixed::crop_overreads`): resize the full-width band of rows instead, whose
+        // last window ends at the image's edge, and keep the region's columns.
+        let row = 3 * band.width as usize;
+        let mut scratch = vec![0u8; row * band.height as usize];
+        resize_region_into(resizer, src, full, band, filter, &mut scratch)?;
+        let (x0, w) = (3 * region.x as usize, 3 * region.width as usize);
+        for (out, band_row) in dst.chunks_exact_mut(w).zip(scratch.chunks_exact(row)) {
+            out.copy_from_slice(&band_row[x0..x0 + w]);
+        }
+        return Ok(());
+    }
     let src_view = ImageRef::new(src.width, src.height, &src.data, PixelType::U8x3)
         .map_err(|e| Error::Resize(format!("source buffer: {e}")))?;
     let mut dst_view = Image::from_slice_u8(region.width, region.height, dst, PixelType::U8x3)
@@ -119,6 +133,29 @@ pub(crate) fn source_crop(
     )
 }
 
+/// The full-width band of output rows holding `region`: what a tile whose own crop would make
+/// fast_image_resize overread is computed from (the CPU here, the wgpu tables alike).
+/// `None` for every other region (and if the band itself would overread, which its edge-bound
+/// last window rules out; then the region is resized as it is).
+pub(crate) fn overread_band(
+    src_w: u32,
+    src_h: u32,
+    full: (u32, u32),
+    region: Region,
+    filter: ResizeFilter,
+) -> Option<Region> {
+    if !crop_overreads(src_w, src_h, full, region, filter) {
+        return None;
+    }
+    let band = Region {
+        x: 0,
+        y: region.y,
+        width: full.0,
+        height: region.height,
+    };
+    (band != region && !crop_overreads(src_w, src_h, full, band, filter)).then_some(band)
+}
+
 /// The source interval `(start, length)` that output pixels `[start, start + len)` come from.
 /// Float rounding may put the end an ulp past the source edge, which fast_image_resize rejects;
 /// the length is nudged down until the interval fits (a change far below a pixel).
@@ -158,6 +195,57 @@ pub fn resize(src: &RgbImage, width: u32, height: u32, filter: ResizeFilter) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 50×37 → 150×111 cut in 37 px tiles has tiles whose own crop would make fast_image_resize
+    /// read past its intermediate row (in this test profile, with debug assertions, that read
+    /// aborts). Those tiles come from their full-width band: equal to the band's columns, and
+    /// every other tile is unchanged.
+    #[test]
+    fn tiles_whose_crop_would_overread_come_from_their_band() {
+        let src = gradient(50, 37);
+        let full = (150, 111);
+        let mut resizer = Resizer::new();
+        let mut rerouted = 0;
+        for y in (0..111).step_by(37) {
+            for x in (0..150 - 37).step_by(37) {
+                let region = Region {
+                    x,
+                    y,
+                    width: 37,
+                    height: 37,
+                };
+                let mut tile = vec![0u8; 3 * 37 * 37];
+                resize_region_into(
+                    &mut resizer,
+                    &src,
+                    full,
+                    region,
+                    ResizeFilter::Bicubic,
+                    &mut tile,
+                )
+                .unwrap();
+                let Some(band) = overread_band(50, 37, full, region, ResizeFilter::Bicubic) else {
+                    continue;
+                };
+                rerouted += 1;
+                let mut rows = vec![0u8; 3 * 150 * 37];
+                resize_region_into(
+                    &mut resizer,
+                    &src,
+                    full,
+                    band,
+                    ResizeFilter::Bicubic,
+                    &mut rows,
+                )
+                .unwrap();
+                for (r, line) in tile.chunks_exact(3 * 37).enumerate() {
+                    let at = 3 * (r * 150 + x as usize);
+                    assert_eq!(line, &rows[at..at + 3 * 37], "{region:?} row {r}");
+                }
+            }
+        }
+        assert!(rerouted >= 1, "no tile of this resize needed its band");
+    }
 
     fn gradient(width: u32, height: u32) -> RgbImage {
         let mut data = Vec::with_capacity(3 * (width * height) as usize);

@@ -6,7 +6,6 @@
 //! device buffers that batches reuse ([`pool`]). Device errors never panic: wgpu's uncaptured
 //! error handler records them and the operation that raised them returns [`Error::Device`].
 
-pub mod fir_fixed;
 pub mod phash;
 pub mod pool;
 pub mod tensor;

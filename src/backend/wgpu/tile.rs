@@ -5,7 +5,7 @@
 //!
 //! What the shader computes is decided here on the host, as plain arrays ([`TileJobs`]): per
 //! tile, the integer filter coefficients the CPU backend's resize uses for that very tile
-//! ([`fir_fixed`](super::fir_fixed): the same crop box, the same fixed point), and one small
+//! ([`fir_fixed`](crate::image::fir_fixed): the same crop box, the same fixed point), and one small
 //! descriptor; the level → output-element table is the CPU's own normalize arithmetic. The
 //! shader then does the CPU's integer sums, so tiles equal the CPU backend's bit for bit (u8
 //! levels, and the float encodings of those levels).
@@ -18,9 +18,9 @@ use crate::backend::{Backend, HostTiles, TileLayout, TileSpec, tile_bytes};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::normalize::{Dtype, NormalizeTable};
-use crate::image::resize::{Region, ResizeFilter, source_crop};
+use crate::image::resize::{Region, ResizeFilter, overread_band, source_crop};
 
-use super::fir_fixed::fixed_axis;
+use crate::image::fir_fixed::fixed_axis;
 use crate::image::tiling::TilePlan;
 
 /// A batch of tiles in device memory, laid out by [`TileLayout::new`].
@@ -117,8 +117,18 @@ impl TileJobs {
                             height: th,
                         };
                         let ((left, width), (top, height)) = source_crop(w, h, full, region);
-                        let (hbase, hprec, hk) =
-                            jobs.table(&mut tables, w, (left, left + width), tw, filter)?;
+                        // Where the CPU computes this tile from its full-width band of rows
+                        // (`resize::overread_band`), its horizontal weights are the band's:
+                        // take the band's table from this tile's first column.
+                        let (hcrop, hout, hskip) = match overread_band(w, h, full, region, filter) {
+                            Some(band) => {
+                                let ((bl, bw), _) = source_crop(w, h, full, band);
+                                ((bl, bl + bw), band.width, region.x)
+                            }
+                            None => ((left, left + width), tw, 0),
+                        };
+                        let (hbase, hprec, hk) = jobs.table(&mut tables, w, hcrop, hout, filter)?;
+                        let hbase = hbase + hskip;
                         let (vbase, vprec, vk) =
                             jobs.table(&mut tables, h, (top, top + height), th, filter)?;
                         // One invocation runs, per element of its word, `hk` outer and

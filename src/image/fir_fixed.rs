@@ -1,5 +1,7 @@
 //! The integer filter coefficients the CPU backend's resize uses, computed on the host so the
-//! wgpu tile shader can do the same integer arithmetic and produce the same u8 levels.
+//! wgpu tile shader can do the same integer arithmetic and produce the same u8 levels, and so
+//! the CPU path can tell when fast_image_resize would read past its intermediate image
+//! ([`crop_overreads`]) and avoid that crop.
 //!
 //! The CPU backend resizes through fast_image_resize 6.1 (`image::resize`), whose u8
 //! convolution works like this (read from its `convolution/mod.rs`, `optimisations.rs` and
@@ -21,7 +23,7 @@
 //! The SIMD variants (SSE4.1, AVX2, NEON) compute the same exact integer sums, so one host
 //! model covers all of them.
 
-use crate::image::resize::ResizeFilter;
+use crate::image::resize::{Region, ResizeFilter, source_crop};
 
 /// fast_image_resize's precision search bound: 32 − 8 (a u8 pixel) − 2 (overflow headroom).
 const PRECISION_BITS: u8 = 32 - 8 - 2;
@@ -165,6 +167,29 @@ pub fn fixed_axis(
     axis
 }
 
+/// Whether fast_image_resize 6.1 would read past its intermediate image for this region:
+/// with both passes, it sizes the u8 intermediate from the first window's start to the
+/// *last* window's end, but where the last window lost a trailing zero weight (an upscale
+/// whose last center falls on a pixel), an earlier window can end one pixel further. Its
+/// horizontal pass then reads a pixel past the row (the next row's first, or stale memory
+/// after the last row; with debug assertions, an abort on an unchecked index), so its
+/// result there is not defined and the model cannot be compared with it. The shader reads
+/// the intended pixel.
+pub(crate) fn crop_overreads(
+    src_w: u32,
+    src_h: u32,
+    full: (u32, u32),
+    region: Region,
+    filter: ResizeFilter,
+) -> bool {
+    let ((left, width), (top, height)) = source_crop(src_w, src_h, full, region);
+    let both_passes = (f64::from(region.width) != width || left.fract() != 0.0)
+        && (f64::from(region.height) != height || top.fract() != 0.0);
+    let h = fixed_axis(src_w, left, left + width, region.width, filter);
+    let ends: Vec<u32> = h.start.iter().zip(&h.count).map(|(s, n)| s + n).collect();
+    both_passes && ends.iter().max() > ends.last()
+}
+
 /// One pass over a line of u8 samples, as the CPU computes it: used by the tests here to check
 /// the model against fast_image_resize itself.
 #[cfg(test)]
@@ -186,7 +211,7 @@ fn apply(axis: &FixedAxis, line: &[u8], stride: usize, i: usize) -> u8 {
 mod tests {
     use super::*;
     use crate::image::RgbImage;
-    use crate::image::resize::{Region, resize_region_into, source_crop};
+    use crate::image::resize::resize_region_into;
 
     fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
         let mut s = seed.wrapping_mul(2_654_435_761) | 1;
@@ -266,7 +291,7 @@ mod tests {
                     }
                 }
                 for region in regions {
-                    if cpu_overreads(&src, full, region, filter) {
+                    if crop_overreads(src.width, src.height, full, region, filter) {
                         overreads += 1;
                         continue;
                     }
@@ -285,28 +310,6 @@ mod tests {
         }
         // The 50x37 upscale has tiles with the overread below (the only case here that has).
         assert!(compared > 40 && overreads >= 1, "{compared} {overreads}");
-    }
-
-    /// Whether fast_image_resize 6.1 would read past its intermediate image for this region:
-    /// with both passes, it sizes the u8 intermediate from the first window's start to the
-    /// *last* window's end, but where the last window lost a trailing zero weight (an upscale
-    /// whose last center falls on a pixel), an earlier window can end one pixel further. Its
-    /// horizontal pass then reads a pixel past the row (the next row's first, or stale memory
-    /// after the last row; with debug assertions, an abort on an unchecked index), so its
-    /// result there is not defined and the model cannot be compared with it. The shader reads
-    /// the intended pixel.
-    fn cpu_overreads(
-        src: &RgbImage,
-        full: (u32, u32),
-        region: Region,
-        filter: ResizeFilter,
-    ) -> bool {
-        let ((left, width), (top, height)) = source_crop(src.width, src.height, full, region);
-        let both_passes = (f64::from(region.width) != width || left.fract() != 0.0)
-            && (f64::from(region.height) != height || top.fract() != 0.0);
-        let h = fixed_axis(src.width, left, left + width, region.width, filter);
-        let ends: Vec<u32> = h.start.iter().zip(&h.count).map(|(s, n)| s + n).collect();
-        both_passes && ends.iter().max() > ends.last()
     }
 
     #[test]
