@@ -8,7 +8,7 @@
 //! secondary room below it, so the descent skips bins that have primary room but no secondary
 //! room. [`pack`] runs a few (primary, order) candidates and keeps the best.
 
-use super::{Cost, Entry, Limits, Pack, rng};
+use super::{Entry, Limits, Pack, rng};
 
 /// Capacities above 2^16 share leaves (buckets); the bucket holding the query is then checked
 /// bin by bin, so answers stay exact, only "tightest" becomes approximate inside a bucket. The
@@ -728,19 +728,38 @@ fn assemble(
     // The same swaps on creation indices as on the packs themselves.
     let mut order: Vec<u32> = (0..count as u32).collect();
     rng::shuffle(&mut order, seed);
-    // Final position of every sample's pack (u32::MAX: dropped), then the samples grouped by it
-    // with a counting sort over sample indices, so each group comes out ascending.
+    let mut pos_of = vec![0u32; count];
+    for (pos, &k) in order.iter().enumerate() {
+        pos_of[k as usize] = pos as u32;
+    }
+    // Per final position, the pack's (tokens, tiles, oversize); per bin and per sample, the final
+    // position of its pack (u32::MAX: dropped). Walked in creation order: scattered writes, not
+    // scattered reads, which would each wait for a cache miss.
+    let mut cost_at = vec![(0u32, 0u32, false); count];
     let mut pos_of_bin = vec![u32::MAX; r.bins.len()];
     let mut pack_of = vec![u32::MAX; entries.len()];
-    for (pos, &k) in order.iter().enumerate() {
-        match live.get(k as usize) {
-            Some(&b) => pos_of_bin[b as usize] = pos as u32,
-            None => pack_of[alone[k as usize - live.len()] as usize] = pos as u32,
+    for (&b, &pos) in live.iter().zip(&pos_of) {
+        pos_of_bin[b as usize] = pos;
+        let rem = r.bins[b as usize];
+        let used = (cap.0 - rem.0, cap.1 - rem.1);
+        let (tokens, tiles) = if tiles_primary {
+            (used.1, used.0)
+        } else {
+            used
+        };
+        cost_at[pos as usize] = (tokens, tiles, false);
+    }
+    for (&i, &pos) in alone.iter().zip(&pos_of[live.len()..]) {
+        pack_of[i as usize] = pos;
+        if let Entry::Alone(c) = entries[i as usize] {
+            cost_at[pos as usize] = (c.tokens, c.tiles, true);
         }
     }
     for (it, &b) in sorted.iter().zip(&r.bin_at) {
         pack_of[it.idx as usize] = pos_of_bin[b as usize];
     }
+    // The samples grouped by final position with a counting sort over sample indices, so each
+    // group comes out ascending.
     let mut start = vec![0u32; count + 1];
     for &p in &pack_of {
         if p != u32::MAX {
@@ -758,30 +777,12 @@ fn assemble(
             fill[p as usize] += 1;
         }
     }
-    order
-        .iter()
-        .zip(start.windows(2))
-        .map(|(&k, w)| {
+    start
+        .windows(2)
+        .zip(&cost_at)
+        .map(|(w, &(tokens, tiles, oversize))| {
             let samples = members[w[0] as usize..w[1] as usize].to_vec();
-            match live.get(k as usize) {
-                Some(&b) => {
-                    let rem = r.bins[b as usize];
-                    let used = (u64::from(cap.0 - rem.0), u64::from(cap.1 - rem.1));
-                    let cost = if tiles_primary {
-                        (used.1, used.0)
-                    } else {
-                        used
-                    };
-                    Pack::new(samples, cost, false)
-                }
-                None => {
-                    let c = match entries[alone[k as usize - live.len()] as usize] {
-                        Entry::Alone(c) | Entry::Fits(c) => c,
-                        Entry::Dropped => Cost::default(),
-                    };
-                    Pack::new(samples, (u64::from(c.tokens), u64::from(c.tiles)), true)
-                }
-            }
+            Pack::new(samples, (u64::from(tokens), u64::from(tiles)), oversize)
         })
         .collect()
 }
