@@ -132,6 +132,9 @@ fn post_pass(sorted: &[Item], b: &mut Bins, bin_at: &mut [usize]) -> Vec<bool> {
     gone
 }
 
+/// A candidate's run: bin count, item order, bins, the bin of each position, tiles primary.
+type Outcome = (usize, Vec<Item>, Bins, Vec<usize>, bool);
+
 /// The reference plan of `bfd::pack`, in creation order (before the shuffle).
 fn reference_pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
     let fit: Vec<Item> = entries
@@ -156,7 +159,7 @@ fn reference_pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
         cands.push((tiles_fuller, 2));
     }
     cands.push((false, 0));
-    let mut best: Option<(usize, Vec<Item>, Bins, Vec<usize>, bool)> = None;
+    let mut best: Option<Outcome> = None;
     for (tiles_primary, kind) in cands {
         let items: Vec<Item> = fit
             .iter()
