@@ -8,7 +8,7 @@
 //! secondary room below it, so the descent skips bins that have primary room but no secondary
 //! room. [`pack`] runs a few (primary, order) candidates and keeps the best.
 
-use super::{Entry, Limits, Pack};
+use super::{Entry, Limits, Pack, rng};
 
 /// Capacities above 2^16 share leaves (buckets); the bucket holding the query is then checked
 /// bin by bin, so answers stay exact, only "tightest" becomes approximate inside a bucket. The
@@ -26,10 +26,10 @@ type Link = u32;
 /// Segment tree over remaining primary capacity; see the module docs.
 ///
 /// Flat: the bins of one (primary room, secondary room) cell are an intrusive doubly linked list
-/// (`head`, `next`, `prev`); per leaf, a two-level bitset marks the non-empty secondary cells, so
-/// "the tightest secondary room ≥ s in this leaf" is a couple of word scans; the tree keeps per
-/// node the highest non-empty secondary bucket below it. No allocation after `new` except the
-/// per-bin links.
+/// (`head`, `links`: a bin's next and prev side by side, one cache miss for both); per leaf, a
+/// two-level bitset marks the non-empty secondary cells, so "the tightest secondary room ≥ s in
+/// this leaf" is a couple of word scans; the tree keeps per node the highest non-empty secondary
+/// bucket below it. No allocation after `new` except the per-bin links.
 struct CapacityTree {
     shift_p: u32,
     shift_s: u32,
@@ -46,8 +46,8 @@ struct CapacityTree {
     bits0: Vec<u64>,
     bits1: Vec<u64>,
     head: Vec<Link>,
-    next: Vec<Link>,
-    prev: Vec<Link>,
+    /// Per bin: [next, prev] in its cell's list.
+    links: Vec<[Link; 2]>,
 }
 
 impl CapacityTree {
@@ -80,8 +80,7 @@ impl CapacityTree {
             bits0: vec![0; leaves * w0],
             bits1: vec![0; leaves * w1],
             head: vec![0; leaves * buckets],
-            next: Vec::new(),
-            prev: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -105,16 +104,14 @@ impl CapacityTree {
     fn insert(&mut self, rem: (u32, u32), bin: u32) {
         let (l, sb) = (self.leaf(rem.0), self.bucket(rem.1));
         let b = bin as usize;
-        if self.next.len() <= b {
-            self.next.resize(b + 1, 0);
-            self.prev.resize(b + 1, 0);
+        if self.links.len() <= b {
+            self.links.resize(b + 1, [0, 0]);
         }
         let cell = l * self.buckets + sb;
         let old = self.head[cell];
-        self.next[b] = old;
-        self.prev[b] = 0;
+        self.links[b] = [old, 0];
         if old != 0 {
-            self.prev[old as usize - 1] = bin + 1;
+            self.links[old as usize - 1][1] = bin + 1;
         } else {
             self.bits0[l * self.w0 + sb / 64] |= 1 << (sb % 64);
             self.bits1[l * self.w1 + sb / 4096] |= 1 << ((sb / 64) % 64);
@@ -129,14 +126,14 @@ impl CapacityTree {
         let (l, sb) = (self.leaf(rem.0), self.bucket(rem.1));
         let b = bin as usize;
         let cell = l * self.buckets + sb;
-        let (n, p) = (self.next[b], self.prev[b]);
+        let [n, p] = self.links[b];
         if p != 0 {
-            self.next[p as usize - 1] = n;
+            self.links[p as usize - 1][0] = n;
         } else {
             self.head[cell] = n;
         }
         if n != 0 {
-            self.prev[n as usize - 1] = p;
+            self.links[n as usize - 1][1] = p;
         }
         if self.head[cell] == 0 {
             let w = l * self.w0 + sb / 64;
@@ -250,7 +247,7 @@ impl CapacityTree {
                 if r.0 >= p && r.1 >= s {
                     return Some(b);
                 }
-                at = self.next[b as usize];
+                at = self.links[b as usize][0];
             }
             sb = c + 1;
         }
@@ -278,7 +275,7 @@ impl CapacityTree {
 }
 
 /// One fitting item: sample index and its (primary, secondary) size.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Item {
     idx: u32,
     p: u32,
@@ -287,6 +284,7 @@ struct Item {
 
 /// The bins of one BFD run over items in one order: remaining room per bin, and the bin of the
 /// item at each position of that order.
+#[derive(Default)]
 struct Run {
     bins: Vec<(u32, u32)>,
     bin_at: Vec<u32>,
@@ -311,11 +309,22 @@ impl Dims {
     }
 }
 
-/// Best fit of `sorted` in that order; the tree is kept for [`empty_weak_bins`].
-fn run(sorted: &[Item], d: Dims) -> (Run, CapacityTree) {
+/// Best fit of `sorted` in that order; the tree is kept for [`empty_weak_bins`]. `bin_at` is a
+/// buffer to reuse (its contents are replaced).
+///
+/// `give_up`: the run stops, returning `bin_at` back, as soon as it holds that many bins. Bins are never
+/// closed, so such a run would end with at least that many: a candidate that cannot win any more
+/// need not finish.
+fn run(
+    sorted: &[Item],
+    d: Dims,
+    mut bin_at: Vec<u32>,
+    give_up: usize,
+) -> Result<(Run, CapacityTree), Vec<u32>> {
     let mut tree = CapacityTree::new(d.cap, d.ignore_s);
     let mut bins: Vec<(u32, u32)> = Vec::new();
-    let mut bin_at = Vec::with_capacity(sorted.len());
+    bin_at.clear();
+    bin_at.reserve(sorted.len());
     for it in sorted {
         let b = match tree.best_fit(it.p, it.s, &bins) {
             Some(b) => {
@@ -323,6 +332,9 @@ fn run(sorted: &[Item], d: Dims) -> (Run, CapacityTree) {
                 b
             }
             None => {
+                if bins.len() + 1 >= give_up {
+                    return Err(bin_at);
+                }
                 bins.push(d.cap);
                 (bins.len() - 1) as u32
             }
@@ -341,7 +353,7 @@ fn run(sorted: &[Item], d: Dims) -> (Run, CapacityTree) {
         bin_at,
         live,
     };
-    (r, tree)
+    Ok((r, tree))
 }
 
 /// Post-pass: tries the bins from the least filled (normalized primary + secondary fill) up, and
@@ -449,7 +461,7 @@ const RADIX_BITS: u32 = 11;
 
 /// An item with its sort key, moved together through the radix passes (16 bytes): no gather of
 /// items by position afterwards, which would be a cache miss per item.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Keyed {
     key: u32,
     it: Item,
@@ -480,61 +492,100 @@ impl Order {
     }
 }
 
-/// `items` sorted by `key` descending, ties in their current order (stable).
+/// The buffers of [`sort_desc`], kept across candidates: a fresh multi-megabyte buffer per
+/// candidate costs a page fault per 4 KiB on first touch.
+#[derive(Default)]
+struct SortBufs {
+    a: Vec<Keyed>,
+    b: Vec<Keyed>,
+}
+
+/// `items` sorted by `key` descending, ties in their current order (stable), into `out` (its
+/// contents are replaced). With `swap`, each item's primary and secondary sizes are swapped first
+/// (the tiles-primary candidates), so no swapped copy of the items is needed. `bounds`: no key is
+/// below the first or above the second (keys grow with both sizes, so the keys of the smallest
+/// and largest sizes will do; no pass over the items to find them).
 ///
 /// An LSD radix sort over only the key bits that vary (two passes for the keys of the mixes in
-/// BENCHMARKS.md), instead of a comparison sort. Key ranges wider than 32 bits (huge limits) fall
-/// back to a comparison sort.
-fn sorted_desc(items: &[Item], key: impl Fn(Item) -> u128) -> Vec<Item> {
+/// BENCHMARKS.md), instead of a comparison sort; the counts of every pass are taken while the
+/// keys are made, so each pass reads the items once. Key ranges wider than 32 bits (huge limits)
+/// fall back to a comparison sort.
+fn sort_desc(
+    items: &[Item],
+    swap: bool,
+    key: impl Fn(Item) -> u128,
+    bounds: (u128, u128),
+    out: &mut Vec<Item>,
+    bufs: &mut SortBufs,
+) {
+    let get = |it: Item| {
+        if swap {
+            Item {
+                idx: it.idx,
+                p: it.s,
+                s: it.p,
+            }
+        } else {
+            it
+        }
+    };
+    out.clear();
     let n = items.len();
     if n == 0 {
-        return Vec::new();
+        return;
     }
-    let (lo, hi) = items.iter().fold((u128::MAX, 0), |(lo, hi), &it| {
-        let k = key(it);
-        (lo.min(k), hi.max(k))
-    });
+    let (lo, hi) = bounds;
     let key_bits = 128 - (hi - lo).leading_zeros();
     if key_bits > 32 {
         let mut a: Vec<(u128, u32)> = items
             .iter()
             .enumerate()
-            .map(|(k, &it)| (hi - key(it), k as u32))
+            .map(|(k, &it)| (hi - key(get(it)), k as u32))
             .collect();
         a.sort_unstable();
-        return a.iter().map(|&(_, k)| items[k as usize]).collect();
+        out.extend(a.iter().map(|&(_, k)| get(items[k as usize])));
+        return;
     }
+    // Passes of equal width (e.g. 2 × 10 bits for 19 varying bits), at most 3 for 32 bits.
+    let passes = key_bits.div_ceil(RADIX_BITS) as usize;
+    let width = if passes == 0 {
+        0
+    } else {
+        key_bits.div_ceil(passes as u32)
+    };
+    let mask = (1u32 << width) - 1;
+    let mut count = [[0u32; 1 << RADIX_BITS]; 3];
+    let SortBufs { a, b } = bufs;
     // hi - key: ascending is key-descending.
-    let mut a: Vec<Keyed> = items
-        .iter()
-        .map(|&it| Keyed {
-            key: (hi - key(it)) as u32,
-            it,
-        })
-        .collect();
-    let mut b = a.clone();
-    let mask = (1u32 << RADIX_BITS) - 1;
-    let mut shift = 0;
-    while shift < key_bits {
-        let mut count = [0u32; 1 << RADIX_BITS];
-        for x in &a {
-            count[((x.key >> shift) & mask) as usize] += 1;
+    a.clear();
+    a.extend(items.iter().map(|&it| {
+        let it = get(it);
+        let key = (hi - key(it)) as u32;
+        for (p, c) in count.iter_mut().enumerate().take(passes) {
+            c[((key >> (p as u32 * width)) & mask) as usize] += 1;
         }
+        Keyed { key, it }
+    }));
+    if passes > 0 {
+        b.resize(n, Keyed::default());
+        b.truncate(n);
+    }
+    for (p, c) in count.iter_mut().enumerate().take(passes) {
+        let shift = p as u32 * width;
         let mut sum = 0;
-        for c in count.iter_mut() {
+        for c in c.iter_mut() {
             let here = *c;
             *c = sum;
             sum += here;
         }
-        for x in &a {
+        for x in a.iter() {
             let d = ((x.key >> shift) & mask) as usize;
-            b[count[d] as usize] = *x;
-            count[d] += 1;
+            b[c[d] as usize] = *x;
+            c[d] += 1;
         }
-        std::mem::swap(&mut a, &mut b);
-        shift += RADIX_BITS;
+        std::mem::swap(a, b);
     }
-    a.iter().map(|x| x.it).collect()
+    out.extend(a.iter().map(|x| x.it));
 }
 
 /// One BFD candidate: which dimension is primary (best fit is tightest in it first) and the
@@ -545,8 +596,8 @@ struct Candidate {
     order: Order,
 }
 
-/// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (appended
-/// after the BFD packs, in index order). Pack order here is creation order; the caller shuffles.
+/// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (made after the
+/// BFD packs, in index order), then shuffles that creation order by `seed` ([`assemble`]).
 ///
 /// With both limits set, BFD runs three candidates and keeps the one with the fewest packs (ties:
 /// the earlier), then runs [`empty_weak_bins`] on it: normalized sum and normalized max, primary
@@ -554,7 +605,11 @@ struct Candidate {
 /// primary), so Bfd never uses more packs than that classic packer (TRL's). With one limit only
 /// the last runs. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
 /// the post-pass of a losing candidate never made it win, so only the winner gets one.
-pub(super) fn pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
+///
+/// Speed (issue 3): a candidate stops as soon as it holds as many bins as the best so far (it
+/// could not win), and the candidates share their sort buffers and reuse a loser's order and bin
+/// buffers; none of this changes which candidate wins or its bins.
+pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> Vec<Pack> {
     let (mut sum_tok, mut sum_til) = (0u128, 0u128);
     let mut fit: Vec<Item> = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
@@ -583,106 +638,172 @@ pub(super) fn pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
         tiles_primary: false,
         order: Order::Size,
     });
-    // Tokens-primary items are `fit`; tiles-primary ones are made once, when needed.
-    let swapped: Vec<Item> = if tiles_fuller && cands.iter().any(|c| c.tiles_primary) {
-        fit.iter()
-            .map(|it| Item {
-                idx: it.idx,
-                p: it.s,
-                s: it.p,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let dims_of = |items: &[Item], tiles_primary: bool| {
-        let cap = if tiles_primary {
-            (limits.tiles, limits.tokens)
-        } else {
-            (limits.tokens, limits.tiles)
-        };
-        let (mut min, mut max_s, mut sum_s) = ((u32::MAX, u32::MAX), 0, 0u128);
-        for it in items {
-            min = (min.0.min(it.p), min.1.min(it.s));
-            max_s = max_s.max(it.s);
-            sum_s += u128::from(it.s);
-        }
+    // Smallest and largest sizes, both dimensions, in one pass for all candidates.
+    let (mut min, mut max) = ((u32::MAX, u32::MAX), (0, 0));
+    for it in &fit {
+        min = (min.0.min(it.p), min.1.min(it.s));
+        max = (max.0.max(it.p), max.1.max(it.s));
+    }
+    let dims_of = |tiles_primary: bool| {
+        let flip = |x: (u32, u32)| if tiles_primary { (x.1, x.0) } else { x };
+        let (cap, min, max) = (flip((limits.tokens, limits.tiles)), flip(min), flip(max));
+        let sum_s = if tiles_primary { sum_tok } else { sum_til };
         let ignore_s = sum_s <= u128::from(cap.1);
-        (Dims { cap, min, ignore_s }, max_s)
+        (Dims { cap, min, ignore_s }, min, max)
     };
+    let mut bufs = SortBufs::default();
+    // The order and bin buffers of the last losing candidate, reused by the next one.
+    let (mut spare_sorted, mut spare_bin_at) = (Vec::new(), Vec::new());
     let mut best: Option<(Run, CapacityTree, Vec<Item>, Dims, bool)> = None;
     for c in cands {
-        let items = if c.tiles_primary { &swapped } else { &fit };
-        let (d, max_s) = dims_of(items, c.tiles_primary);
+        let (d, min, max) = dims_of(c.tiles_primary);
+        let key = |it: Item| c.order.key(it, d, max.1);
+        let bounds = (
+            key(Item {
+                idx: 0,
+                p: min.0,
+                s: min.1,
+            }),
+            key(Item {
+                idx: 0,
+                p: max.0,
+                s: max.1,
+            }),
+        );
         // Ties keep sample order, so runs are deterministic.
-        let sorted = sorted_desc(items, |it| c.order.key(it, d, max_s));
-        let (r, tree) = run(&sorted, d);
-        if best.as_ref().is_none_or(|b| r.live < b.0.live) {
-            best = Some((r, tree, sorted, d, c.tiles_primary));
+        let mut sorted = std::mem::take(&mut spare_sorted);
+        sort_desc(&fit, c.tiles_primary, key, bounds, &mut sorted, &mut bufs);
+        // A later candidate wins only with fewer bins than the best so far.
+        let give_up = best.as_ref().map_or(usize::MAX, |b| b.0.live);
+        let ran = run(&sorted, d, std::mem::take(&mut spare_bin_at), give_up);
+        match ran {
+            Ok((r, tree)) if r.live < give_up => {
+                if let Some((old, _, old_sorted, _, _)) =
+                    best.replace((r, tree, sorted, d, c.tiles_primary))
+                {
+                    (spare_sorted, spare_bin_at) = (old_sorted, old.bin_at);
+                }
+            }
+            Ok((r, _)) => (spare_sorted, spare_bin_at) = (sorted, r.bin_at),
+            Err(bin_at) => (spare_sorted, spare_bin_at) = (sorted, bin_at),
         }
     }
+    drop((spare_sorted, spare_bin_at, bufs));
     let Some((mut r, mut tree, sorted, d, tiles_primary)) = best else {
-        return alone_packs(entries, Vec::new());
+        return assemble(entries, seed, &[], &Run::default(), (0, 0), false);
     };
     empty_weak_bins(&mut r, &mut tree, &sorted, d);
     drop(tree);
-    let Run {
-        bins, bin_at, gone, ..
-    } = r;
-    let (cap_p, cap_s) = d.cap;
+    assemble(entries, seed, &sorted, &r, d.cap, tiles_primary)
+}
 
-    let mut bin_of = vec![u32::MAX; entries.len()];
-    for (it, &b) in sorted.iter().zip(&bin_at) {
-        bin_of[it.idx as usize] = b;
+/// The plan's packs in their final order: creation order (the bins of `r` left after the
+/// post-pass, in bin order, then a pack of its own for each `Alone` entry, in index order)
+/// shuffled by `seed`, so a trainer does not see them sorted by size.
+///
+/// Each pack is made at its final position, from member lists grouped by that position: the
+/// lists are read in order, and the packs' buffers lie in memory in the order the plan is read
+/// and freed. Made in creation order and shuffled afterwards, every later pass over the plan, and
+/// freeing it, jumped around the heap (a cache miss per pack, a large part of the packer's time
+/// at a million samples).
+fn assemble(
+    entries: &[Entry],
+    seed: u64,
+    sorted: &[Item],
+    r: &Run,
+    cap: (u32, u32),
+    tiles_primary: bool,
+) -> Vec<Pack> {
+    let live: Vec<u32> = (0..r.bins.len() as u32)
+        .filter(|&b| !r.gone[b as usize])
+        .collect();
+    let alone = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Entry::Alone(_)))
+        .map(|(i, _)| i as u32);
+    // Creation index -> sample of each alone pack.
+    let alone: Vec<u32> = alone.collect();
+    let count = live.len() + alone.len();
+    // The same swaps on creation indices as on the packs themselves.
+    let mut order: Vec<u32> = (0..count as u32).collect();
+    rng::shuffle(&mut order, seed);
+    let mut pos_of = vec![0u32; count];
+    for (pos, &k) in order.iter().enumerate() {
+        pos_of[k as usize] = pos as u32;
     }
-    // Group members per bin by a counting sort over sample indices: members come out ascending.
-    let mut start = vec![0u32; bins.len() + 1];
-    for &b in &bin_at {
-        start[b as usize + 1] += 1;
+    // Per final position, the pack's (tokens, tiles, oversize); per bin and per sample, the final
+    // position of its pack (u32::MAX: dropped). Walked in creation order: scattered writes, not
+    // scattered reads, which would each wait for a cache miss.
+    let mut cost_at = vec![(0u32, 0u32, false); count];
+    let mut pos_of_bin = vec![u32::MAX; r.bins.len()];
+    let mut pack_of = vec![u32::MAX; entries.len()];
+    for (&b, &pos) in live.iter().zip(&pos_of) {
+        pos_of_bin[b as usize] = pos;
+        let rem = r.bins[b as usize];
+        let used = (cap.0 - rem.0, cap.1 - rem.1);
+        let (tokens, tiles) = if tiles_primary {
+            (used.1, used.0)
+        } else {
+            used
+        };
+        cost_at[pos as usize] = (tokens, tiles, false);
     }
-    for i in 0..bins.len() {
+    for (&i, &pos) in alone.iter().zip(&pos_of[live.len()..]) {
+        pack_of[i as usize] = pos;
+        if let Entry::Alone(c) = entries[i as usize] {
+            cost_at[pos as usize] = (c.tokens, c.tiles, true);
+        }
+    }
+    for (it, &b) in sorted.iter().zip(&r.bin_at) {
+        pack_of[it.idx as usize] = pos_of_bin[b as usize];
+    }
+    // The samples grouped by final position with a counting sort over sample indices, so each
+    // group comes out ascending.
+    let mut start = vec![0u32; count + 1];
+    for &p in &pack_of {
+        if p != u32::MAX {
+            start[p as usize + 1] += 1;
+        }
+    }
+    for i in 0..count {
         start[i + 1] += start[i];
     }
     let mut fill = start.clone();
-    let mut members = vec![0u32; start[bins.len()] as usize];
-    for (i, &b) in bin_of.iter().enumerate() {
-        if b != u32::MAX {
-            members[fill[b as usize] as usize] = i as u32;
-            fill[b as usize] += 1;
+    let mut members = vec![0u32; start[count] as usize];
+    for (i, &p) in pack_of.iter().enumerate() {
+        if p != u32::MAX {
+            members[fill[p as usize] as usize] = i as u32;
+            fill[p as usize] += 1;
         }
     }
-    let mut packs = Vec::with_capacity(bins.len());
-    for (b, &rem) in bins.iter().enumerate() {
-        if gone[b] {
-            continue;
-        }
-        let samples = members[start[b] as usize..start[b + 1] as usize].to_vec();
-        let (used_p, used_s) = (u64::from(cap_p - rem.0), u64::from(cap_s - rem.1));
-        let cost = if tiles_primary {
-            (used_s, used_p)
-        } else {
-            (used_p, used_s)
-        };
-        packs.push(Pack::new(samples, cost, false));
-    }
-    alone_packs(entries, packs)
-}
-
-/// Appends a pack of its own for each `Alone` entry, in index order.
-fn alone_packs(entries: &[Entry], mut packs: Vec<Pack>) -> Vec<Pack> {
-    for (i, e) in entries.iter().enumerate() {
-        if let Entry::Alone(c) = *e {
-            let cost = (u64::from(c.tokens), u64::from(c.tiles));
-            packs.push(Pack::new(vec![i as u32], cost, true));
-        }
-    }
-    packs
+    start
+        .windows(2)
+        .zip(&cost_at)
+        .map(|(w, &(tokens, tiles, oversize))| {
+            let samples = members[w[0] as usize..w[1] as usize].to_vec();
+            Pack::new(samples, (u64::from(tokens), u64::from(tiles)), oversize)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pack::Cost;
+
+    /// [`super::pack`] with the shuffle undone: packs in creation order.
+    fn pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
+        const SEED: u64 = 9;
+        let shuffled = super::pack(entries, limits, SEED);
+        let mut order: Vec<usize> = (0..shuffled.len()).collect();
+        rng::shuffle(&mut order, SEED);
+        let mut created = vec![None; shuffled.len()];
+        for (p, k) in shuffled.into_iter().zip(order) {
+            created[k] = Some(p);
+        }
+        created.into_iter().flatten().collect()
+    }
 
     fn fits(v: &[(u32, u32)]) -> Vec<Entry> {
         v.iter()
@@ -842,8 +963,21 @@ mod tests {
                 ignore_s: sum_s <= u64::from(limits.tiles),
             };
             let max_s = c.iter().map(|x| x.1).max().unwrap_or(0);
-            let sorted = sorted_desc(&items, |it| Order::Size.key(it, d, max_s));
-            let (run, _) = run(&sorted, d);
+            let mut sorted = Vec::new();
+            let key = |it| Order::Size.key(it, d, max_s);
+            let hi = c.iter().map(|&(p, s)| key(Item { idx: 0, p, s })).max();
+            let lo = c.iter().map(|&(p, s)| key(Item { idx: 0, p, s })).min();
+            sort_desc(
+                &items,
+                false,
+                key,
+                (lo.unwrap_or(0), hi.unwrap_or(0)),
+                &mut sorted,
+                &mut SortBufs::default(),
+            );
+            let Ok((run, _)) = run(&sorted, d, Vec::new(), usize::MAX) else {
+                panic!("no limit to give up at");
+            };
             assert_eq!(
                 run.live,
                 naive_bfd_by_tokens(&c, limits),

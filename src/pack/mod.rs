@@ -21,6 +21,8 @@
 
 pub mod balance;
 mod bfd;
+#[cfg(test)]
+mod bfd_reference;
 mod online;
 mod ordered;
 pub mod rng;
@@ -269,11 +271,7 @@ pub fn plan_packs(
         .collect();
 
     let packs = match algo {
-        Algo::Bfd => {
-            let mut packs = bfd::pack(&entries, limits);
-            rng::shuffle(&mut packs, seed);
-            packs
-        }
+        Algo::Bfd => bfd::pack(&entries, limits, seed),
         Algo::Online { buffer } => {
             let mut packer = OnlinePacker::new(limits, buffer)?;
             let mut packs = Vec::new();

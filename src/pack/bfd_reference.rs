@@ -1,0 +1,425 @@
+//! Test-only: a straightforward O(n · bins) restatement of the Bfd packer (candidates, best fit,
+//! choice of the winner, post-pass), and tests that `bfd::pack` gives exactly its plan. It pins
+//! the packs and their order, so speed work on `bfd` cannot change a plan unnoticed.
+//!
+//! The tree's tie rule is stated here as a stamp: among bins with the same room (the same cell),
+//! the one put back into the tree last is taken (the head of the cell's list). This holds where
+//! cells are single room values: limits below 2^16 with few enough (primary, secondary) pairs, or
+//! no secondary check at all; the generators below stay there.
+
+use super::{Cost, Entry, Limits, Pack, bfd, rng, rng::SplitMix64};
+
+#[derive(Clone, Copy)]
+struct Item {
+    idx: u32,
+    p: u32,
+    s: u32,
+}
+
+/// Open bins: room, whether the tree holds it, and when it was last put in.
+struct Bins {
+    room: Vec<(u32, u32)>,
+    in_tree: Vec<bool>,
+    stamp: Vec<u64>,
+    clock: u64,
+    cap: (u32, u32),
+    min: (u32, u32),
+    ignore_s: bool,
+}
+
+impl Bins {
+    fn usable(&self, r: (u32, u32)) -> bool {
+        r.0 >= self.min.0 && r.1 >= self.min.1
+    }
+
+    /// Puts bin `b` back with room `r` (if any item could still fit it).
+    fn put(&mut self, b: usize, r: (u32, u32)) {
+        self.room[b] = r;
+        self.in_tree[b] = self.usable(r);
+        self.clock += 1;
+        self.stamp[b] = self.clock;
+    }
+
+    /// Least primary room, then least secondary room (unless it is never checked), then the
+    /// latest put in.
+    fn best_fit(&self, it: Item) -> Option<usize> {
+        (0..self.room.len())
+            .filter(|&b| self.in_tree[b] && self.room[b].0 >= it.p && self.room[b].1 >= it.s)
+            .min_by_key(|&b| {
+                let s = if self.ignore_s { 0 } else { self.room[b].1 };
+                (self.room[b].0, s, std::cmp::Reverse(self.stamp[b]))
+            })
+    }
+}
+
+fn run(sorted: &[Item], b: &mut Bins) -> Vec<usize> {
+    let mut bin_at = Vec::new();
+    for &it in sorted {
+        let k = match b.best_fit(it) {
+            Some(k) => k,
+            None => {
+                b.room.push(b.cap);
+                b.in_tree.push(false);
+                b.stamp.push(0);
+                b.room.len() - 1
+            }
+        };
+        let r = b.room[k];
+        b.put(k, (r.0 - it.p, r.1 - it.s));
+        bin_at.push(k);
+    }
+    bin_at
+}
+
+/// The post-pass: lightest bins first, emptied when all their items fit elsewhere.
+fn post_pass(sorted: &[Item], b: &mut Bins, bin_at: &mut [usize]) -> Vec<bool> {
+    let nb = b.room.len();
+    let mut gone = vec![false; nb];
+    if nb < 2 {
+        return gone;
+    }
+    let members: Vec<Vec<usize>> = (0..nb)
+        .map(|k| (0..sorted.len()).filter(|&i| bin_at[i] == k).collect())
+        .collect();
+    let (cp, cs) = (u128::from(b.cap.0), u128::from(b.cap.1));
+    let mut order: Vec<(u128, usize)> = (0..nb)
+        .map(|k| {
+            let r = b.room[k];
+            let w = u128::from(b.cap.0 - r.0) * cs + u128::from(b.cap.1 - r.1) * cp;
+            (w, k)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut touched = vec![false; nb];
+    let mut failures = 0;
+    for &(_, k) in &order {
+        if failures >= 256 {
+            break;
+        }
+        if touched[k] {
+            continue;
+        }
+        let own = b.room[k];
+        b.in_tree[k] = false;
+        let mut moves = Vec::new();
+        let mut ok = true;
+        for &i in &members[k] {
+            let Some(t) = b.best_fit(sorted[i]) else {
+                ok = false;
+                break;
+            };
+            let old = b.room[t];
+            b.put(t, (old.0 - sorted[i].p, old.1 - sorted[i].s));
+            moves.push((i, t, old));
+        }
+        if ok {
+            for &(i, t, _) in &moves {
+                bin_at[i] = t;
+                touched[t] = true;
+            }
+            gone[k] = true;
+            failures = 0;
+        } else {
+            for &(_, t, old) in moves.iter().rev() {
+                b.put(t, old);
+            }
+            if b.usable(own) {
+                b.put(k, own);
+            }
+            failures += 1;
+        }
+    }
+    gone
+}
+
+/// A candidate's run: bin count, item order, bins, the bin of each position, tiles primary.
+type Outcome = (usize, Vec<Item>, Bins, Vec<usize>, bool);
+
+/// The reference plan of `bfd::pack`, in creation order (before the shuffle).
+fn reference_pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
+    let fit: Vec<Item> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match *e {
+            Entry::Fits(c) => Some(Item {
+                idx: i as u32,
+                p: c.tokens,
+                s: c.tiles,
+            }),
+            _ => None,
+        })
+        .collect();
+    let sum_tok: u128 = fit.iter().map(|it| u128::from(it.p)).sum();
+    let sum_til: u128 = fit.iter().map(|it| u128::from(it.s)).sum();
+    let tiles_fuller = sum_til * u128::from(limits.tokens) > sum_tok * u128::from(limits.tiles);
+    // (tiles primary, key kind: 0 size, 1 sum, 2 max)
+    let mut cands = Vec::new();
+    if !limits.unlimited_tiles() && limits.tokens != u32::MAX {
+        cands.push((tiles_fuller, 1));
+        cands.push((tiles_fuller, 2));
+    }
+    cands.push((false, 0));
+    let mut best: Option<Outcome> = None;
+    for (tiles_primary, kind) in cands {
+        let items: Vec<Item> = fit
+            .iter()
+            .map(|&it| {
+                if tiles_primary {
+                    Item {
+                        idx: it.idx,
+                        p: it.s,
+                        s: it.p,
+                    }
+                } else {
+                    it
+                }
+            })
+            .collect();
+        let cap = if tiles_primary {
+            (limits.tiles, limits.tokens)
+        } else {
+            (limits.tokens, limits.tiles)
+        };
+        let min = items
+            .iter()
+            .fold((u32::MAX, u32::MAX), |m, it| (m.0.min(it.p), m.1.min(it.s)));
+        let max_s = items.iter().map(|it| it.s).max().unwrap_or(0);
+        let sum_s: u128 = items.iter().map(|it| u128::from(it.s)).sum();
+        let (cp, cs) = (u128::from(cap.0), u128::from(cap.1));
+        let key = |it: &Item| {
+            let (p, s) = (u128::from(it.p), u128::from(it.s));
+            match kind {
+                0 => p * (u128::from(max_s) + 1) + s,
+                1 => p * cs + s * cp,
+                _ => (p * cs).max(s * cp),
+            }
+        };
+        let mut sorted = items;
+        sorted.sort_by_key(|it| std::cmp::Reverse(key(it)));
+        let mut bins = Bins {
+            room: Vec::new(),
+            in_tree: Vec::new(),
+            stamp: Vec::new(),
+            clock: 0,
+            cap,
+            min,
+            ignore_s: sum_s <= u128::from(cap.1),
+        };
+        let bin_at = run(&sorted, &mut bins);
+        let count = bins.room.len();
+        if best.as_ref().is_none_or(|b| count < b.0) {
+            best = Some((count, sorted, bins, bin_at, tiles_primary));
+        }
+    }
+    let mut packs = Vec::new();
+    if let Some((_, sorted, mut bins, mut bin_at, tiles_primary)) = best {
+        let gone = post_pass(&sorted, &mut bins, &mut bin_at);
+        for (k, &r) in bins.room.iter().enumerate() {
+            if gone[k] {
+                continue;
+            }
+            let samples: Vec<u32> = (0..sorted.len())
+                .filter(|&i| bin_at[i] == k)
+                .map(|i| sorted[i].idx)
+                .collect();
+            let used = (u64::from(bins.cap.0 - r.0), u64::from(bins.cap.1 - r.1));
+            let cost = if tiles_primary {
+                (used.1, used.0)
+            } else {
+                used
+            };
+            packs.push(Pack::new(samples, cost, false));
+        }
+    }
+    for (i, e) in entries.iter().enumerate() {
+        if let Entry::Alone(c) = *e {
+            packs.push(Pack::new(
+                vec![i as u32],
+                (u64::from(c.tokens), u64::from(c.tiles)),
+                true,
+            ));
+        }
+    }
+    packs
+}
+
+/// Random entries under small limits (cells stay single room values), with many repeated sizes so
+/// that the tie rule decides often; some samples are over a limit and go alone.
+fn random_case(r: &mut SplitMix64) -> (Vec<Entry>, Limits) {
+    let limits = Limits {
+        tokens: 1 + r.below(300) as u32,
+        tiles: if r.below(4) == 0 {
+            u32::MAX
+        } else {
+            1 + r.below(30) as u32
+        },
+    };
+    let palette: Vec<Cost> = (0..1 + r.below(12))
+        .map(|_| {
+            let t = r.below(limits.tokens as usize + 1) as u32;
+            let g = r.below(limits.tiles.min(30) as usize + 1) as u32;
+            Cost::new(t >> r.below(3), g >> r.below(3))
+        })
+        .collect();
+    let n = r.below(500);
+    let entries = (0..n)
+        .map(|_| {
+            let c = if r.below(2) == 0 {
+                palette[r.below(palette.len())]
+            } else {
+                Cost::new(
+                    r.below(limits.tokens as usize + 2) as u32,
+                    r.below(limits.tiles.min(30) as usize + 2) as u32,
+                )
+            };
+            if c.fits(limits) {
+                Entry::Fits(c)
+            } else {
+                Entry::Alone(c)
+            }
+        })
+        .collect();
+    (entries, limits)
+}
+
+#[test]
+fn bfd_equals_the_reference_on_random_cases() {
+    let mut r = SplitMix64::new(2026);
+    for _ in 0..1500 {
+        let (entries, limits) = random_case(&mut r);
+        let seed = r.next_u64();
+        let got = bfd::pack(&entries, limits, seed);
+        let mut want = reference_pack(&entries, limits);
+        rng::shuffle(&mut want, seed);
+        assert_eq!(got, want, "{limits:?} {entries:?}");
+    }
+}
+
+/// A few thousand samples of the benchmark's kind of mix (InternVL tiles, long text) at the
+/// benchmark's limits: realistic shapes where the candidates differ and the post-pass works.
+#[test]
+fn bfd_equals_the_reference_on_a_realistic_mix() {
+    let mut r = SplitMix64::new(7);
+    for limits in [
+        Limits {
+            tokens: 8192,
+            tiles: 16,
+        },
+        Limits {
+            tokens: 4096,
+            tiles: 24,
+        },
+        Limits::tokens_only(8192),
+    ] {
+        let entries: Vec<Entry> = (0..3000)
+            .map(|_| {
+                let c = match r.below(4) {
+                    0..2 => {
+                        let tiles = [1, 3, 4, 5, 7, 9, 13][r.below(7)];
+                        Cost::new(256 * tiles + 2 + r.below(1500) as u32, tiles)
+                    }
+                    2 => {
+                        let tiles = 2 + r.below(10) as u32;
+                        Cost::new(256 * tiles + 6 + r.below(800) as u32, tiles)
+                    }
+                    _ => Cost::new(16 + r.below(6000) as u32, 0),
+                };
+                if c.fits(limits) {
+                    Entry::Fits(c)
+                } else {
+                    Entry::Alone(c)
+                }
+            })
+            .collect();
+        let mut want = reference_pack(&entries, limits);
+        rng::shuffle(&mut want, 3);
+        assert_eq!(bfd::pack(&entries, limits, 3), want, "{limits:?}");
+    }
+}
+
+/// The benchmark's mix (benches/pack.rs): 60% single-image, 15% multi-image, 25% text-only.
+fn bench_mix(n: usize, seed: u64) -> Vec<Cost> {
+    let mut r = SplitMix64::new(seed);
+    let uniform = |r: &mut SplitMix64| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let lognormal = |r: &mut SplitMix64, mu: f64, lo: f64, hi: f64| {
+        let (u1, u2) = (uniform(r).max(1e-12), uniform(r));
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        (mu + z).exp().clamp(lo, hi) as u32
+    };
+    let tiles = |r: &mut SplitMix64, max_grid: u32| {
+        let k = [1, 2, 3, 4, 5, 6, 8, 9, 10, 12][r.below(10)].min(max_grid.max(1));
+        if k == 1 { 1 } else { k + 1 }
+    };
+    (0..n)
+        .map(|_| match r.below(20) {
+            0..12 => {
+                let t = tiles(&mut r, 12);
+                Cost::new(256 * t + 2 + lognormal(&mut r, 5.5, 8.0, 6000.0), t)
+            }
+            12..15 => {
+                let images = 2 + r.below(5) as u32;
+                let t: u32 = (0..images).map(|_| tiles(&mut r, 12 / images)).sum();
+                Cost::new(
+                    256 * t + 2 * images + lognormal(&mut r, 5.0, 8.0, 4000.0),
+                    t,
+                )
+            }
+            _ => Cost::new(lognormal(&mut r, 6.5, 16.0, 12000.0), 0),
+        })
+        .collect()
+}
+
+/// FNV-1a over a whole plan: every pack in order (members, sums, flag) and every placement.
+fn fingerprint(plan: &super::PackPlan) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for p in &plan.packs {
+        eat(p.samples.len() as u64);
+        p.samples.iter().for_each(|&s| eat(u64::from(s)));
+        eat(u64::from(p.tokens) << 32 | u64::from(p.tiles) << 1 | u64::from(p.oversize));
+    }
+    for pl in &plan.placements {
+        eat(pl.pack().map_or(u64::MAX, u64::from));
+    }
+    h
+}
+
+/// Whole plans on 200k samples of the benchmark's mix, pinned by fingerprints taken with the
+/// Bfd of 2026-11-29 (before the speed work of issue 3): big pools, bucketed cells (limits over
+/// 2^16) and the shuffle included, which the reference above does not reach.
+#[test]
+fn bfd_plans_equal_the_pinned_fingerprints() {
+    let costs = bench_mix(200_000, 7);
+    let cases = [
+        (8192, 16),
+        (8192, 24),
+        (16384, 48),
+        (8192, u32::MAX),
+        (100_000, 5000),
+    ];
+    let mut got = Vec::new();
+    for (tokens, tiles) in cases {
+        let plan = super::plan_packs(
+            &costs,
+            Limits { tokens, tiles },
+            super::Algo::Bfd,
+            super::OversizePolicy::Alone,
+            &|_| None,
+            1,
+        )
+        .expect("valid settings");
+        got.push(fingerprint(&plan));
+    }
+    let want = [
+        0xe2e3_29d7_23b6_aa15,
+        0x7099_cfba_cefe_ec50,
+        0xad4e_b352_ea7c_e334,
+        0xcb3f_fe2b_50c6_9cc0,
+        0x2824_8235_44c2_3d82,
+    ];
+    assert_eq!(got, want, "{got:#x?}");
+}
