@@ -13,6 +13,9 @@
 //! `VLMPREP_REQUIRE_GPU=1`, which turns a missing GPU into a failure.
 #![cfg(feature = "cuda")]
 
+mod common;
+use common::images::pattern;
+
 use vlmprep::backend::cuda::CudaBackend;
 use vlmprep::backend::cuda::DeviceImage;
 use vlmprep::backend::{Backend, CpuBackend, HostTiles, TileLayout, TileSpec};
@@ -86,31 +89,6 @@ fn gpu_or_skip() -> Option<CudaBackend> {
             eprintln!("skipped: no GPU ({e})");
             None
         }
-    }
-}
-
-/// Gradients, hard edges and noise, so that every filter tap and both signs of the bicubic
-/// lobes matter.
-fn pattern(w: u32, h: u32, seed: u32) -> RgbImage {
-    let mut data = Vec::with_capacity(3 * (w * h) as usize);
-    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
-    for y in 0..h {
-        for x in 0..w {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            let edge = if (x / 7 + y / 5) % 2 == 0 { 60 } else { 0 };
-            data.extend_from_slice(&[
-                ((x * 255 / w.max(1)) as u8).saturating_add(edge),
-                ((y * 255 / h.max(1)) as u8) ^ (s as u8 & 0x1f),
-                ((x * 5 + y * 11 + (s >> 24)) % 256) as u8,
-            ]);
-        }
-    }
-    RgbImage {
-        width: w,
-        height: h,
-        data,
     }
 }
 

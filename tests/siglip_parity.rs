@@ -155,12 +155,7 @@ fn tokenizer_ids_match_transformers_on_hard_strings() {
     let mut checked = 0;
     for case in &cases {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let want = golden_ids(case);
         let model = if case["model"] == "tiny-a" { &a } else { &b };
         assert_eq!(
             model.text_input.encode(text).unwrap(),
@@ -171,6 +166,16 @@ fn tokenizer_ids_match_transformers_on_hard_strings() {
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} cases");
+}
+
+/// The `ids` of a tokenizer golden case.
+fn golden_ids(case: &serde_json::Value) -> Vec<u32> {
+    case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// A folder whose tokenizer is a `tokenizer.json` (SigLIP 2 style), against transformers'
@@ -186,12 +191,7 @@ fn tokenizer_json_ids_match_transformers_on_hard_strings() {
     assert!(cases.len() >= 20, "only {} cases", cases.len());
     for case in &cases {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let want = golden_ids(case);
         assert_eq!(tok.encode(text).unwrap(), want, "{text:?}");
     }
 }

@@ -10,7 +10,8 @@
 
 mod common;
 
-use common::wgpu::{backend_or_skip, pattern, photo};
+use common::images::{pattern, photo};
+use common::wgpu::backend_or_skip;
 use vlmprep::curate::phash::{gray32, phash};
 use vlmprep::image::RgbImage;
 use vlmprep::image::decode::{DecodeOptions, decode_rgb8};

@@ -14,7 +14,8 @@
 
 mod common;
 
-use common::wgpu::{backend_or_skip, pattern, photo};
+use common::images::{pattern, photo};
+use common::wgpu::backend_or_skip;
 use vlmprep::backend::{Backend, CpuBackend, HostTiles, TileSpec};
 use vlmprep::image::RgbImage;
 use vlmprep::image::normalize::{Dtype, Normalization};
@@ -247,4 +248,31 @@ fn strong_downscales_equal_the_cpu_or_are_refused_past_the_loop_limit() {
     }
     // 1600x1200 (134 x 101 taps) fits even lavapipe's limit.
     assert!(computed >= 1);
+}
+
+/// Tiles whose own crop would make fast_image_resize read past its intermediate row are
+/// computed by the CPU from their full-width band (`image::resize`); the wgpu tables follow,
+/// so the two still agree there (50×37 → 150×111 in 37 px tiles has such tiles).
+#[test]
+fn tiles_the_cpu_takes_from_their_band_still_agree() {
+    let Some(gpu) = backend_or_skip() else { return };
+    let image = pattern(50, 37, 5);
+    let plan = TilePlan {
+        resize: (150, 111),
+        grid: (4, 3),
+        tile: (37, 37),
+        thumbnail: None,
+    };
+    for dtype in [Dtype::U8, Dtype::F32] {
+        let spec = TileSpec {
+            filter: ResizeFilter::Bicubic,
+            dtype,
+            norm: Normalization::IMAGENET,
+        };
+        let cpu = CpuBackend.tile_batch(&[&image], &[plan], &spec).unwrap();
+        let got = gpu
+            .tiles_to_host(gpu.tile_batch(&[&image], &[plan], &spec).unwrap())
+            .unwrap();
+        assert_same(&got, &cpu, &spec, &format!("50x37 band tiles {dtype:?}"));
+    }
 }

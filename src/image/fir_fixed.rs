@@ -23,6 +23,7 @@
 //! The SIMD variants (SSE4.1, AVX2, NEON) compute the same exact integer sums, so one host
 //! model covers all of them.
 
+use crate::image::pillow_resample::keys_cubic;
 use crate::image::resize::{Region, ResizeFilter, source_crop};
 
 /// fast_image_resize's precision search bound: 32 − 8 (a u8 pixel) − 2 (overflow headroom).
@@ -56,17 +57,8 @@ fn support(filter: ResizeFilter) -> f64 {
 fn kernel(filter: ResizeFilter, x: f64) -> f64 {
     let x = x.abs();
     match filter {
-        ResizeFilter::Bicubic => {
-            // Catmull-Rom (Keys cubic, a = −0.5), in the same operation order as the CPU's.
-            const A: f64 = -0.5;
-            if x < 1.0 {
-                ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-            } else if x < 2.0 {
-                (((x - 5.0) * x + 8.0) * x - 4.0) * A
-            } else {
-                0.0
-            }
-        }
+        // Catmull-Rom, in the same operation order as the CPU's.
+        ResizeFilter::Bicubic => keys_cubic(x),
         ResizeFilter::Bilinear => {
             if x < 1.0 {
                 1.0 - x

@@ -72,17 +72,8 @@ fn filter_value(filter: PillowFilter, x: f64) -> f64 {
     let x = x.abs();
     match filter {
         PillowFilter::Lanczos => unreachable!("handled above"),
-        PillowFilter::Bicubic => {
-            // Keys cubic with a = −0.5 (Catmull-Rom), as Pillow's bicubic_filter
-            const A: f64 = -0.5;
-            if x < 1.0 {
-                ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-            } else if x < 2.0 {
-                (((x - 5.0) * x + 8.0) * x - 4.0) * A
-            } else {
-                0.0
-            }
-        }
+        // Keys cubic with a = −0.5 (Catmull-Rom), as Pillow's bicubic_filter
+        PillowFilter::Bicubic => keys_cubic(x),
         PillowFilter::Bilinear => {
             if x < 1.0 {
                 1.0 - x
@@ -90,6 +81,19 @@ fn filter_value(filter: PillowFilter, x: f64) -> f64 {
                 0.0
             }
         }
+    }
+}
+
+/// The Keys cubic with a = −0.5 (Catmull-Rom) at distance `x ≥ 0`, in the operation order
+/// Pillow and fast_image_resize both use (so the f64 weights agree to the last bit).
+pub(crate) fn keys_cubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
     }
 }
 

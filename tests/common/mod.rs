@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: reading the .npy files vlmprep writes and the
-//! fixture scripts save; backend parity helpers ([`parity`]); the wgpu adapter and test images
-//! (`wgpu`, with the feature).
+//! fixture scripts save; backend parity helpers ([`parity`]); test images ([`images`]); the wgpu
+//! adapter (`wgpu`, with the feature).
 #![allow(dead_code)] // each test crate uses a subset
 
+pub mod images;
 pub mod parity;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
