@@ -69,6 +69,62 @@ fn kernel(filter: ResizeFilter, x: f64) -> f64 {
     }
 }
 
+/// Where the CPU's windows of one axis lie: for output `i`, the untrimmed source range and the
+/// kernel argument of each source pixel. Shared by the weights and by [`crop_overreads`], so
+/// the two cannot disagree about a window.
+struct AxisGeometry {
+    in_size: u32,
+    in0: f64,
+    scale: f64,
+    radius: f64,
+    recip: f64,
+    filter: ResizeFilter,
+}
+
+impl AxisGeometry {
+    fn new(in_size: u32, in0: f64, in1: f64, out_size: u32, filter: ResizeFilter) -> Self {
+        let scale = (in1 - in0) / f64::from(out_size);
+        let filter_scale = scale.max(1.0);
+        AxisGeometry {
+            in_size,
+            in0,
+            scale,
+            radius: support(filter) * filter_scale,
+            // Multiplying by the reciprocal, not dividing, is what the CPU does; the two can
+            // differ in the last bit, and a last bit can move a rounded weight.
+            recip: 1.0 / filter_scale,
+            filter,
+        }
+    }
+
+    /// Output `i`'s source range `lo..hi` (before zero weights are trimmed) and its center
+    /// in pixel-index coordinates.
+    fn window(&self, i: u32) -> (u32, u32, f64) {
+        let in_center = self.in0 + (f64::from(i) + 0.5) * self.scale;
+        let lo = (in_center - self.radius).floor().max(0.0) as u32;
+        let hi = (in_center + self.radius)
+            .ceil()
+            .min(f64::from(self.in_size)) as u32;
+        // Pixel x's center is x + 0.5, so its distance is x − (in_center − 0.5).
+        (lo, hi, in_center - 0.5)
+    }
+
+    /// The unnormalized weight of source pixel `x` for a window centered at `center`.
+    fn weight(&self, x: u32, center: f64) -> f64 {
+        kernel(self.filter, (f64::from(x) - center) * self.recip)
+    }
+
+    /// End of output `i`'s window once trailing zero weights are trimmed (its start if every
+    /// weight is zero), without computing the weights.
+    fn trimmed_end(&self, i: u32) -> u32 {
+        let (lo, hi, center) = self.window(i);
+        (lo..hi)
+            .rev()
+            .find(|&x| self.weight(x, center) != 0.0)
+            .map_or(hi, |x| x + 1)
+    }
+}
+
 /// The f64 weights of one axis: `(first source index, weights)` per output position.
 fn float_weights(
     in_size: u32,
@@ -77,23 +133,14 @@ fn float_weights(
     out_size: u32,
     filter: ResizeFilter,
 ) -> Vec<(u32, Vec<f64>)> {
-    let scale = (in1 - in0) / f64::from(out_size);
-    let filter_scale = scale.max(1.0);
-    let radius = support(filter) * filter_scale;
-    // Multiplying by the reciprocal, not dividing, is what the CPU does; the two can differ in
-    // the last bit, and a last bit can move a rounded weight.
-    let recip = 1.0 / filter_scale;
+    let axis = AxisGeometry::new(in_size, in0, in1, out_size, filter);
     (0..out_size)
         .map(|i| {
-            let in_center = in0 + (f64::from(i) + 0.5) * scale;
-            let lo = (in_center - radius).floor().max(0.0) as u32;
-            let hi = (in_center + radius).ceil().min(f64::from(in_size)) as u32;
-            // Pixel x's center is x + 0.5, so its distance is x − (in_center − 0.5).
-            let center = in_center - 0.5;
+            let (lo, hi, center) = axis.window(i);
             let mut first = lo;
             let mut w: Vec<f64> = Vec::with_capacity(hi.saturating_sub(lo) as usize);
             for x in lo..hi {
-                let v = kernel(filter, (f64::from(x) - center) * recip);
+                let v = axis.weight(x, center);
                 // Leading zero weights move the window start instead of being stored.
                 if x == first && v == 0.0 {
                     first += 1;
@@ -177,9 +224,13 @@ pub(crate) fn crop_overreads(
     let ((left, width), (top, height)) = source_crop(src_w, src_h, full, region);
     let both_passes = (f64::from(region.width) != width || left.fract() != 0.0)
         && (f64::from(region.height) != height || top.fract() != 0.0);
-    let h = fixed_axis(src_w, left, left + width, region.width, filter);
-    let ends: Vec<u32> = h.start.iter().zip(&h.count).map(|(s, n)| s + n).collect();
-    both_passes && ends.iter().max() > ends.last()
+    if !both_passes || region.width == 0 {
+        return false;
+    }
+    // Called for every tile the CPU resizes: window ends only, no weights, no allocation.
+    let axis = AxisGeometry::new(src_w, left, left + width, region.width, filter);
+    let last = axis.trimmed_end(region.width - 1);
+    (0..region.width - 1).any(|i| axis.trimmed_end(i) > last)
 }
 
 /// One pass over a line of u8 samples, as the CPU computes it: used by the tests here to check
@@ -283,6 +334,23 @@ mod tests {
                     }
                 }
                 for region in regions {
+                    // The lean check agrees with the ends of the full weight model.
+                    let ((left, width), (top, height)) =
+                        source_crop(src.width, src.height, full, region);
+                    let model = fixed_axis(src.width, left, left + width, region.width, filter);
+                    let ends: Vec<u32> = model
+                        .start
+                        .iter()
+                        .zip(&model.count)
+                        .map(|(s, n)| s + n)
+                        .collect();
+                    let both = (f64::from(region.width) != width || left.fract() != 0.0)
+                        && (f64::from(region.height) != height || top.fract() != 0.0);
+                    assert_eq!(
+                        crop_overreads(src.width, src.height, full, region, filter),
+                        both && ends.iter().max() > ends.last(),
+                        "{w}x{h} {full:?} {region:?}"
+                    );
                     if crop_overreads(src.width, src.height, full, region, filter) {
                         overreads += 1;
                         continue;
