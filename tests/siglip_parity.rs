@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{load_f32, load_i64, load_npy};
+use common::{golden_ids, load_f32, load_i64, load_npy};
 use vlmprep::backend::CpuBackend;
 use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
 use vlmprep::model::siglip::{SiglipModel, SiglipTextInput, preprocess};
@@ -166,16 +166,6 @@ fn tokenizer_ids_match_transformers_on_hard_strings() {
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} cases");
-}
-
-/// The `ids` of a tokenizer golden case.
-fn golden_ids(case: &serde_json::Value) -> Vec<u32> {
-    case["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
 }
 
 /// A folder whose tokenizer is a `tokenizer.json` (SigLIP 2 style), against transformers'

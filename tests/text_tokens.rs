@@ -2,6 +2,9 @@
 //! tokenizers (GPT-2 style byte-level BPE and a Qwen2 style NFC + regex-split one). The goldens
 //! and tokenizers are made by `tests/fixtures/text/make_tokenizer.py`.
 
+mod common;
+use common::golden_ids;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -364,14 +367,4 @@ fn unsupported_configurations_fall_back_and_still_match() {
             }
         }
     }
-}
-
-/// The token ids a golden case expects.
-fn golden_ids(case: &serde_json::Value) -> Vec<u32> {
-    case["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
 }

@@ -62,3 +62,13 @@ pub fn load_f32(path: &Path) -> Vec<f32> {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
 }
+
+/// The token ids (`ids`) a tokenizer golden case expects.
+pub fn golden_ids(case: &serde_json::Value) -> Vec<u32> {
+    case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
