@@ -1,11 +1,15 @@
 //! Spherical k-means: Lloyd iterations where a row belongs to the centroid with the largest dot
 //! product (cosine, rows and centroids being unit vectors) and a centroid is its members' mean,
-//! renormalized. Dot products go through GEMM tiles, rayon spreads the tiles; every reduction
-//! runs in a fixed order, so the result is the same for any thread count.
+//! renormalized. Similarities are screened in tiles ([`super::screen`]) and the best candidates
+//! recomputed in f64; rayon spreads the tiles; every reduction runs in a fixed order, so the
+//! result is the same for any thread count and either screening kernel.
 
 use rayon::prelude::*;
 
-use super::{SemanticParams, check_normalized, dot_tile, row_problem, rows_of, sample_indices};
+use super::screen::{Block, Kernel, Operand, Side, approx_tile, at_least};
+use super::{
+    SemanticParams, add_assign, check_normalized, dot_f64, row_problem, rows_of, sample_indices,
+};
 use crate::error::{Error, Result};
 
 /// A tile of `rows × k` similarities holds at most this many floats (8 MiB), so assigning to
@@ -24,10 +28,11 @@ pub struct Centroids {
 /// Which cluster each row belongs to, and how central it is there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
-    /// The cluster of each row: the centroid with the largest cosine (the lowest index on ties).
+    /// The cluster of each row: the centroid with the largest cosine, computed in f64 (the
+    /// lowest index on ties).
     pub cluster: Vec<u32>,
-    /// Each row's cosine similarity to its own centroid (SemDeDup's `least-central` keep rule
-    /// keeps the member with the lowest).
+    /// Each row's cosine similarity to its own centroid, the f64 value rounded to f32
+    /// (SemDeDup's `least-central` keep rule keeps the member with the lowest).
     pub centrality: Vec<f32>,
 }
 
@@ -89,9 +94,18 @@ impl Centroids {
                 .extend_from_slice(&sample[i as usize * dim..(i as usize + 1) * dim]);
         }
 
+        // The sample is prepared for the screen once, for every iteration.
+        // (Int8 only: for f32 it would be a second copy of the sample, and f32 tiles need no
+        // preparing beyond a copy.)
+        let kernel = Kernel::for_dim(dim);
+        let prepared = (kernel == Kernel::Int8).then(|| {
+            let mut p = Operand::default();
+            p.fill(kernel, Side::Left, dim, sample.chunks_exact(dim));
+            p
+        });
         let mut previous: Option<Vec<u32>> = None;
         for _ in 0..params.iterations {
-            let assignment = nearest(sample, dim, &centroids.data);
+            let assignment = nearest(sample, dim, &centroids.data, kernel, prepared.as_ref());
             if previous.as_ref() == Some(&assignment.cluster) {
                 break;
             }
@@ -125,40 +139,100 @@ impl Centroids {
         }
         check_normalized(&self.data, self.dim, "centroids")?;
         check_normalized(emb, self.dim, "embeddings")?;
-        Ok(nearest(emb, self.dim, &self.data))
+        let kernel = Kernel::for_dim(self.dim);
+        Ok(nearest(emb, self.dim, &self.data, kernel, None))
     }
 }
 
-/// The nearest centroid of every row, in tiles of rows spread over rayon.
-fn nearest(emb: &[f32], dim: usize, centroids: &[f32]) -> Assignment {
+/// The nearest centroid of every row, in tiles of rows spread over rayon. The screen
+/// ([`super::screen`]) gives every (row, centroid) similarity approximately with an error of at
+/// most `b`; only the centroids within `2b` of the row's best approximation can hold the exact
+/// maximum, and those few are recomputed in f64. So the cluster is the exact argmax of the f64
+/// cosines (the lowest index on ties) and the centrality that cosine, whichever kernel screened.
+///
+/// `prepared`: `emb` already prepared as the left operand for `kernel` (k-means prepares its
+/// sample once for all its iterations); `None` prepares each tile as it goes.
+pub(crate) fn nearest(
+    emb: &[f32],
+    dim: usize,
+    centroids: &[f32],
+    kernel: Kernel,
+    prepared: Option<&Operand>,
+) -> Assignment {
     let n = emb.len() / dim;
     let k = centroids.len() / dim;
+    let mut right = Operand::default();
+    right.fill(kernel, Side::Right, dim, centroids.chunks_exact(dim));
     let tile_rows = (TILE_FLOATS / k).clamp(16, 1024);
     let mut cluster = vec![0u32; n];
     let mut centrality = vec![0.0f32; n];
     emb.par_chunks(tile_rows * dim)
         .zip(cluster.par_chunks_mut(tile_rows))
         .zip(centrality.par_chunks_mut(tile_rows))
-        .for_each(|((rows, cl), ce)| {
-            let mut sims = vec![0.0f32; cl.len() * k];
-            dot_tile(rows, centroids, dim, &mut sims);
-            for ((s, c), e) in sims.chunks_exact(k).zip(cl.iter_mut()).zip(ce.iter_mut()) {
-                // First maximum wins ties, so equal centroids split nothing at random.
-                let (mut best, mut best_sim) = (0usize, s[0]);
-                for (j, &v) in s.iter().enumerate().skip(1) {
-                    if v > best_sim {
-                        best = j;
-                        best_sim = v;
+        .enumerate()
+        .for_each_init(
+            || (Operand::default(), Vec::new()),
+            |(own, sims), (t, ((rows, cl), ce))| {
+                let m = cl.len();
+                let (left, a) = match prepared {
+                    Some(p) => (p, t * tile_rows..t * tile_rows + m),
+                    None => {
+                        own.fill(kernel, Side::Left, dim, rows.chunks_exact(dim));
+                        (&*own, 0..m)
                     }
+                };
+                let block = Block {
+                    a,
+                    b: 0..k,
+                    upper_only: false,
+                };
+                let bound = approx_tile(left, &right, &block, sims);
+                let rows = rows.chunks_exact(dim);
+                for (((s, x), c), e) in sims.chunks_exact(k).zip(rows).zip(cl).zip(ce) {
+                    (*c, *e) = best_centroid(x, centroids, dim, s, bound);
                 }
-                *c = best as u32;
-                *e = best_sim;
-            }
-        });
+            },
+        );
     Assignment {
         cluster,
         centrality,
     }
+}
+
+/// The exact argmax (first on ties) of `x · centroid` in f64, among the centroids whose
+/// approximate similarity `approx[j]` is within twice the error `bound` of the largest.
+fn best_centroid(
+    x: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    approx: &[f32],
+    bound: f64,
+) -> (u32, f32) {
+    const LANES: usize = 16;
+    // Sixteen lanes, so the scans vectorize; this runs for every row and every centroid.
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = approx.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let top = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    // In f64, then one step down in f32: no candidate is lost to rounding.
+    let floor = ((f64::from(top) - 2.0 * bound) as f32).next_down();
+    let (mut best, mut best_sim) = (0usize, f64::NEG_INFINITY);
+    at_least(approx, floor, |j| {
+        let exact = dot_f64(x, &centroids[j * dim..(j + 1) * dim]);
+        if exact > best_sim {
+            best = j;
+            best_sim = exact;
+        }
+    });
+    (best as u32, best_sim as f32)
 }
 
 /// New centroids from an assignment: each the normalized sum of its members, summed in row
@@ -172,7 +246,7 @@ fn update(sample: &[f32], dim: usize, k: usize, assignment: &Assignment) -> Vec<
         .map(|(c, out)| {
             for &i in &members.1[members.0[c]..members.0[c + 1]] {
                 let row = &sample[i as usize * dim..(i as usize + 1) * dim];
-                out.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
+                add_assign(out, row);
             }
             let norm = out
                 .iter()

@@ -14,8 +14,11 @@
 //! multiple of `dim`, a non-finite value or a row whose norm is not 1 (within
 //! [`NORM_TOLERANCE`]).
 
+mod dot_i8;
 pub mod kmeans;
 pub mod pairs;
+mod quant;
+mod screen;
 pub mod synthetic;
 
 pub use kmeans::{Assignment, Centroids};
@@ -99,15 +102,25 @@ pub(crate) fn rows_of(emb: &[f32], dim: usize, what: &str) -> Result<usize> {
 
 /// What is wrong with one row, if anything: a non-finite value or a norm away from 1.
 pub(crate) fn row_problem(x: &[f32]) -> Option<String> {
-    let mut norm2 = 0.0f64;
-    for &v in x {
-        if !v.is_finite() {
+    // Sixteen f32 lanes: this runs over every row of every input, and the tolerance (1e-3) is
+    // far above the f32 sum's rounding. A non-finite value (or a square that overflows) makes
+    // the sum non-finite; only then is the row searched for the culprit.
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (s, &v) in lanes.iter_mut().zip(c) {
+            *s += v * v;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&v| v * v).sum();
+    let norm2 = lanes.iter().sum::<f32>() + tail;
+    if !norm2.is_finite() {
+        if let Some(v) = x.iter().find(|v| !v.is_finite()) {
             return Some(format!("non-finite value {v}"));
         }
-        norm2 += f64::from(v) * f64::from(v);
     }
-    let norm = norm2.sqrt();
-    ((norm - 1.0).abs() > f64::from(NORM_TOLERANCE))
+    let norm = f64::from(norm2).sqrt();
+    ((norm - 1.0).abs() > f64::from(NORM_TOLERANCE) || !norm.is_finite())
         .then(|| format!("norm {norm:.6} is not 1 (normalize the rows first)"))
 }
 
@@ -190,6 +203,13 @@ pub fn kept_fraction_by_eps(n: usize, pairs: &[(u32, u32, f32)], eps: &[f32]) ->
     out
 }
 
+/// A bound on how far an f32 GEMM dot product of two unit vectors can be from the exact one:
+/// the classic `dim · u` (u = 2⁻²⁴) for a length-`dim` sum of products whose absolute values sum
+/// to ≤ 1 (Cauchy–Schwarz), doubled for the norm tolerance and any blocked summation order.
+pub(crate) fn gemm_slack(dim: usize) -> f32 {
+    dim as f32 * f32::EPSILON + 1e-6
+}
+
 /// `out[i·mb + j] = a_i · b_j` for the `ma` rows of `a` and the `mb` rows of `b` (row-major,
 /// `dim` columns each), through the `gemm` crate on the calling thread: callers parallelize over
 /// tiles, so a tile's result never depends on the thread count.
@@ -227,16 +247,41 @@ pub(crate) fn dot_tile(a: &[f32], b: &[f32], dim: usize, out: &mut [f32]) {
     }
 }
 
-/// The dot product of two rows in f64: the exact value reported for a pair, whatever tiling or
-/// GEMM kernel found it.
+/// The dot product of two rows in f64: the exact value reported for a pair and the one
+/// clusters are chosen by, whatever tiling or kernel screened. The summation order is fixed
+/// (16 lanes, a fixed tree, then the tail), so the AVX-512 build and the portable one return
+/// the same bits: each lane's products and sums are the same IEEE operations either way.
 pub(crate) fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
-    // Four accumulators let the compiler vectorize without reassociating one long chain.
-    let mut acc = [0.0f64; 4];
-    let (ca, ra) = a.split_at(a.len() / 4 * 4);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was just detected.
+        return unsafe { dot_f64_avx512(a, b) };
+    }
+    dot_f64_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_f64_avx512(a: &[f32], b: &[f32]) -> f64 {
+    dot_f64_lanes(a, b)
+}
+
+#[inline(always)]
+fn dot_f64_lanes(a: &[f32], b: &[f32]) -> f64 {
+    const LANES: usize = 16;
+    let mut acc = [0.0f64; LANES];
+    let (ca, ra) = a.split_at(a.len() / LANES * LANES);
     let (cb, rb) = b.split_at(ca.len());
-    for (x, y) in ca.chunks_exact(4).zip(cb.chunks_exact(4)) {
-        for l in 0..4 {
+    for (x, y) in ca.chunks_exact(LANES).zip(cb.chunks_exact(LANES)) {
+        for l in 0..LANES {
             acc[l] += f64::from(x[l]) * f64::from(y[l]);
+        }
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
         }
     }
     let tail: f64 = ra
@@ -244,7 +289,29 @@ pub(crate) fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
         .zip(rb)
         .map(|(&x, &y)| f64::from(x) * f64::from(y))
         .sum();
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    acc[0] + tail
+}
+
+/// `out[i] += x[i]` for every `i`: each sum is one IEEE addition, so the AVX-512 build returns
+/// what the portable one does, only faster (k-means sums every sample row once per iteration).
+pub(crate) fn add_assign(out: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was just detected.
+        return unsafe { add_assign_avx512(out, x) };
+    }
+    add_assign_lanes(out, x);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_assign_avx512(out: &mut [f32], x: &[f32]) {
+    add_assign_lanes(out, x);
+}
+
+#[inline(always)]
+fn add_assign_lanes(out: &mut [f32], x: &[f32]) {
+    out.iter_mut().zip(x).for_each(|(o, &v)| *o += v);
 }
 
 /// Uniform in `[0, 1)` from the top 53 bits of one draw.

@@ -1,19 +1,25 @@
-//! Near-duplicate pairs inside clusters, blocked: a cluster's members are cut into tiles of
-//! [`PAIR_TILE`] rows, each pair of tiles goes through one GEMM, so a task holds two gathered
-//! tiles and one tile × tile block of similarities whatever the cluster's size; an n × n matrix
-//! is never built. GEMM (f32) only nominates candidates; each candidate's cosine is recomputed in
-//! f64 in a fixed order, so the pairs and their values do not depend on the tiling, the GEMM
-//! kernel or the thread count.
+//! Near-duplicate pairs inside clusters, blocked. A cluster's members (ascending) are cut into
+//! strips of `tile` rows; a task takes one strip as the left operand and the strip's rows and
+//! all later rows of the cluster, `tile` at a time, as the right one, through the screen
+//! ([`super::screen`]: int8 VNNI or f32 GEMM). So a task holds one strip, one right tile and one
+//! tile × tile block of similarities whatever the cluster's size (an n × n matrix is never
+//! built), each row is prepared once per strip at or before its own, and on the diagonal block
+//! only pairs `j > i` are computed where the kernel can skip the rest. The screen only
+//! nominates candidates (every pair whose approximation is within the screen's error bound of
+//! the threshold); each candidate's cosine is recomputed in f64 in a fixed order, so the pairs
+//! and their values do not depend on the tiling, the kernel or the thread count.
 
 use rayon::prelude::*;
 
-use super::{Assignment, check_normalized, dot_f64, dot_tile};
+use super::screen::{Block, Kernel, Operand, Side, approx_tile, at_least, screen_floor};
+use super::{Assignment, check_normalized, dot_f64};
 use crate::error::{Error, Result};
 
-/// Rows per tile. Per task: two gathered tiles (2 × 512 × dim floats, 3 MiB at dim 768) and a
-/// 512 × 512 block (1 MiB); small enough for L2/L3, big enough that GEMM runs near peak, and
-/// fine-grained enough that within-cluster work skips the lower triangle of tile pairs.
-pub const PAIR_TILE: usize = 512;
+/// Rows per strip and per right tile. Per task at dim 768: a strip and a tile (2 × 768 KiB as
+/// int8, 6 MiB as f32) and a 1024 × 1024 block of similarities (4 MiB); big enough that
+/// preparing the rows costs little next to the products, small enough for L2/L3 and to spread
+/// one large cluster over the threads.
+pub const PAIR_TILE: usize = 1024;
 
 /// A pair found: (row, row, cosine).
 type Pair = (u32, u32, f32);
@@ -34,8 +40,8 @@ pub fn duplicate_pairs(
     duplicate_pairs_with_tile(emb, dim, assignment, min_cosine, PAIR_TILE)
 }
 
-/// [`duplicate_pairs`] with `tile` rows per block (≥ 1). The result is the same for every tile
-/// size; memory per task is `2·tile·dim + tile²` floats.
+/// [`duplicate_pairs`] with `tile` rows per strip and right tile (≥ 1). The result is the
+/// same for every tile size; memory per task is about `2·tile·dim` values and `tile²` floats.
 pub fn duplicate_pairs_with_tile(
     emb: &[f32],
     dim: usize,
@@ -43,41 +49,46 @@ pub fn duplicate_pairs_with_tile(
     min_cosine: f32,
     tile: usize,
 ) -> Result<Vec<Pair>> {
+    let kernel = Kernel::for_dim(dim);
+    duplicate_pairs_screened_by(emb, dim, assignment, min_cosine, tile, kernel)
+}
+
+/// [`duplicate_pairs_with_tile`] screened by the given kernel (tests compare the kernels).
+pub(crate) fn duplicate_pairs_screened_by(
+    emb: &[f32],
+    dim: usize,
+    assignment: &Assignment,
+    min_cosine: f32,
+    tile: usize,
+    kernel: Kernel,
+) -> Result<Vec<Pair>> {
     let n = check_normalized(emb, dim, "embeddings")?;
     check_assignment(assignment, n, "embeddings")?;
     check_settings(min_cosine, tile)?;
     let groups = Groups::new(&assignment.cluster);
-    let mut tasks = Vec::new();
-    for g in 0..groups.len() {
-        let tiles = groups.rows(g).len().div_ceil(tile);
-        if groups.rows(g).len() < 2 {
-            continue;
-        }
-        for ti in 0..tiles {
-            for tj in ti..tiles {
-                tasks.push((g, ti, tj));
-            }
-        }
-    }
-    let slack = gemm_slack(dim);
+    let tasks: Vec<(usize, usize)> = (0..groups.len())
+        .filter(|&g| groups.rows(g).len() >= 2)
+        .flat_map(|g| (0..groups.rows(g).len().div_ceil(tile)).map(move |s| (g, s)))
+        .collect();
     let chunks: Vec<Vec<Pair>> = tasks
         .par_iter()
-        .map_init(Buffers::default, |buf, &(g, ti, tj)| {
+        .map_init(Buffers::default, |buf, &(g, s)| {
             let rows = groups.rows(g);
-            let a = tile_of(rows, ti, tile);
-            let b = tile_of(rows, tj, tile);
-            buf.gather(emb, dim, a, b);
+            let strip = &rows[s * tile..((s + 1) * tile).min(rows.len())];
+            buf.prepare_left(kernel, emb, dim, strip);
             let mut out = Vec::new();
-            let nb = b.len();
-            for (x, &i) in a.iter().enumerate() {
-                // Within one tile only the upper triangle; tiles are in ascending row order, so
-                // every row of a later tile is larger than every row of an earlier one.
-                let start = if ti == tj { x + 1 } else { 0 };
-                let sims = &buf.sims[x * nb..(x + 1) * nb];
-                for (y, &j) in b.iter().enumerate().skip(start) {
-                    if sims[y] >= min_cosine - slack {
-                        push_exact(emb, dim, i, j, min_cosine, &mut out);
-                    }
+            // Right tiles from the strip's own rows on: every later row is larger (ascending).
+            for t in (s * tile..rows.len()).step_by(tile) {
+                let right = &rows[t..(t + tile).min(rows.len())];
+                let diagonal = t == s * tile;
+                let floor = buf.screen(kernel, emb, dim, right, diagonal, min_cosine);
+                for (x, &i) in strip.iter().enumerate() {
+                    // On the diagonal block only the upper triangle: j > i.
+                    let start = if diagonal { x + 1 } else { 0 };
+                    let sims = &buf.sims[x * right.len()..(x + 1) * right.len()];
+                    at_least(&sims[start.min(right.len())..], floor, |y| {
+                        push_exact(emb, dim, i, right[start + y], min_cosine, &mut out);
+                    });
                 }
             }
             out
@@ -111,7 +122,8 @@ pub fn cross_pairs(
     )
 }
 
-/// [`cross_pairs`] with `tile` rows per block (≥ 1); the result is the same for every tile size.
+/// [`cross_pairs`] with `tile` rows per strip and right tile (≥ 1); the result is the same for
+/// every tile size.
 pub fn cross_pairs_with_tile(
     new: &[f32],
     new_assignment: &Assignment,
@@ -136,33 +148,31 @@ pub fn cross_pairs_with_tile(
             std::cmp::Ordering::Less => p += 1,
             std::cmp::Ordering::Greater => q += 1,
             std::cmp::Ordering::Equal => {
-                for ti in 0..gn.rows(p).len().div_ceil(tile) {
-                    for tj in 0..gr.rows(q).len().div_ceil(tile) {
-                        tasks.push((p, q, ti, tj));
-                    }
-                }
+                tasks.extend((0..gn.rows(p).len().div_ceil(tile)).map(|s| (p, q, s)));
                 p += 1;
                 q += 1;
             }
         }
     }
-    let slack = gemm_slack(dim);
+    let kernel = Kernel::for_dim(dim);
     let chunks: Vec<Vec<Pair>> = tasks
         .par_iter()
-        .map_init(Buffers::default, |buf, &(p, q, ti, tj)| {
-            let a = tile_of(gn.rows(p), ti, tile);
-            let b = tile_of(gr.rows(q), tj, tile);
-            buf.gather_two(new, reference, dim, a, b);
+        .map_init(Buffers::default, |buf, &(p, q, s)| {
+            let rows = gn.rows(p);
+            let strip = &rows[s * tile..((s + 1) * tile).min(rows.len())];
+            buf.prepare_left(kernel, new, dim, strip);
             let mut out = Vec::new();
-            for (x, &i) in a.iter().enumerate() {
-                let sims = &buf.sims[x * b.len()..(x + 1) * b.len()];
-                for (y, &j) in b.iter().enumerate() {
-                    if sims[y] >= min_cosine - slack {
+            for right in gr.rows(q).chunks(tile) {
+                let floor = buf.screen(kernel, reference, dim, right, false, min_cosine);
+                for (x, &i) in strip.iter().enumerate() {
+                    let sims = &buf.sims[x * right.len()..(x + 1) * right.len()];
+                    at_least(sims, floor, |y| {
+                        let j = right[y];
                         let c = dot_f64(row(new, dim, i), row(reference, dim, j)) as f32;
                         if c >= min_cosine {
                             out.push((i, j, c));
                         }
-                    }
+                    });
                 }
             }
             out
@@ -171,14 +181,6 @@ pub fn cross_pairs_with_tile(
     let mut pairs: Vec<Pair> = chunks.into_iter().flatten().collect();
     pairs.par_sort_unstable_by_key(|&(i, j, _)| (i, j));
     Ok(pairs)
-}
-
-/// A bound on how far an f32 GEMM dot product of two unit vectors can be from the exact one:
-/// the classic `dim · u` (u = 2⁻²⁴) for a length-`dim` sum of products whose absolute values sum
-/// to ≤ 1 (Cauchy–Schwarz), doubled for the norm tolerance and any blocked summation order. A
-/// GEMM value this far below the threshold is still re-checked exactly, so no pair is missed.
-fn gemm_slack(dim: usize) -> f32 {
-    dim as f32 * f32::EPSILON + 1e-6
 }
 
 fn row(emb: &[f32], dim: usize, i: u32) -> &[f32] {
@@ -191,10 +193,6 @@ fn push_exact(emb: &[f32], dim: usize, i: u32, j: u32, min_cosine: f32, out: &mu
     if c >= min_cosine {
         out.push((i, j, c));
     }
-}
-
-fn tile_of(rows: &[u32], t: usize, tile: usize) -> &[u32] {
-    &rows[t * tile..((t + 1) * tile).min(rows.len())]
 }
 
 fn check_assignment(a: &Assignment, n: usize, what: &str) -> Result<()> {
@@ -257,32 +255,43 @@ impl Groups {
     }
 }
 
-/// Per-worker scratch: two gathered tiles and their similarity block, reused across tasks.
+/// Per-worker scratch: the prepared strip and right tile and their block of approximate
+/// similarities, reused across tasks.
 #[derive(Default)]
 struct Buffers {
-    a: Vec<f32>,
-    b: Vec<f32>,
+    left: Operand,
+    right: Operand,
     sims: Vec<f32>,
 }
 
 impl Buffers {
-    fn gather(&mut self, emb: &[f32], dim: usize, a: &[u32], b: &[u32]) {
-        self.gather_two(emb, emb, dim, a, b);
+    /// Prepares rows `strip` of `emb` as the left operand.
+    fn prepare_left(&mut self, kernel: Kernel, emb: &[f32], dim: usize, strip: &[u32]) {
+        let rows = strip.iter().map(|&i| row(emb, dim, i));
+        self.left.fill(kernel, Side::Left, dim, rows);
     }
 
-    fn gather_two(&mut self, ea: &[f32], eb: &[f32], dim: usize, a: &[u32], b: &[u32]) {
-        fill(&mut self.a, ea, dim, a);
-        fill(&mut self.b, eb, dim, b);
-        self.sims.clear();
-        self.sims.resize(a.len() * b.len(), 0.0);
-        dot_tile(&self.a, &self.b, dim, &mut self.sims);
-    }
-}
-
-fn fill(buf: &mut Vec<f32>, emb: &[f32], dim: usize, rows: &[u32]) {
-    buf.clear();
-    for &i in rows {
-        buf.extend_from_slice(row(emb, dim, i));
+    /// Screens the strip against rows `right` of `emb` into `sims` (with `diagonal`, right
+    /// row `y` is strip row `y` and only `y > x` is needed) and returns the lowest approximate
+    /// similarity that may still hide an exact cosine ≥ `min_cosine`.
+    fn screen(
+        &mut self,
+        kernel: Kernel,
+        emb: &[f32],
+        dim: usize,
+        right: &[u32],
+        diagonal: bool,
+        min_cosine: f32,
+    ) -> f32 {
+        let rows = right.iter().map(|&j| row(emb, dim, j));
+        self.right.fill(kernel, Side::Right, dim, rows);
+        let block = Block {
+            a: 0..self.left.rows(),
+            b: 0..right.len(),
+            upper_only: diagonal,
+        };
+        let bound = approx_tile(&self.left, &self.right, &block, &mut self.sims);
+        screen_floor(min_cosine, bound)
     }
 }
 
