@@ -5,7 +5,8 @@ Same algorithm: the same fit sample and initial centroids (splitmix64 from the s
 reimplemented below), the same Lloyd steps (argmax of dot products over tiles of rows, centroid =
 normalized sum of members, empty clusters re-seeded with the worst-served rows, stop when no
 assignment changes), assignment of all rows in the same tiles, and pairs within clusters in the
-same 512-row tiles (upper triangle of tile pairs), GEMM candidates re-checked in f64.
+same row tiles as Rust's pair strips (`pair_tile` in rust.json; upper triangle of tile pairs),
+GEMM candidates re-checked in f64.
 numpy's matmul is OpenBLAS (multithreaded, AVX-512 here), what a numpy user gets.
 
 The pairs phase runs on the Rust assignment so that both find pairs over identical clusters and
@@ -30,7 +31,7 @@ except ImportError:
 
 MASK = (1 << 64) - 1
 TILE_FLOATS = 1 << 21
-PAIR_TILE = 512
+PAIR_TILE = 512  # when rust.json does not say
 
 
 class SplitMix64:
@@ -114,7 +115,7 @@ def fit(emb, k, fit_sample, iterations, seed):
     return cent
 
 
-def pairs_within(emb, cluster, min_cos):
+def pairs_within(emb, cluster, min_cos, pair_tile):
     dim = emb.shape[1]
     slack = np.float32(dim * np.finfo(np.float32).eps + 1e-6)
     thr = np.float32(min_cos)
@@ -126,7 +127,7 @@ def pairs_within(emb, cluster, min_cos):
         rows = order[bounds[c] : bounds[c + 1]]
         if len(rows) < 2:
             continue
-        tiles = [rows[s : s + PAIR_TILE] for s in range(0, len(rows), PAIR_TILE)]
+        tiles = [rows[s : s + pair_tile] for s in range(0, len(rows), pair_tile)]
         gathered = [emb[t] for t in tiles]
         for ti in range(len(tiles)):
             for tj in range(ti, len(tiles)):
@@ -188,19 +189,20 @@ def main():
     min_cos = np.float32(1 - np.float32(meta["eps"]))
     hwm_data = vm_hwm_mib()
 
-    t = time.perf_counter()
+    # Wall and CPU time (all threads) per phase: on a shared machine the CPU time is firmer.
+    t, c = time.perf_counter(), time.process_time()
     cent = fit(emb, k, meta["fit_sample"], meta["iterations"], meta["seed"])
-    fit_s = time.perf_counter() - t
-    t = time.perf_counter()
+    fit_s, fit_cpu = time.perf_counter() - t, time.process_time() - c
+    t, c = time.perf_counter(), time.process_time()
     labels, _ = nearest(emb, cent)
-    assign_s = time.perf_counter() - t
+    assign_s, assign_cpu = time.perf_counter() - t, time.process_time() - c
     rust_cluster = np.load(d / "cluster.npy")
-    t = time.perf_counter()
-    pi, pj, pc = pairs_within(emb, rust_cluster, min_cos)
-    pairs_s = time.perf_counter() - t
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
+    pi, pj, pc = pairs_within(emb, rust_cluster, min_cos, meta.get("pair_tile", PAIR_TILE))
+    pairs_s, pairs_cpu = time.perf_counter() - t, time.process_time() - c
+    t, c = time.perf_counter(), time.process_time()
     kept = groups_and_kept(n, pi, pj, pc, [0.001, 0.005, 0.01, 0.02, 0.05])
-    groups_s = time.perf_counter() - t
+    groups_s, groups_cpu = time.perf_counter() - t, time.process_time() - c
     hwm = vm_hwm_mib()
 
     rust_cent = np.load(d / "centroids.npy")
@@ -232,6 +234,20 @@ def main():
     tn = fit_s + assign_s + pairs_s + groups_s
     tr = meta["fit_s"] + meta["assign_s"] + meta["pairs_s"] + meta["groups_s"]
     print(f"| total | {tn:.2f} | {tr:.2f} | {tn / tr:.2f}x |")
+    if "fit_cpu_s" in meta:
+        print()
+        print("| phase, CPU time (s) | numpy | Rust | ratio |")
+        print("|---|---:|---:|---:|")
+        rows = [
+            ("fit", fit_cpu, meta["fit_cpu_s"]),
+            ("assign", assign_cpu, meta["assign_cpu_s"]),
+            ("pairs", pairs_cpu, meta["pairs_cpu_s"]),
+            ("groups + kept by eps", groups_cpu, meta["groups_cpu_s"]),
+        ]
+        for name, npv, rv in rows:
+            print(f"| {name} | {npv:.2f} | {rv:.2f} | {npv / max(rv, 1e-9):.2f}x |")
+        cn, cr = sum(r[1] for r in rows), sum(r[2] for r in rows)
+        print(f"| total | {cn:.2f} | {cr:.2f} | {cn / cr:.2f}x |")
     print(f"| peak RSS (VmHWM, MiB) | {hwm:.0f} | {meta['vm_hwm_mib']:.0f} | |")
     if not same_pairs:
         sys.exit("pair lists differ")

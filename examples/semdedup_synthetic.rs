@@ -13,6 +13,18 @@ use vlmprep::curate::groups::UnionFind;
 use vlmprep::curate::semantic::synthetic::{SyntheticSpec, generate};
 use vlmprep::curate::semantic::{Centroids, SemanticParams, duplicate_pairs, kept_fraction_by_eps};
 
+/// CPU time of the whole process so far (user + system, all threads), in seconds: on a shared
+/// machine the firmer figure next to wall time.
+fn cpu_s() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 fn vm_hwm_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -141,16 +153,16 @@ fn main() -> anyhow::Result<()> {
     )?;
     let hwm_data = vm_hwm_mib();
 
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_s());
     let c = Centroids::fit(&s.data, dim, &params)?;
-    let fit_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
+    let (fit_s, fit_cpu) = (t.elapsed().as_secs_f64(), cpu_s() - cpu);
+    let (t, cpu) = (Instant::now(), cpu_s());
     let a = c.assign(&s.data)?;
-    let assign_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
+    let (assign_s, assign_cpu) = (t.elapsed().as_secs_f64(), cpu_s() - cpu);
+    let (t, cpu) = (Instant::now(), cpu_s());
     let pairs = duplicate_pairs(&s.data, dim, &a, params.min_cosine())?;
-    let pairs_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
+    let (pairs_s, pairs_cpu) = (t.elapsed().as_secs_f64(), cpu_s() - cpu);
+    let (t, cpu) = (Instant::now(), cpu_s());
     let mut uf = UnionFind::new(rows);
     for &(i, j, _) in &pairs {
         uf.union(i, j);
@@ -158,7 +170,7 @@ fn main() -> anyhow::Result<()> {
     let groups = uf.groups();
     let eps_list = [0.001f32, 0.005, 0.01, 0.02, 0.05];
     let kept = kept_fraction_by_eps(rows, &pairs, &eps_list);
-    let groups_s = t.elapsed().as_secs_f64();
+    let (groups_s, groups_cpu) = (t.elapsed().as_secs_f64(), cpu_s() - cpu);
     let hwm = vm_hwm_mib();
 
     let found: std::collections::HashSet<(u32, u32)> = pairs.iter().map(|p| (p.0, p.1)).collect();
@@ -176,6 +188,9 @@ fn main() -> anyhow::Result<()> {
         .count();
     println!(
         "fit {fit_s:.2} s | assign {assign_s:.2} s | pairs {pairs_s:.2} s | groups {groups_s:.3} s"
+    );
+    println!(
+        "cpu: fit {fit_cpu:.2} s | assign {assign_cpu:.2} s | pairs {pairs_cpu:.2} s | groups {groups_cpu:.3} s"
     );
     println!(
         "pairs {} ({} not planted), groups {}, recall {recall:.4} ({hits}/{})",
@@ -226,7 +241,10 @@ fn main() -> anyhow::Result<()> {
         "rows": rows, "dim": dim, "clusters": c.len(), "fit_sample": params.fit_sample,
         "iterations": params.iterations, "seed": params.seed, "eps": params.eps,
         "threads": rayon::current_num_threads(),
+        "pair_tile": vlmprep::curate::semantic::pairs::PAIR_TILE,
         "fit_s": fit_s, "assign_s": assign_s, "pairs_s": pairs_s, "groups_s": groups_s,
+        "fit_cpu_s": fit_cpu, "assign_cpu_s": assign_cpu, "pairs_cpu_s": pairs_cpu,
+        "groups_cpu_s": groups_cpu,
         "pairs": pairs.len(), "recall": recall, "vm_hwm_mib": hwm, "vm_hwm_data_mib": hwm_data,
     });
     std::fs::write(out.join("rust.json"), serde_json::to_string_pretty(&json)?)?;

@@ -271,8 +271,8 @@ impl Buffers {
         self.left.fill(kernel, Side::Left, dim, rows);
     }
 
-    /// Screens the strip against rows `right` of `emb` into `sims` (with `diagonal`, right
-    /// row `y` is strip row `y` and only `y > x` is needed) and returns the lowest approximate
+    /// Screens the strip against rows `right` of `emb` into `sims` (with `diagonal`, `right`
+    /// IS the strip, and only `y > x` is needed) and returns the lowest approximate
     /// similarity that may still hide an exact cosine ≥ `min_cosine`.
     fn screen(
         &mut self,
@@ -283,8 +283,12 @@ impl Buffers {
         diagonal: bool,
         min_cosine: f32,
     ) -> f32 {
-        let rows = right.iter().map(|&j| row(emb, dim, j));
-        self.right.fill(kernel, Side::Right, dim, rows);
+        if diagonal {
+            self.right.fill_right_from_left(&self.left);
+        } else {
+            let rows = right.iter().map(|&j| row(emb, dim, j));
+            self.right.fill(kernel, Side::Right, dim, rows);
+        }
         let block = Block {
             a: 0..self.left.rows(),
             b: 0..right.len(),

@@ -260,6 +260,39 @@ impl QuantB {
         }
     }
 
+    /// The rows of `left` laid out as a right operand, from its codes (no f32 row is read
+    /// again and none is quantized twice; same codes, scales and extremes).
+    pub fn fill_from_left(&mut self, left: &QuantA) {
+        let groups = left.groups;
+        let width = groups * 4;
+        self.rows = left.rows;
+        self.groups = groups;
+        let padded = self.panels() * PANEL;
+        self.codes.clear();
+        self.codes.resize(padded * groups * 4, 0);
+        self.sum.clear();
+        self.sum.resize(padded, 0);
+        self.scale.clear();
+        self.scale.extend_from_slice(&left.scale);
+        self.scale.resize(padded, 0.0);
+        self.extremes = left.extremes;
+        for (j, row) in left.codes.chunks_exact(width).enumerate() {
+            let panel = &mut self.codes[j / PANEL * groups * 64..][..groups * 64];
+            let lane = (j % PANEL) * 4;
+            let mut sum = 0i32;
+            for (g, four) in row.chunks_exact(4).enumerate() {
+                // Left bytes are code + 128: flipping the top bit gives the code's two's
+                // complement byte. Padding columns (128) become 0, as in `fill`.
+                let dst = &mut panel[g * 64 + lane..][..4];
+                for (d, &c) in dst.iter_mut().zip(four) {
+                    *d = c ^ 0x80;
+                    sum += i32::from(c) - 128;
+                }
+            }
+            self.sum[j] = sum;
+        }
+    }
+
     /// Number of panels: `rows.div_ceil(PANEL)`.
     pub fn panels(&self) -> usize {
         self.rows.div_ceil(PANEL)
@@ -312,6 +345,14 @@ mod tests {
                 (0..dim).map(|k| i32::from(b.code(i, k))).sum::<i32>()
             );
         }
+        let mut repacked = QuantB::default();
+        repacked.fill_from_left(&a);
+        assert_eq!(repacked.codes, b.codes);
+        assert_eq!(
+            (repacked.sum.clone(), repacked.scale.clone()),
+            (b.sum.clone(), b.scale.clone())
+        );
+        assert_eq!(repacked.extremes, a.extremes);
         // Padding: A columns 37..40 are code 0 (128), B's rows 20..32 are all zero.
         assert!(a.codes[37..40].iter().all(|&c| c == 128));
         assert!((0..dim).all(|k| b.code(25, k) == 0));

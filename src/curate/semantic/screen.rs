@@ -61,6 +61,23 @@ pub(crate) enum Side {
 }
 
 impl Operand {
+    /// Prepares, as the right operand, the rows that `left` holds as the left one (for the
+    /// diagonal block of a self-product: int8 codes are re-laid out, not recomputed).
+    pub fn fill_right_from_left(&mut self, left: &Operand) {
+        let (kernel, side) = left.kernel.expect("left operand not prepared");
+        assert_eq!(side, Side::Left, "not a left operand");
+        self.rows = left.rows;
+        self.dim = left.dim;
+        self.kernel = Some((kernel, Side::Right));
+        match kernel {
+            Kernel::F32 => {
+                self.f32_rows.clear();
+                self.f32_rows.extend_from_slice(&left.f32_rows);
+            }
+            Kernel::Int8 => self.right.fill_from_left(&left.left),
+        }
+    }
+
     /// Number of rows prepared.
     pub fn rows(&self) -> usize {
         self.rows
@@ -107,8 +124,9 @@ pub(crate) fn approx_tile(
     );
     assert_eq!(left.dim, right.dim, "operands of different dims");
     let (ma, mb) = (block.a.len(), block.b.len());
-    out.clear();
+    // Every entry is overwritten (or, with `upper_only`, not wanted): no need to zero them.
     out.resize(ma * mb, 0.0);
+    out.truncate(ma * mb);
     if out.is_empty() {
         return 0.0;
     }
