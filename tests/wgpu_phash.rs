@@ -14,6 +14,7 @@ mod common;
 
 use common::images::{pattern, photo};
 use common::wgpu::backend_or_skip;
+use std::f32::consts::TAU;
 use vlmprep::backend::wgpu::WgpuBackend;
 use vlmprep::backend::wgpu::phash::PhashStats;
 use vlmprep::curate::phash::{dct_block, gray32, phash, phash_of_gray32};
@@ -170,7 +171,7 @@ fn natural(w: u32, h: u32, seed: u32) -> RgbImage {
             [
                 r() * 6.0 + 0.5,
                 r() * 6.0 + 0.5,
-                r() * 6.28,
+                r() * TAU,
                 r() * 60.0 + 10.0,
             ]
         })
@@ -183,7 +184,7 @@ fn natural(w: u32, h: u32, seed: u32) -> RgbImage {
             let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
             let mut base = 128.0 + 80.0 * (tilt[0] * u + tilt[1] * v);
             for wv in &waves {
-                base += wv[3] * (wv[0] * u * 6.28 + wv[1] * v * 6.28 + wv[2]).sin();
+                base += wv[3] * (wv[0] * u * TAU + wv[1] * v * TAU + wv[2]).sin();
             }
             for c in 0..3 {
                 let jitter = (noise(&mut st2) % 9) as f32 - 4.0;

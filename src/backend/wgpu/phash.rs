@@ -9,7 +9,7 @@
 //! image when any coefficient is too close to the median for its bit to be certain; for those
 //! images only, the 32×32 image is read back and hashed with the CPU's own
 //! [`phash_of_gray32`]. Flat or exactly symmetric images (coefficients that are zero up to
-//! rounding) are always flagged; of textured images, a few percent are (4–5% of the test
+//! rounding) are always flagged; of textured images, a few percent are (4–6% of the test
 //! images on lavapipe, where some coefficient sat within ~0.05 of the median).
 //!
 //! The resize coefficients are [`pillow_resample`]'s own (its fixed-point tables, its
