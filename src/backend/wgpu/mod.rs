@@ -503,7 +503,7 @@ mod tests {
     #[test]
     fn every_shader_parses_and_validates() {
         let entries: &[(ShaderFamily, &[&str])] = &[
-            (ShaderFamily::Tile, &["tile_batch"]),
+            (ShaderFamily::Tile, &["tile_batch", "tile_vertical"]),
             (ShaderFamily::Matmul, &["linear"]),
             (
                 ShaderFamily::Elementwise,
