@@ -199,10 +199,32 @@ fn natural(w: u32, h: u32, seed: u32) -> RgbImage {
     }
 }
 
+/// The shader's flag rule, replayed on the host from its own coefficients `g` and bounds `e`
+/// (shaders/phash_dct.wgsl, "Median"): is some coefficient within `e_i + M` of the median,
+/// with M the largest bound near the 32nd and 33rd values? `slack` scales the threshold.
+fn near_median(g: &[f64; 64], e: &[f64; 64], slack: f64) -> bool {
+    let mut sorted = *g;
+    sorted.sort_by(f64::total_cmp);
+    let (a, b) = (sorted[31], sorted[32]);
+    let med = (a + b) / 2.0;
+    let emax = e.iter().copied().fold(0.0, f64::max);
+    let m = g
+        .iter()
+        .zip(e)
+        .filter(|(v, _)| (*v - a).abs() <= 2.0 * emax || (*v - b).abs() <= 2.0 * emax)
+        .map(|(_, e)| *e)
+        .fold(0.0, f64::max);
+    g.iter()
+        .zip(e)
+        .any(|(v, e)| (v - med).abs() <= slack * (e + m + 1.2e-7 * med.abs()) + 1e-3)
+}
+
 /// Runs the DCT shader alone on `grays` and checks it against the CPU's f64 block: every
 /// coefficient within its bound, every bound within the a priori worst case (0.41, derived in
-/// shaders/phash_dct.wgsl), and every hash the shader did not flag equal to the CPU's. Returns
-/// how many images had a flag.
+/// shaders/phash_dct.wgsl), every hash the shader did not flag equal to the CPU's, and the
+/// flags themselves against the rule replayed on the host (raised where it says uncertain,
+/// not raised where every coefficient is clearly away from the median). Returns how many
+/// images had a flag.
 fn check_dct(gpu: &WgpuBackend, grays: &[[u8; 1024]], what: &str) -> usize {
     let details = gpu.phash_dct_detail(grays).unwrap();
     assert_eq!(details.len(), grays.len());
@@ -224,7 +246,35 @@ fn check_dct(gpu: &WgpuBackend, grays: &[[u8; 1024]], what: &str) -> usize {
                 "{what} #{i} coefficient {j}: bound {b}"
             );
         }
+        // The flag rule, for both hashes (the flipped block negates odd horizontal frequencies).
+        let e: [f64; 64] = std::array::from_fn(|j| f64::from(d.bounds[j]));
+        let h: [f64; 64] = std::array::from_fn(|j| f64::from(d.coefficients[j]));
+        let f: [f64; 64] = std::array::from_fn(|j| if j % 2 == 1 { -h[j] } else { h[j] });
+        for (flag, block, name) in [
+            (d.hash_uncertain, &h, "hash"),
+            (d.flipped_uncertain, &f, "flipped"),
+        ] {
+            // Below 0.99 x the threshold the shader must flag; above 1.03 x it must not.
+            if near_median(block, &e, 0.99) {
+                assert!(
+                    flag,
+                    "{what} #{i}: {name} not flagged though near the median"
+                );
+            }
+            if flag {
+                assert!(
+                    near_median(block, &e, 1.03),
+                    "{what} #{i}: {name} flagged though clear of the median"
+                );
+            }
+        }
         let want = phash_of_gray32(g);
+        if d.hash != want {
+            eprintln!(
+                "{what} #{i}: the f32 hash differs from the CPU's (flagged: {flagged_now})",
+                flagged_now = d.hash_uncertain || d.flipped_uncertain
+            );
+        }
         if !d.hash_uncertain {
             assert_eq!(
                 d.hash.hash, want.hash,
@@ -337,6 +387,13 @@ fn flat_and_symmetric_images_are_flagged_and_still_hash_as_on_the_cpu() {
         // Coefficients that tie with the median in exact arithmetic: neither hash is certain.
         assert!(d.hash_uncertain && d.flipped_uncertain, "image {i}: {d:?}");
     }
+    // And the flags matter: the f32 bits of such ties are rounding noise, unlike the CPU's.
+    let raw_differs = grays
+        .iter()
+        .zip(&details)
+        .filter(|(g, d)| d.hash != phash_of_gray32(g))
+        .count();
+    assert!(raw_differs > 0, "every f32 hash equals the CPU's");
     // Through the whole path, as RGB images: every one of them is recomputed on the host, and
     // the result is the CPU's.
     let images: Vec<RgbImage> = grays.iter().map(gray_image).collect();
