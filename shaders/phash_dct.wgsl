@@ -16,9 +16,9 @@
 // the CPU's, and raises an `uncertain` flag when a bit could differ; the host recomputes
 // flagged images with the CPU code. Derivation (u = 2^-23: WGSL only promises one of the two
 // floats next to the exact result, so one ulp, not half; each + and * below is one rounding,
-// or none when the compiler fuses them into an fma, which only removes error terms; the bound
-// assumes the sums are evaluated in program order, as WGSL and SPIR-V require: they allow
-// fusing, not reassociation):
+// or none when the compiler fuses them into an fma, which only removes error terms. The bound
+// assumes the driver keeps the program's order of additions; one that reassociated the sums
+// would void it, and the tests, which check every bound against the CPU, would show it):
 //
 // Input. Levels x are integers 0..255; the shader uses x' = x - 128 (exact, in -128..127).
 // This changes only the DC coefficient, by exactly 128 * 32 * 32 = 131072, because every
