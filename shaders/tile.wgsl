@@ -15,7 +15,17 @@
 // output position (first source index, taps, weight offset). The level is mapped to the output
 // element through a host-made table `enc[c * 256 + level]` (the CPU's exact normalize
 // arithmetic and f16/bf16 rounding), so float outputs equal the CPU's too.
+//
+// Two passes, for strong downscales on drivers with a loop limit (Mesa llvmpipe stops every
+// loop of an invocation after 65,535 iterations in total): a tile whose job names an
+// intermediate (J_INTER) has its u8 intermediate (the vertical sums, for every source column
+// its horizontal windows touch) computed first by `tile_vertical`, one invocation per level,
+// and `tile_batch` then only runs the horizontal taps over those stored levels. Same integer
+// arithmetic, same levels; taps per invocation become vk (first pass) and hk (second) instead
+// of hk x vk.
 
+// `tile_vertical` reads n_jobs as the number of `vjobs` and total_words as the number of
+// intermediate levels.
 struct Params {
     n_jobs: u32,
     total_elems: u32,
@@ -31,7 +41,8 @@ struct Params {
 
 // Per tile: first element in the batch, source byte offset, source width, tile width, tile
 // height, `pos` index of the tile's output column 0 / row 0, precision (fraction bits) of the
-// horizontal / vertical weights.
+// horizontal / vertical weights, word offset of its intermediate in `inter` (NO_INTER: none,
+// single pass), first source column of the intermediate and its width.
 const J_START: u32 = 0u;
 const J_SRC: u32 = 1u;
 const J_IN_W: u32 = 2u;
@@ -41,7 +52,11 @@ const J_HCOEF: u32 = 5u;
 const J_VCOEF: u32 = 6u;
 const J_HPREC: u32 = 7u;
 const J_VPREC: u32 = 8u;
-const J_FIELDS: u32 = 9u;
+const J_INTER: u32 = 9u;
+const J_SPAN0: u32 = 10u;
+const J_SPANW: u32 = 11u;
+const J_FIELDS: u32 = 12u;
+const NO_INTER: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> params: Params;
 // RGB8 pixels of every image of the batch, back to back, 4 bytes per word (little-endian).
@@ -51,6 +66,10 @@ const J_FIELDS: u32 = 9u;
 @group(0) @binding(4) var<storage, read> weights: array<i32>;
 @group(0) @binding(5) var<storage, read> enc: array<u32>;
 @group(0) @binding(6) var<storage, read_write> out: array<u32>;
+// Intermediate levels of two-pass tiles: per tile, rows x span columns x 3 channels.
+@group(0) @binding(7) var<storage, read_write> inter: array<u32>;
+// Indices of the two-pass jobs, in increasing order of their J_INTER.
+@group(0) @binding(8) var<storage, read> vjobs: array<u32>;
 
 fn src_byte(i: u32) -> i32 {
     return i32((src[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu);
@@ -90,9 +109,18 @@ fn level(j: u32, c: u32, x: u32, y: u32) -> u32 {
     let vw = pos[vp + 2u];
     let hprec = jobs[base + J_HPREC];
     let vprec = jobs[base + J_VPREC];
+    var acc = 1i << (hprec - 1u);
+    let inter_at = jobs[base + J_INTER];
+    if (inter_at != NO_INTER) {
+        // Second pass of a two-pass tile: the vertical sums are already levels in `inter`.
+        let row = inter_at + (y * jobs[base + J_SPANW] + hstart - jobs[base + J_SPAN0]) * 3u + c;
+        for (var i = 0u; i < hcount; i += 1u) {
+            acc += weights[hw + i] * i32(inter[row + i * 3u]);
+        }
+        return u32(to_level(acc, hprec));
+    }
     let row_bytes = jobs[base + J_IN_W] * 3u;
     let origin = jobs[base + J_SRC] + c;
-    var acc = 1i << (hprec - 1u);
     for (var i = 0u; i < hcount; i += 1u) {
         let col = origin + (hstart + i) * 3u;
         var v = 1i << (vprec - 1u);
@@ -148,4 +176,50 @@ fn tile_batch(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     out[w] = word;
+}
+
+// The two-pass job holding intermediate level `w`: the last of `vjobs` whose intermediate
+// starts at or before it.
+fn find_vjob(w: u32) -> u32 {
+    var lo = 0u;
+    var hi = params.n_jobs - 1u;
+    while (lo < hi) {
+        let mid = (lo + hi + 1u) >> 1u;
+        if (jobs[vjobs[mid] * J_FIELDS + J_INTER] <= w) {
+            lo = mid;
+        } else {
+            hi = mid - 1u;
+        }
+    }
+    return vjobs[lo];
+}
+
+// First pass of two-pass tiles: one intermediate level per invocation, the vertical taps of
+// one source column at one output row, clipped to a level exactly as in `level`.
+@compute @workgroup_size(256)
+fn tile_vertical(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let w = gid.y * params.row_stride + gid.x;
+    if (w >= params.total_words) {
+        return;
+    }
+    let j = find_vjob(w);
+    let base = j * J_FIELDS;
+    let local = w - jobs[base + J_INTER];
+    let c = local % 3u;
+    let p = local / 3u;
+    let span_w = jobs[base + J_SPANW];
+    let sx = jobs[base + J_SPAN0] + p % span_w;
+    let y = p / span_w;
+    let vp = (jobs[base + J_VCOEF] + y) * 3u;
+    let vstart = pos[vp];
+    let vcount = pos[vp + 1u];
+    let vw = pos[vp + 2u];
+    let vprec = jobs[base + J_VPREC];
+    let row_bytes = jobs[base + J_IN_W] * 3u;
+    let col = jobs[base + J_SRC] + c + sx * 3u;
+    var v = 1i << (vprec - 1u);
+    for (var k = 0u; k < vcount; k += 1u) {
+        v += weights[vw + k] * src_byte(col + (vstart + k) * row_bytes);
+    }
+    inter[w] = u32(to_level(v, vprec));
 }

@@ -43,16 +43,19 @@ pub enum ShaderFamily {
     Attention,
     /// `shaders/phash.wgsl`: the perceptual hash's 32×32 Pillow "L" LANCZOS image.
     Phash,
+    /// `shaders/phash_dct.wgsl`: the perceptual hash's DCT block, median and bits.
+    PhashDct,
 }
 
 impl ShaderFamily {
     /// Every family, for validation.
-    pub const ALL: [ShaderFamily; 5] = [
+    pub const ALL: [ShaderFamily; 6] = [
         ShaderFamily::Tile,
         ShaderFamily::Matmul,
         ShaderFamily::Elementwise,
         ShaderFamily::Attention,
         ShaderFamily::Phash,
+        ShaderFamily::PhashDct,
     ];
 
     /// The file name under `shaders/`.
@@ -63,6 +66,7 @@ impl ShaderFamily {
             ShaderFamily::Elementwise => "elementwise.wgsl",
             ShaderFamily::Attention => "attention.wgsl",
             ShaderFamily::Phash => "phash.wgsl",
+            ShaderFamily::PhashDct => "phash_dct.wgsl",
         }
     }
 
@@ -74,6 +78,7 @@ impl ShaderFamily {
             ShaderFamily::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             ShaderFamily::Attention => include_str!("../../../shaders/attention.wgsl"),
             ShaderFamily::Phash => include_str!("../../../shaders/phash.wgsl"),
+            ShaderFamily::PhashDct => include_str!("../../../shaders/phash_dct.wgsl"),
         }
     }
 }
@@ -297,20 +302,44 @@ impl WgpuBackend {
     /// Reads the first `bytes` of a buffer back to the host (one copy into a pooled staging
     /// buffer, one map). Waits for all queued work.
     pub(crate) fn read_back(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-        if bytes == 0 {
+        self.read_back_ranges(src, &[(0, bytes)])
+    }
+
+    /// Reads `(offset, bytes)` ranges of a buffer back to the host, concatenated: one copy per
+    /// range into one pooled staging buffer, one map. Waits for all queued work. Offsets must
+    /// be multiples of 4 (wgpu's copy alignment); lengths are rounded up to whole words on the
+    /// device and cut back here.
+    pub(crate) fn read_back_ranges(
+        &self,
+        src: &wgpu::Buffer,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<u8>> {
+        let total: u64 = ranges.iter().map(|&(_, b)| b.next_multiple_of(4)).sum();
+        if total == 0 {
             return Ok(Vec::new());
         }
-        let padded = bytes.next_multiple_of(4);
+        if let Some(&(off, _)) = ranges.iter().find(|&&(off, _)| off % 4 != 0) {
+            return Err(wgpu_err(format!(
+                "read-back offset {off} is not a multiple of 4"
+            )));
+        }
         let staging = self.pool.take(
-            padded,
+            total,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(src, 0, staging.buffer(), 0, padded);
+        let mut at = 0;
+        for &(off, bytes) in ranges {
+            let padded = bytes.next_multiple_of(4);
+            if padded > 0 {
+                enc.copy_buffer_to_buffer(src, off, staging.buffer(), at, padded);
+            }
+            at += padded;
+        }
         self.queue.submit([enc.finish()]);
-        let slice = staging.buffer().slice(0..padded);
+        let slice = staging.buffer().slice(0..total);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -325,7 +354,13 @@ impl WgpuBackend {
             let view = slice
                 .get_mapped_range()
                 .map_err(|e| wgpu_err(format!("reading the mapped buffer: {e}")))?;
-            view[..bytes as usize].to_vec()
+            let mut data = Vec::with_capacity(total as usize);
+            let mut at = 0usize;
+            for &(_, bytes) in ranges {
+                data.extend_from_slice(&view[at..at + bytes as usize]);
+                at += bytes.next_multiple_of(4) as usize;
+            }
+            data
         };
         staging.buffer().unmap();
         self.check("reading back")?;
@@ -468,7 +503,7 @@ mod tests {
     #[test]
     fn every_shader_parses_and_validates() {
         let entries: &[(ShaderFamily, &[&str])] = &[
-            (ShaderFamily::Tile, &["tile_batch"]),
+            (ShaderFamily::Tile, &["tile_batch", "tile_vertical"]),
             (ShaderFamily::Matmul, &["linear"]),
             (
                 ShaderFamily::Elementwise,
@@ -485,6 +520,7 @@ mod tests {
             ),
             (ShaderFamily::Attention, &["attention"]),
             (ShaderFamily::Phash, &["phash_gray32"]),
+            (ShaderFamily::PhashDct, &["phash_dct"]),
         ];
         for family in ShaderFamily::ALL {
             let module = naga::front::wgsl::parse_str(family.source()).unwrap_or_else(|e| {

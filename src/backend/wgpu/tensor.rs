@@ -178,7 +178,7 @@ impl WgpuTensorOps {
 impl TensorOps for WgpuTensorOps {
     type Matrix = WgpuMatrix;
 
-    /// The pHash shader (`shaders/phash.wgsl`, see [`super::phash`]).
+    /// The pHash shaders (`shaders/phash.wgsl`, `shaders/phash_dct.wgsl`, see [`super::phash`]).
     fn device_phash(
         &self,
         images: &[&crate::image::RgbImage],

@@ -9,6 +9,10 @@
 //! descriptor; the level → output-element table is the CPU's own normalize arithmetic. The
 //! shader then does the CPU's integer sums, so tiles equal the CPU backend's bit for bit (u8
 //! levels, and the float encodings of those levels).
+//!
+//! On a driver with a loop limit (lavapipe), a tile too long for one invocation in one pass is
+//! planned in two: `tile_vertical` stores its vertical sums as u8 levels (the CPU's own
+//! intermediate) and `tile_batch` runs only the horizontal taps over them; same bytes.
 
 use std::collections::HashMap;
 
@@ -35,7 +39,12 @@ pub struct WgpuTiles {
 }
 
 /// Fields per tile descriptor; must match `J_FIELDS` of shaders/tile.wgsl.
-const JOB_FIELDS: usize = 9;
+const JOB_FIELDS: usize = 12;
+/// `J_INTER` of a single-pass tile; must match `NO_INTER` of shaders/tile.wgsl.
+const NO_INTER: u32 = u32::MAX;
+/// Loop iterations of the shaders' binary searches over the jobs (at most 32), counted with
+/// the taps against a loop budget.
+const SEARCH_LOOPS: u64 = 33;
 /// Invocations per workgroup of `tile_batch`.
 const WORKGROUP: u64 = 256;
 
@@ -45,8 +54,14 @@ pub struct TileJobs {
     /// One descriptor per tile, [`JOB_FIELDS`] u32 each: first element in the batch, source
     /// byte offset, source width, tile width, tile height, `pos` index of the tile's output
     /// column 0 and of its output row 0, fixed-point precision of the horizontal and of the
-    /// vertical weights.
+    /// vertical weights; for a two-pass tile, the word offset of its intermediate in the
+    /// intermediate buffer, the first source column it covers and its width (`NO_INTER`, 0, 0
+    /// for a single-pass tile).
     pub jobs: Vec<u32>,
+    /// Indices of the two-pass tiles' jobs, in order (their intermediates are in that order).
+    pub vjobs: Vec<u32>,
+    /// Levels (one per word) of all intermediates of two-pass tiles.
+    pub inter_words: u64,
     /// Per output position of every coefficient table: first source index, taps, weight offset.
     pub pos: Vec<u32>,
     /// Integer weights (i16 values, stored as i32 bit patterns) the `pos` entries point into.
@@ -65,7 +80,9 @@ impl TileJobs {
     /// pixel buffer, tiled by `plans[i]`. Errors on mismatched lengths, zero sizes, tiles that
     /// do not fit the resize, a thumbnail that is not the tiles' size, or a batch whose indices
     /// do not fit 32 bits, or a tile whose invocations would run more loop iterations than
-    /// `loop_budget` (see [`WgpuBackend::loop_budget`]).
+    /// `loop_budget` (see [`WgpuBackend::loop_budget`]) even in two passes. A tile too long for
+    /// one pass within the budget is planned in two: a vertical pass into an intermediate of
+    /// u8 levels, then the horizontal taps (the same integer arithmetic, the same bytes).
     pub fn new(
         sizes: &[(u32, u32)],
         offsets: &[u64],
@@ -132,18 +149,30 @@ impl TileJobs {
                         let (vbase, vprec, vk) =
                             jobs.table(&mut tables, h, (top, top + height), th, filter)?;
                         // One invocation runs, per element of its word, `hk` outer and
-                        // `hk × vk` inner iterations, plus the job search (< 33).
-                        let per_word = (4 / dtype.size()) as u64 * (hk * (vk + 1) + 33);
-                        if let Some(budget) = loop_budget
-                            && per_word > budget
-                        {
-                            return Err(Error::Resize(format!(
-                                "resampling {w}x{h} to {}x{} takes {hk}x{vk} filter taps per \
-                                 pixel, more loop iterations per shader invocation than this \
-                                 adapter runs ({budget}: Mesa llvmpipe's limit); use \
-                                 --device cpu for such strong downscales",
-                                full.0, full.1
-                            )));
+                        // `hk × vk` inner iterations, plus the job search. In two passes: `vk`
+                        // per level in the first, `hk` per element in the second.
+                        let per_elem = (4 / dtype.size()) as u64;
+                        let fused = per_elem * (hk * (vk + 1) + SEARCH_LOOPS);
+                        let split = (vk + SEARCH_LOOPS).max(per_elem * (hk + SEARCH_LOOPS));
+                        let (inter, span0, span_w) = match loop_budget {
+                            Some(budget) if fused > budget => {
+                                if split > budget {
+                                    return Err(Error::Resize(format!(
+                                        "resampling {w}x{h} to {}x{} takes {hk}x{vk} filter \
+                                         taps per pixel, more loop iterations per shader \
+                                         invocation than this adapter runs ({budget}: Mesa \
+                                         llvmpipe's limit) even in two passes; use --device \
+                                         cpu for such strong downscales",
+                                        full.0, full.1
+                                    )));
+                                }
+                                jobs.intermediate(hbase, tw, th)?
+                            }
+                            _ => (NO_INTER, 0, 0),
+                        };
+                        if inter != NO_INTER {
+                            jobs.vjobs
+                                .push(to_u32((jobs.jobs.len() / JOB_FIELDS) as u64, "tile index")?);
                         }
                         jobs.jobs.extend_from_slice(&[
                             (out / dtype.size()) as u32,
@@ -155,6 +184,9 @@ impl TileJobs {
                             vbase,
                             hprec,
                             vprec,
+                            inter,
+                            span0,
+                            span_w,
                         ]);
                         out += bytes;
                     }
@@ -164,6 +196,26 @@ impl TileJobs {
         }
         jobs.layout = layout;
         Ok(jobs)
+    }
+
+    /// Reserves the intermediate of a two-pass tile whose output column 0 is `pos` triple
+    /// `hbase`: `th` rows of the source columns its `tw` horizontal windows cover, 3 levels
+    /// each. Returns (word offset, first source column, columns).
+    fn intermediate(&mut self, hbase: u32, tw: u32, th: u32) -> Result<(u32, u32, u32)> {
+        let windows = (0..tw as usize).map(|x| {
+            let p = (hbase as usize + x) * 3;
+            (self.pos[p], self.pos[p] + self.pos[p + 1])
+        });
+        let (first, end) = windows.fold((u32::MAX, 0), |(a, b), (s, e)| (a.min(s), b.max(e)));
+        let span = end.saturating_sub(first).max(1);
+        let at = self.inter_words;
+        self.inter_words += 3 * u64::from(span) * u64::from(th);
+        if self.inter_words > u64::from(u32::MAX) {
+            return Err(Error::Resize(
+                "two-pass intermediates past 32 bits; split the batch".into(),
+            ));
+        }
+        Ok((at as u32, first.min(end), span))
     }
 
     /// Index in `pos` (in triples) of output position 0 of the table resampling source
@@ -304,6 +356,34 @@ impl Backend for WgpuBackend {
         let pos = self.upload_words(&jobs.pos)?;
         let weights = self.upload_words(&jobs.weights)?;
         let enc = self.upload_words(&level_encodings(spec)?)?;
+        // Two-pass tiles (strong downscales on lavapipe): their vertical pass first, into the
+        // intermediate the main dispatch reads. Otherwise the binding still needs a buffer.
+        let inter = self.storage((jobs.inter_words * 4).max(4))?;
+        if !jobs.vjobs.is_empty() {
+            let vjobs = self.upload_words(&jobs.vjobs)?;
+            let (gx, gy) = grid(jobs.inter_words.div_ceil(WORKGROUP))?;
+            let params = [
+                jobs.vjobs.len() as u32,
+                0,
+                jobs.inter_words as u32,
+                0,
+                gx * WORKGROUP as u32,
+            ];
+            self.dispatch(
+                ShaderFamily::Tile,
+                "tile_vertical",
+                &params,
+                &[
+                    (1, src.buffer()),
+                    (2, jobs_buf.buffer()),
+                    (3, pos.buffer()),
+                    (4, weights.buffer()),
+                    (7, inter.buffer()),
+                    (8, vjobs.buffer()),
+                ],
+                (gx, gy),
+            )?;
+        }
         let (gx, gy) = grid(out_words.div_ceil(WORKGROUP))?;
         let elems = layout.total_bytes / spec.dtype.size();
         let params = [
@@ -324,6 +404,7 @@ impl Backend for WgpuBackend {
                 (4, weights.buffer()),
                 (5, enc.buffer()),
                 (6, data.buffer()),
+                (7, inter.buffer()),
             ],
             (gx, gy),
         )?;
@@ -353,7 +434,7 @@ mod tests {
     use crate::image::tiling::{InternVlSettings, Tiler, TilingRule};
 
     #[test]
-    fn a_loop_budget_refuses_only_tiles_past_it() {
+    fn a_loop_budget_plans_two_passes_and_refuses_only_past_them() {
         let tiler = Tiler::new(TilingRule::Fixed { size: 48 }).unwrap();
         let budget = Some(65_535 - 64);
         let jobs = |w: u32, h: u32, budget| {
@@ -367,11 +448,23 @@ mod tests {
             )
         };
         // 1600x1200 to 48: 134 x 101 taps, 4 elements a word: 54.8k iterations, right on
-        // lavapipe; 1000x3000: 84 x 250, 84k, which lavapipe cut short.
-        assert!(jobs(1600, 1200, budget).is_ok());
-        let err = jobs(1000, 3000, budget).unwrap_err().to_string();
+        // lavapipe, one pass; 1000x3000: 84 x 250, 84k, which lavapipe cut short: two passes
+        // (250 and 4 x 84 iterations).
+        let one = jobs(1600, 1200, budget).unwrap();
+        assert!(one.vjobs.is_empty() && one.inter_words == 0);
+        assert!(one.jobs.chunks(JOB_FIELDS).all(|j| j[9] == NO_INTER));
+        let two = jobs(1000, 3000, budget).unwrap();
+        assert_eq!(two.vjobs.len(), two.jobs.len() / JOB_FIELDS);
+        // Each intermediate: 48 rows of the columns its windows cover, which for a single
+        // tile over the whole image is the whole width.
+        let j = &two.jobs[..JOB_FIELDS];
+        assert_eq!((j[9], j[10], j[11]), (0, 0, 1000));
+        assert_eq!(two.inter_words, 3 * 1000 * 48);
+        // Without a budget (hardware), always one pass.
+        assert!(jobs(1000, 3000, None).unwrap().vjobs.is_empty());
+        // 2 x 1,000,000 to 48: 83k vertical taps per level, past the limit even alone.
+        let err = jobs(2, 1_000_000, budget).unwrap_err().to_string();
         assert!(err.contains("llvmpipe"), "{err}");
-        assert!(jobs(1000, 3000, None).is_ok());
     }
 
     #[test]
