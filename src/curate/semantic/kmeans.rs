@@ -105,11 +105,18 @@ impl Centroids {
         });
         let mut previous: Option<Vec<u32>> = None;
         for _ in 0..params.iterations {
-            let assignment = nearest(sample, dim, &centroids.data, kernel, prepared.as_ref());
+            let assignment = nearest(
+                sample,
+                dim,
+                &centroids.data,
+                kernel,
+                prepared.as_ref(),
+                false,
+            );
             if previous.as_ref() == Some(&assignment.cluster) {
                 break;
             }
-            centroids.data = update(sample, dim, k, &assignment);
+            centroids.data = update(sample, dim, &centroids.data, &assignment);
             previous = Some(assignment.cluster);
         }
         Ok(centroids)
@@ -140,7 +147,7 @@ impl Centroids {
         check_normalized(&self.data, self.dim, "centroids")?;
         check_normalized(emb, self.dim, "embeddings")?;
         let kernel = Kernel::for_dim(self.dim);
-        Ok(nearest(emb, self.dim, &self.data, kernel, None))
+        Ok(nearest(emb, self.dim, &self.data, kernel, None, true))
     }
 }
 
@@ -152,12 +159,15 @@ impl Centroids {
 ///
 /// `prepared`: `emb` already prepared as the left operand for `kernel` (k-means prepares its
 /// sample once for all its iterations); `None` prepares each tile as it goes.
+/// `centrality`: false leaves the centrality NaN where one candidate alone decided the cluster
+/// (k-means needs it only to re-seed, see [`update`]), which saves an f64 dot product per row.
 pub(crate) fn nearest(
     emb: &[f32],
     dim: usize,
     centroids: &[f32],
     kernel: Kernel,
     prepared: Option<&Operand>,
+    centrality_wanted: bool,
 ) -> Assignment {
     let n = emb.len() / dim;
     let k = centroids.len() / dim;
@@ -187,10 +197,7 @@ pub(crate) fn nearest(
                     upper_only: false,
                 };
                 let bound = approx_tile(left, &right, &block, sims);
-                let rows = rows.chunks_exact(dim);
-                for (((s, x), c), e) in sims.chunks_exact(k).zip(rows).zip(cl).zip(ce) {
-                    (*c, *e) = best_centroid(x, centroids, dim, s, bound);
-                }
+                assign_tile(sims, rows, centroids, dim, bound, centrality_wanted, cl, ce);
             },
         );
     Assignment {
@@ -199,14 +206,103 @@ pub(crate) fn nearest(
     }
 }
 
+/// [`best_centroid`] for every row of a tile (`sims` holds `k` approximations per row), with
+/// the AVX-512 build where the CPU has it: the scans over `k` values per row vectorize wider.
+#[allow(clippy::too_many_arguments)]
+fn assign_tile(
+    sims: &[f32],
+    rows: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    bound: f64,
+    centrality_wanted: bool,
+    cluster: &mut [u32],
+    centrality: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was just detected.
+        unsafe {
+            assign_tile_avx512(
+                sims,
+                rows,
+                centroids,
+                dim,
+                bound,
+                centrality_wanted,
+                cluster,
+                centrality,
+            )
+        };
+        return;
+    }
+    assign_tile_body(
+        sims,
+        rows,
+        centroids,
+        dim,
+        bound,
+        centrality_wanted,
+        cluster,
+        centrality,
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn assign_tile_avx512(
+    sims: &[f32],
+    rows: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    bound: f64,
+    centrality_wanted: bool,
+    cluster: &mut [u32],
+    centrality: &mut [f32],
+) {
+    assign_tile_body(
+        sims,
+        rows,
+        centroids,
+        dim,
+        bound,
+        centrality_wanted,
+        cluster,
+        centrality,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn assign_tile_body(
+    sims: &[f32],
+    rows: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    bound: f64,
+    centrality_wanted: bool,
+    cluster: &mut [u32],
+    centrality: &mut [f32],
+) {
+    let k = centroids.len() / dim;
+    let rows = rows.chunks_exact(dim);
+    for (((s, x), c), e) in sims.chunks_exact(k).zip(rows).zip(cluster).zip(centrality) {
+        (*c, *e) = best_centroid(x, centroids, dim, s, bound, centrality_wanted);
+    }
+}
+
 /// The exact argmax (first on ties) of `x · centroid` in f64, among the centroids whose
-/// approximate similarity `approx[j]` is within twice the error `bound` of the largest.
+/// approximate similarity `approx[j]` is within twice the error `bound` of the largest, and its
+/// value; NaN for the value when a single candidate decided and `centrality_wanted` is false.
+#[inline(always)]
 fn best_centroid(
     x: &[f32],
     centroids: &[f32],
     dim: usize,
     approx: &[f32],
     bound: f64,
+    centrality_wanted: bool,
 ) -> (u32, f32) {
     const LANES: usize = 16;
     // Sixteen lanes, so the scans vectorize; this runs for every row and every centroid.
@@ -224,6 +320,15 @@ fn best_centroid(
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     // In f64, then one step down in f32: no candidate is lost to rounding.
     let floor = ((f64::from(top) - 2.0 * bound) as f32).next_down();
+    let mut candidates = 0usize;
+    let mut only = 0usize;
+    at_least(approx, floor, |j| {
+        candidates += 1;
+        only = j;
+    });
+    if candidates == 1 && !centrality_wanted {
+        return (only as u32, f32::NAN);
+    }
     let (mut best, mut best_sim) = (0usize, f64::NEG_INFINITY);
     at_least(approx, floor, |j| {
         let exact = dot_f64(x, &centroids[j * dim..(j + 1) * dim]);
@@ -235,9 +340,11 @@ fn best_centroid(
     (best as u32, best_sim as f32)
 }
 
-/// New centroids from an assignment: each the normalized sum of its members, summed in row
-/// order; empty (or cancelled-out) clusters are re-seeded as [`Centroids::fit`] describes.
-fn update(sample: &[f32], dim: usize, k: usize, assignment: &Assignment) -> Vec<f32> {
+/// New centroids from an assignment to `old` centroids: each the normalized sum of its members,
+/// summed in row order; empty (or cancelled-out) clusters are re-seeded as [`Centroids::fit`]
+/// describes, by the rows' exact centralities (those [`nearest`] left NaN are computed here).
+fn update(sample: &[f32], dim: usize, old: &[f32], assignment: &Assignment) -> Vec<f32> {
+    let k = old.len() / dim;
     let members = members_by_cluster(&assignment.cluster, k);
     let mut data = vec![0.0f32; k * dim];
     let empty: Vec<bool> = data
@@ -264,10 +371,21 @@ fn update(sample: &[f32], dim: usize, k: usize, assignment: &Assignment) -> Vec<
         .collect();
     let empty: Vec<usize> = (0..k).filter(|&c| empty[c]).collect();
     if !empty.is_empty() {
+        let centrality: Vec<f32> = (sample.par_chunks(dim).zip(&assignment.cluster))
+            .zip(&assignment.centrality)
+            .map(|((x, &c), &e)| {
+                if e.is_nan() {
+                    let c = c as usize;
+                    dot_f64(x, &old[c * dim..(c + 1) * dim]) as f32
+                } else {
+                    e
+                }
+            })
+            .collect();
         let mut worst: Vec<u32> = (0..assignment.cluster.len() as u32).collect();
         worst.sort_by(|&a, &b| {
-            assignment.centrality[a as usize]
-                .total_cmp(&assignment.centrality[b as usize])
+            centrality[a as usize]
+                .total_cmp(&centrality[b as usize])
                 .then(a.cmp(&b))
         });
         for (&c, &row) in empty.iter().zip(&worst) {

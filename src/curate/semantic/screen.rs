@@ -196,11 +196,11 @@ mod tests {
             eps: 0.1,
         };
         let c = Centroids::fit(&s.data, dim, &params).unwrap();
-        let int8 = nearest(&s.data, dim, &c.data, Kernel::Int8, None);
-        let f32 = nearest(&s.data, dim, &c.data, Kernel::F32, None);
+        let int8 = nearest(&s.data, dim, &c.data, Kernel::Int8, None, true);
+        let f32 = nearest(&s.data, dim, &c.data, Kernel::F32, None, true);
         let mut whole = Operand::default();
         whole.fill(Kernel::Int8, Side::Left, dim, s.data.chunks_exact(dim));
-        let prepared = nearest(&s.data, dim, &c.data, Kernel::Int8, Some(&whole));
+        let prepared = nearest(&s.data, dim, &c.data, Kernel::Int8, Some(&whole), true);
         assert_eq!(int8, f32);
         assert_eq!(int8, prepared);
         // The exact argmax in f64, first on ties, and its value.
