@@ -173,3 +173,34 @@ fn cross_pairs_match_pairs_across_the_split() {
     let tiled = cross_pairs_with_tile(new, &na, reference, &ra, DIM, MIN_COSINE, 13).unwrap();
     assert_eq!(tiled, cross);
 }
+
+#[test]
+fn the_first_bad_row_is_named_wherever_it_is_checked() {
+    // The norm check of assign and duplicate_pairs runs as rows are prepared, tile by tile and
+    // strip by strip, in parallel: the error must still name the first bad row.
+    let s = corpus(5);
+    let c = Centroids::fit(&s.data, DIM, &params()).unwrap();
+    let mut data = s.data.clone();
+    for &(r, v) in &[(4321usize, f32::NAN), (1500, 3.0), (5999, f32::INFINITY)] {
+        data[r * DIM + 7] = v;
+    }
+    let e = c.assign(&data).unwrap_err().to_string();
+    assert!(e.contains("row 1500") && e.contains("norm"), "{e}");
+    // Row 1500 alone in its cluster (checked apart from the strips), row 900 in a big one.
+    data[900 * DIM + 3] = f32::NAN;
+    let mut cluster = vec![0u32; 6000];
+    cluster[1500] = 1;
+    let a = Assignment {
+        cluster,
+        centrality: vec![1.0; 6000],
+    };
+    let e = duplicate_pairs_with_tile(&data, DIM, &a, 0.9, 700)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("row 900") && e.contains("non-finite"), "{e}");
+    data[900 * DIM + 3] = s.data[900 * DIM + 3];
+    let e = duplicate_pairs_with_tile(&data, DIM, &a, 0.9, 700)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("row 1500"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use super::quant::prefetch;
 use super::screen::{Block, Kernel, Operand, Side, approx_tile, at_least};
 use super::{
     SemanticParams, add_assign, check_normalized, dot_f64, row_problem, rows_of, sample_indices,
@@ -15,6 +16,11 @@ use crate::error::{Error, Result};
 /// A tile of `rows × k` similarities holds at most this many floats (8 MiB), so assigning to
 /// many centroids never allocates more than that per thread.
 const TILE_FLOATS: usize = 1 << 21;
+
+/// At most this many rows per tile: 128 rows of dim 768 (384 KiB of f32, 96 KiB of codes) and
+/// their similarities to 708 centroids (354 KiB) stay in L2, so the exact re-check of each row
+/// after the screen reads it from cache, not from the gigabytes of embeddings again.
+const MAX_TILE_ROWS: usize = 128;
 
 /// Unit-norm cluster centroids, row-major `k × dim`.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,14 +66,20 @@ impl Centroids {
             check_normalized(emb, dim, "embeddings")?;
             emb
         } else {
+            // Gathered and checked by the rayon pool; the first bad row in row order is named.
             let idx = sample_indices(n, params.fit_sample, params.seed);
-            let mut buf = Vec::with_capacity(idx.len() * dim);
-            for &i in &idx {
-                let row = &emb[i as usize * dim..(i as usize + 1) * dim];
-                if let Some(p) = row_problem(row) {
-                    return Err(Error::Semantic(format!("embeddings row {i}: {p}")));
-                }
-                buf.extend_from_slice(row);
+            let mut buf = vec![0.0f32; idx.len() * dim];
+            let bad = buf
+                .par_chunks_mut(dim)
+                .zip(idx.par_iter())
+                .filter_map(|(out, &i)| {
+                    let row = &emb[i as usize * dim..(i as usize + 1) * dim];
+                    out.copy_from_slice(row);
+                    row_problem(row).map(|p| (i, p))
+                })
+                .min_by_key(|(i, _)| *i);
+            if let Some((i, p)) = bad {
+                return Err(Error::Semantic(format!("embeddings row {i}: {p}")));
             }
             sampled = buf;
             &sampled
@@ -100,12 +112,13 @@ impl Centroids {
         let kernel = Kernel::for_dim(dim);
         let prepared = (kernel == Kernel::Int8).then(|| {
             let mut p = Operand::default();
-            p.fill(kernel, Side::Left, dim, sample.chunks_exact(dim));
+            p.fill_left_int8_par(dim, sample);
             p
         });
         let mut previous: Option<Vec<u32>> = None;
         for _ in 0..params.iterations {
-            let assignment = nearest(
+            // The sample rows were checked above.
+            let (assignment, _) = nearest(
                 sample,
                 dim,
                 &centroids.data,
@@ -145,9 +158,14 @@ impl Centroids {
             return Err(Error::Semantic(format!("{k} centroids is too many")));
         }
         check_normalized(&self.data, self.dim, "centroids")?;
-        check_normalized(emb, self.dim, "embeddings")?;
+        rows_of(emb, self.dim, "embeddings")?;
+        // The rows' norm check happens as the tiles are prepared (one read of each row).
         let kernel = Kernel::for_dim(self.dim);
-        Ok(nearest(emb, self.dim, &self.data, kernel, None, true))
+        let (assignment, problem) = nearest(emb, self.dim, &self.data, kernel, None, true);
+        match problem {
+            Some((row, reason)) => Err(Error::Semantic(format!("embeddings row {row}: {reason}"))),
+            None => Ok(assignment),
+        }
     }
 }
 
@@ -161,6 +179,10 @@ impl Centroids {
 /// sample once for all its iterations); `None` prepares each tile as it goes.
 /// `centrality`: false leaves the centrality NaN where one candidate alone decided the cluster
 /// (k-means needs it only to re-seed, see [`update`]), which saves an f64 dot product per row.
+///
+/// Also returns the first row that is not finite or not of unit norm, found while preparing
+/// the tiles (`prepared` rows are the caller's to have checked); the assignment is meaningless
+/// then.
 pub(crate) fn nearest(
     emb: &[f32],
     dim: usize,
@@ -168,14 +190,15 @@ pub(crate) fn nearest(
     kernel: Kernel,
     prepared: Option<&Operand>,
     centrality_wanted: bool,
-) -> Assignment {
+) -> (Assignment, Option<(usize, String)>) {
     let n = emb.len() / dim;
     let k = centroids.len() / dim;
     let mut right = Operand::default();
     right.fill(kernel, Side::Right, dim, centroids.chunks_exact(dim));
-    let tile_rows = (TILE_FLOATS / k).clamp(16, 1024);
+    let tile_rows = (TILE_FLOATS / k).clamp(16, MAX_TILE_ROWS);
     let mut cluster = vec![0u32; n];
     let mut centrality = vec![0.0f32; n];
+    let problem = std::sync::Mutex::new(None::<(usize, String)>);
     emb.par_chunks(tile_rows * dim)
         .zip(cluster.par_chunks_mut(tile_rows))
         .zip(centrality.par_chunks_mut(tile_rows))
@@ -188,6 +211,9 @@ pub(crate) fn nearest(
                     Some(p) => (p, t * tile_rows..t * tile_rows + m),
                     None => {
                         own.fill(kernel, Side::Left, dim, rows.chunks_exact(dim));
+                        if let Some((i, reason)) = own.problem() {
+                            keep_first(&problem, t * tile_rows + i, reason);
+                        }
                         (&*own, 0..m)
                     }
                 };
@@ -200,13 +226,28 @@ pub(crate) fn nearest(
                 assign_tile(sims, rows, centroids, dim, bound, centrality_wanted, cl, ce);
             },
         );
-    Assignment {
+    let assignment = Assignment {
         cluster,
         centrality,
+    };
+    let problem = problem.into_inner().unwrap_or_else(|e| e.into_inner());
+    (assignment, problem)
+}
+
+/// Records `(row, reason)` in `first` unless it already holds an earlier row: tiles finish in
+/// any order, the error must name the first bad row.
+pub(crate) fn keep_first(
+    first: &std::sync::Mutex<Option<(usize, String)>>,
+    row: usize,
+    reason: &str,
+) {
+    let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
+    if first.as_ref().is_none_or(|(r, _)| row < *r) {
+        *first = Some((row, reason.to_string()));
     }
 }
 
-/// [`best_centroid`] for every row of a tile (`sims` holds `k` approximations per row), with
+/// [`Candidates`] decided for every row of a tile (`sims` holds `k` approximations per row), with
 /// the AVX-512 build where the CPU has it: the scans over `k` values per row vectorize wider.
 #[allow(clippy::too_many_arguments)]
 fn assign_tile(
@@ -286,58 +327,103 @@ fn assign_tile_body(
     centrality: &mut [f32],
 ) {
     let k = centroids.len() / dim;
-    let rows = rows.chunks_exact(dim);
-    for (((s, x), c), e) in sims.chunks_exact(k).zip(rows).zip(cluster).zip(centrality) {
-        (*c, *e) = best_centroid(x, centroids, dim, s, bound, centrality_wanted);
+    let centroid = |j: usize| &centroids[j * dim..(j + 1) * dim];
+    // Two passes: the scans first, then the exact dot products, each row's operands requested
+    // from memory one row ahead (the centroid a row needs is anywhere in `centroids`; without
+    // the prefetch each exact product waits on it).
+    let mut found = [Candidates::default(); MAX_TILE_ROWS];
+    let found = &mut found[..cluster.len()];
+    for (f, s) in found.iter_mut().zip(sims.chunks_exact(k)) {
+        *f = Candidates::of(s, bound);
+    }
+    let rows: Vec<&[f32]> = rows.chunks_exact(dim).collect();
+    for (r, ((f, c), e)) in found.iter().zip(cluster).zip(centrality).enumerate() {
+        if let Some(next) = found.get(r + 1) {
+            prefetch(rows[r + 1]);
+            prefetch(centroid(next.few[0] as usize));
+        }
+        let approx = &sims[r * k..(r + 1) * k];
+        (*c, *e) = f.decide(rows[r], centroids, dim, approx, centrality_wanted);
     }
 }
 
-/// The exact argmax (first on ties) of `x · centroid` in f64, among the centroids whose
-/// approximate similarity `approx[j]` is within twice the error `bound` of the largest, and its
-/// value; NaN for the value when a single candidate decided and `centrality_wanted` is false.
-#[inline(always)]
-fn best_centroid(
-    x: &[f32],
-    centroids: &[f32],
-    dim: usize,
-    approx: &[f32],
-    bound: f64,
-    centrality_wanted: bool,
-) -> (u32, f32) {
-    const LANES: usize = 16;
-    // Sixteen lanes, so the scans vectorize; this runs for every row and every centroid.
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = approx.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = if v > *m { v } else { *m };
+/// The centroids that may hold a row's exact maximum: those whose approximate similarity is
+/// within twice the screen's error bound of the largest approximation.
+#[derive(Debug, Clone, Copy, Default)]
+struct Candidates {
+    /// Approximations at or above this are candidates.
+    floor: f32,
+    /// The first candidates, ascending (nearly always one or two).
+    few: [u32; 8],
+    /// How many there are (may exceed `few.len()`).
+    count: usize,
+}
+
+impl Candidates {
+    #[inline(always)]
+    fn of(approx: &[f32], bound: f64) -> Self {
+        const LANES: usize = 16;
+        // Sixteen lanes, so the scans vectorize; this runs for every row and every centroid.
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut chunks = approx.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (m, &v) in lanes.iter_mut().zip(c) {
+                *m = if v > *m { v } else { *m };
+            }
         }
+        let top = chunks
+            .remainder()
+            .iter()
+            .chain(&lanes)
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        // In f64, then one step down in f32: no candidate is lost to rounding.
+        let floor = ((f64::from(top) - 2.0 * bound) as f32).next_down();
+        let mut found = Candidates {
+            floor,
+            ..Candidates::default()
+        };
+        at_least(approx, floor, |j| {
+            if found.count < found.few.len() {
+                found.few[found.count] = j as u32;
+            }
+            found.count += 1;
+        });
+        found
     }
-    let top = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    // In f64, then one step down in f32: no candidate is lost to rounding.
-    let floor = ((f64::from(top) - 2.0 * bound) as f32).next_down();
-    let mut candidates = 0usize;
-    let mut only = 0usize;
-    at_least(approx, floor, |j| {
-        candidates += 1;
-        only = j;
-    });
-    if candidates == 1 && !centrality_wanted {
-        return (only as u32, f32::NAN);
-    }
-    let (mut best, mut best_sim) = (0usize, f64::NEG_INFINITY);
-    at_least(approx, floor, |j| {
-        let exact = dot_f64(x, &centroids[j * dim..(j + 1) * dim]);
-        if exact > best_sim {
-            best = j;
-            best_sim = exact;
+
+    /// The exact argmax (first on ties) of `x · centroid` in f64 among the candidates, and its
+    /// value; NaN for the value when a single candidate decided and `centrality_wanted` is
+    /// false.
+    #[inline(always)]
+    fn decide(
+        &self,
+        x: &[f32],
+        centroids: &[f32],
+        dim: usize,
+        approx: &[f32],
+        centrality_wanted: bool,
+    ) -> (u32, f32) {
+        if self.count == 1 && !centrality_wanted {
+            return (self.few[0], f32::NAN);
         }
-    });
-    (best as u32, best_sim as f32)
+        let (mut best, mut best_sim) = (0usize, f64::NEG_INFINITY);
+        let mut consider = |j: usize| {
+            let exact = dot_f64(x, &centroids[j * dim..(j + 1) * dim]);
+            if exact > best_sim {
+                best = j;
+                best_sim = exact;
+            }
+        };
+        if self.count <= self.few.len() {
+            self.few[..self.count]
+                .iter()
+                .for_each(|&j| consider(j as usize));
+        } else {
+            // Too many to have kept: the same scan again, in the same ascending order.
+            at_least(approx, self.floor, consider);
+        }
+        (best as u32, best_sim as f32)
+    }
 }
 
 /// New centroids from an assignment to `old` centroids: each the normalized sum of its members,

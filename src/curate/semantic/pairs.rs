@@ -1,18 +1,24 @@
 //! Near-duplicate pairs inside clusters, blocked. A cluster's members (ascending) are cut into
-//! strips of `tile` rows; a task takes one strip as the left operand and the strip's rows and
-//! all later rows of the cluster, `tile` at a time, as the right one, through the screen
-//! ([`super::screen`]: int8 VNNI or f32 GEMM). So a task holds one strip, one right tile and one
-//! tile × tile block of similarities whatever the cluster's size (an n × n matrix is never
-//! built), each row is prepared once per strip at or before its own, and on the diagonal block
-//! only pairs `j > i` are computed where the kernel can skip the rest. The screen only
-//! nominates candidates (every pair whose approximation is within the screen's error bound of
-//! the threshold); each candidate's cosine is recomputed in f64 in a fixed order, so the pairs
-//! and their values do not depend on the tiling, the kernel or the thread count.
+//! strips of `tile` rows; each strip, as the left operand of the screen ([`super::screen`]:
+//! int8 VNNI or f32 GEMM), meets its own rows and every later strip of the cluster as right
+//! tiles. A cluster of up to [`WHOLE_STRIPS`] strips is one task that prepares each row once
+//! (the right tiles are the strips' codes laid out again); a larger one is a task per strip
+//! that prepares the later right tiles itself, so memory stays bounded (a few strips and a
+//! tile × tile block of similarities, never an n × n matrix) and one huge cluster still spreads
+//! over the threads. On a diagonal block only pairs `j > i` are computed where the kernel can
+//! skip the rest. The screen only nominates candidates (every pair whose approximation is
+//! within the screen's error bound of the threshold); each candidate's cosine is recomputed in
+//! f64 in a fixed order, so the pairs and their values do not depend on the tiling, the kernel
+//! or the thread count. The rows' norm check comes with their preparation.
 
 use rayon::prelude::*;
 
 use super::screen::{Block, Kernel, Operand, Side, approx_tile, at_least, screen_floor};
-use super::{Assignment, check_normalized, dot_f64};
+use std::ops::Range;
+use std::sync::Mutex;
+
+use super::kmeans::keep_first;
+use super::{Assignment, check_normalized, dot_f64, row_problem, rows_of};
 use crate::error::{Error, Result};
 
 /// Rows per strip and per right tile. Per task at dim 768: a strip and a tile (2 × 768 KiB as
@@ -20,6 +26,10 @@ use crate::error::{Error, Result};
 /// preparing the rows costs little next to the products, small enough for L2/L3 and to spread
 /// one large cluster over the threads.
 pub const PAIR_TILE: usize = 1024;
+
+/// Clusters of up to this many strips are one task (at most 4 × 1,024 rows prepared at once,
+/// 6 MiB of codes at dim 768 with their right-tile copies).
+const WHOLE_STRIPS: usize = 4;
 
 /// A pair found: (row, row, cosine).
 type Pair = (u32, u32, f32);
@@ -62,38 +72,102 @@ pub(crate) fn duplicate_pairs_screened_by(
     tile: usize,
     kernel: Kernel,
 ) -> Result<Vec<Pair>> {
-    let n = check_normalized(emb, dim, "embeddings")?;
+    let n = rows_of(emb, dim, "embeddings")?;
     check_assignment(assignment, n, "embeddings")?;
     check_settings(min_cosine, tile)?;
     let groups = Groups::new(&assignment.cluster);
-    let tasks: Vec<(usize, usize)> = (0..groups.len())
+    // A cluster of up to WHOLE_STRIPS strips is one task, which prepares each row once and
+    // lays the right tiles out from the strips' codes; a larger one is a task per strip, so
+    // that memory stays bounded and one huge cluster still spreads over the threads.
+    let tasks: Vec<(usize, Range<usize>)> = (0..groups.len())
         .filter(|&g| groups.rows(g).len() >= 2)
-        .flat_map(|g| (0..groups.rows(g).len().div_ceil(tile)).map(move |s| (g, s)))
+        .flat_map(|g| {
+            let strips = groups.rows(g).len().div_ceil(tile);
+            let per_task = if strips <= WHOLE_STRIPS { strips } else { 1 };
+            (0..strips)
+                .step_by(per_task)
+                .map(move |s| (g, s..(s + per_task).min(strips)))
+        })
         .collect();
+    // The norm check of the rows happens as each is prepared in its strip (every row of a
+    // cluster with two or more members, once); rows alone in their cluster are checked here.
+    let problem = Mutex::new(None::<(usize, String)>);
+    (0..groups.len())
+        .into_par_iter()
+        .filter(|&g| groups.rows(g).len() == 1)
+        .for_each(|g| {
+            let i = groups.rows(g)[0];
+            if let Some(reason) = row_problem(row(emb, dim, i)) {
+                keep_first(&problem, i as usize, &reason);
+            }
+        });
     let chunks: Vec<Vec<Pair>> = tasks
         .par_iter()
-        .map_init(Buffers::default, |buf, &(g, s)| {
-            let rows = groups.rows(g);
-            let strip = &rows[s * tile..((s + 1) * tile).min(rows.len())];
-            buf.prepare_left(kernel, emb, dim, strip);
+        .map_init(Buffers::default, |buf, (g, strips)| {
+            let rows = groups.rows(*g);
+            let strip_rows = |s: usize| &rows[s * tile..((s + 1) * tile).min(rows.len())];
+            let all_strips = rows.len().div_ceil(tile);
+            // Holding every strip: each right tile is a strip's codes laid out again.
+            let whole = strips.len() == all_strips;
+            let Buffers {
+                lefts,
+                rights,
+                spare,
+                sims,
+            } = buf;
+            lefts.resize_with(lefts.len().max(strips.len()), Operand::default);
+            rights.resize_with(rights.len().max(strips.len()), Operand::default);
+            for (slot, s) in strips.clone().enumerate() {
+                let strip = strip_rows(s);
+                let strip_f32 = strip.iter().map(|&i| row(emb, dim, i));
+                lefts[slot].fill(kernel, Side::Left, dim, strip_f32);
+                if let Some((x, reason)) = lefts[slot].problem() {
+                    keep_first(&problem, strip[*x] as usize, reason);
+                }
+                if whole {
+                    rights[slot].fill_right_from_left(&lefts[slot]);
+                }
+            }
             let mut out = Vec::new();
-            // Right tiles from the strip's own rows on: every later row is larger (ascending).
-            for t in (s * tile..rows.len()).step_by(tile) {
-                let right = &rows[t..(t + tile).min(rows.len())];
-                let diagonal = t == s * tile;
-                let floor = buf.screen(kernel, emb, dim, right, diagonal, min_cosine);
-                for (x, &i) in strip.iter().enumerate() {
-                    // On the diagonal block only the upper triangle: j > i.
-                    let start = if diagonal { x + 1 } else { 0 };
-                    let sims = &buf.sims[x * right.len()..(x + 1) * right.len()];
-                    at_least(&sims[start.min(right.len())..], floor, |y| {
-                        push_exact(emb, dim, i, right[start + y], min_cosine, &mut out);
-                    });
+            for (slot, s) in strips.clone().enumerate() {
+                let (strip, left) = (strip_rows(s), &lefts[slot]);
+                // Right tiles from the strip's own rows on: every later row is larger.
+                for t in s..all_strips {
+                    let right = strip_rows(t);
+                    let diagonal = t == s;
+                    let right_op = if whole {
+                        &rights[t]
+                    } else if diagonal {
+                        spare.fill_right_from_left(left);
+                        &*spare
+                    } else {
+                        let right_f32 = right.iter().map(|&j| row(emb, dim, j));
+                        spare.fill(kernel, Side::Right, dim, right_f32);
+                        &*spare
+                    };
+                    let block = Block {
+                        a: 0..strip.len(),
+                        b: 0..right.len(),
+                        upper_only: diagonal,
+                    };
+                    let bound = approx_tile(left, right_op, &block, sims);
+                    let floor = screen_floor(min_cosine, bound);
+                    for (x, &i) in strip.iter().enumerate() {
+                        // On the diagonal block only the upper triangle: j > i.
+                        let start = if diagonal { x + 1 } else { 0 };
+                        let sims = &sims[x * right.len()..(x + 1) * right.len()];
+                        at_least(&sims[start.min(right.len())..], floor, |y| {
+                            push_exact(emb, dim, i, right[start + y], min_cosine, &mut out);
+                        });
+                    }
                 }
             }
             out
         })
         .collect();
+    if let Some((row, reason)) = problem.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(Error::Semantic(format!("embeddings row {row}: {reason}")));
+    }
     let mut pairs: Vec<Pair> = chunks.into_iter().flatten().collect();
     pairs.par_sort_unstable_by_key(|&(i, j, _)| (i, j));
     Ok(pairs)
@@ -160,12 +234,25 @@ pub fn cross_pairs_with_tile(
         .map_init(Buffers::default, |buf, &(p, q, s)| {
             let rows = gn.rows(p);
             let strip = &rows[s * tile..((s + 1) * tile).min(rows.len())];
-            buf.prepare_left(kernel, new, dim, strip);
+            let Buffers {
+                lefts, spare, sims, ..
+            } = buf;
+            lefts.resize_with(lefts.len().max(1), Operand::default);
+            let strip_f32 = strip.iter().map(|&i| row(new, dim, i));
+            lefts[0].fill(kernel, Side::Left, dim, strip_f32);
             let mut out = Vec::new();
             for right in gr.rows(q).chunks(tile) {
-                let floor = buf.screen(kernel, reference, dim, right, false, min_cosine);
+                let right_f32 = right.iter().map(|&j| row(reference, dim, j));
+                spare.fill(kernel, Side::Right, dim, right_f32);
+                let block = Block {
+                    a: 0..strip.len(),
+                    b: 0..right.len(),
+                    upper_only: false,
+                };
+                let bound = approx_tile(&lefts[0], spare, &block, sims);
+                let floor = screen_floor(min_cosine, bound);
                 for (x, &i) in strip.iter().enumerate() {
-                    let sims = &buf.sims[x * right.len()..(x + 1) * right.len()];
+                    let sims = &sims[x * right.len()..(x + 1) * right.len()];
                     at_least(sims, floor, |y| {
                         let j = right[y];
                         let c = dot_f64(row(new, dim, i), row(reference, dim, j)) as f32;
@@ -255,48 +342,15 @@ impl Groups {
     }
 }
 
-/// Per-worker scratch: the prepared strip and right tile and their block of approximate
-/// similarities, reused across tasks.
+/// Per-worker scratch, reused across tasks: the prepared strips (left operands), their codes
+/// laid out as right tiles (whole-cluster tasks), one right tile prepared from the embeddings
+/// (per-strip tasks), and the block of approximate similarities.
 #[derive(Default)]
 struct Buffers {
-    left: Operand,
-    right: Operand,
+    lefts: Vec<Operand>,
+    rights: Vec<Operand>,
+    spare: Operand,
     sims: Vec<f32>,
-}
-
-impl Buffers {
-    /// Prepares rows `strip` of `emb` as the left operand.
-    fn prepare_left(&mut self, kernel: Kernel, emb: &[f32], dim: usize, strip: &[u32]) {
-        let rows = strip.iter().map(|&i| row(emb, dim, i));
-        self.left.fill(kernel, Side::Left, dim, rows);
-    }
-
-    /// Screens the strip against rows `right` of `emb` into `sims` (with `diagonal`, `right`
-    /// IS the strip, and only `y > x` is needed) and returns the lowest approximate
-    /// similarity that may still hide an exact cosine ≥ `min_cosine`.
-    fn screen(
-        &mut self,
-        kernel: Kernel,
-        emb: &[f32],
-        dim: usize,
-        right: &[u32],
-        diagonal: bool,
-        min_cosine: f32,
-    ) -> f32 {
-        if diagonal {
-            self.right.fill_right_from_left(&self.left);
-        } else {
-            let rows = right.iter().map(|&j| row(emb, dim, j));
-            self.right.fill(kernel, Side::Right, dim, rows);
-        }
-        let block = Block {
-            a: 0..self.left.rows(),
-            b: 0..right.len(),
-            upper_only: diagonal,
-        };
-        let bound = approx_tile(&self.left, &self.right, &block, &mut self.sims);
-        screen_floor(min_cosine, bound)
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! four consecutive codes of each row sit side by side for each group of four columns, so one
 //! 64-byte load feeds 16 rows × 4 columns.
 
+use super::{NORM_TOLERANCE, row_problem};
+
 /// Rows per panel of the right operand: one 512-bit vector of i32 results.
 pub(crate) const PANEL: usize = 16;
 
@@ -187,6 +189,38 @@ impl ScreenBound {
     }
 }
 
+/// The rows of `rows`, each handed out after the next one's cache lines were requested: rows
+/// gathered by index (a cluster's members) lie anywhere in gigabytes of embeddings, and without
+/// this the quantizer waits on memory at the start of every row.
+fn prefetching<'r>(rows: impl Iterator<Item = &'r [f32]>) -> impl Iterator<Item = &'r [f32]> {
+    let mut rows = rows.peekable();
+    std::iter::from_fn(move || {
+        let row = rows.next()?;
+        if let Some(next) = rows.peek() {
+            prefetch(next);
+        }
+        Some(row)
+    })
+}
+
+/// Asks for every cache line of `x` (a hint; nothing happens where there is no such
+/// instruction).
+#[inline]
+pub(crate) fn prefetch(x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in x.chunks(16) {
+        // SAFETY: a prefetch never faults and reads nothing architecturally; the pointer is
+        // inside `x`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// The left operand: `rows × 4·groups` codes + 128, row-major, padded with 128 (code 0).
 #[derive(Debug, Default)]
 pub(crate) struct QuantA {
@@ -196,6 +230,10 @@ pub(crate) struct QuantA {
     pub codes: Vec<u8>,
     pub scale: Vec<f32>,
     pub extremes: Extremes,
+    /// The first row (index in fill order) that is not finite or not of unit norm, with what
+    /// is wrong ([`super::row_problem`]'s words): the norm check of the inputs comes free with
+    /// the quantization, which reads every row anyway.
+    pub problem: Option<(usize, String)>,
 }
 
 /// The right operand, in panels of [`PANEL`] rows (the last one padded with zero rows): the
@@ -224,10 +262,50 @@ impl QuantA {
         self.codes.resize(self.rows * width, 128);
         self.scale.clear();
         self.extremes = Extremes::default();
-        for (x, out) in rows.zip(self.codes.chunks_exact_mut(width)) {
+        self.problem = None;
+        let mut codes = std::mem::take(&mut self.codes);
+        for (i, (x, out)) in prefetching(rows)
+            .zip(codes.chunks_exact_mut(width))
+            .enumerate()
+        {
             let q = quantize_row(x, &mut out[..dim], 128);
-            self.scale.push(q.scale);
-            self.extremes.include(q);
+            self.record(i, x, q);
+        }
+        self.codes = codes;
+    }
+
+    /// [`QuantA::fill`] for `rows.len() / dim` contiguous rows, quantized by the rayon pool (a
+    /// whole k-means sample at once).
+    pub fn fill_par(&mut self, dim: usize, rows: &[f32]) {
+        use rayon::prelude::*;
+        let groups = dim.div_ceil(4);
+        let width = groups * 4;
+        self.rows = rows.len() / dim;
+        self.groups = groups;
+        self.codes.clear();
+        self.codes.resize(self.rows * width, 128);
+        let quants: Vec<RowQuant> = self
+            .codes
+            .par_chunks_mut(width)
+            .zip(rows.par_chunks_exact(dim))
+            .map(|(out, x)| quantize_row(x, &mut out[..dim], 128))
+            .collect();
+        self.scale.clear();
+        self.extremes = Extremes::default();
+        self.problem = None;
+        for (i, (x, q)) in rows.chunks_exact(dim).zip(quants).enumerate() {
+            self.record(i, x, q);
+        }
+    }
+
+    /// Keeps row `i`'s scale, widens the extremes and notes the first row with a problem.
+    fn record(&mut self, i: usize, x: &[f32], q: RowQuant) {
+        self.scale.push(q.scale);
+        self.extremes.include(q);
+        // The measured norm is a slight overestimate: a row it flags is confirmed by the exact
+        // check before it counts (NaN and ∞ norms fail the test too).
+        if self.problem.is_none() && !((q.norm - 1.0).abs() <= NORM_TOLERANCE) {
+            self.problem = row_problem(x).map(|p| (i, p));
         }
     }
 }
@@ -247,7 +325,7 @@ impl QuantB {
         self.scale.resize(padded, 0.0);
         self.extremes = Extremes::default();
         let mut scratch = vec![0u8; dim];
-        for (j, x) in rows.enumerate() {
+        for (j, x) in prefetching(rows).enumerate() {
             let q = quantize_row(x, &mut scratch, 0);
             let panel = &mut self.codes[j / PANEL * groups * 64..][..groups * 64];
             let lane = (j % PANEL) * 4;

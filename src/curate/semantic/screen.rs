@@ -13,7 +13,7 @@
 pub(crate) use super::dot_i8::Block;
 use super::dot_i8::{MAX_DIM, approx_dots, vnni_available};
 use super::quant::{QuantA, QuantB, ScreenBound};
-use super::{dot_tile, gemm_slack};
+use super::{dot_tile, gemm_slack, row_problem};
 
 /// Which kernel computes the approximate dot products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,9 @@ pub(crate) struct Operand {
     left: QuantA,
     right: QuantB,
     kernel: Option<(Kernel, Side)>,
+    /// Left operands only: the first row (in fill order) that is not finite or not of unit
+    /// norm, and what is wrong with it.
+    problem: Option<(usize, String)>,
 }
 
 /// Which side of the product an operand is prepared for (the int8 layouts differ).
@@ -61,6 +64,16 @@ pub(crate) enum Side {
 }
 
 impl Operand {
+    /// Prepares the contiguous `rows` (each `dim` long) as an int8 left operand, quantized by
+    /// the rayon pool (k-means prepares its whole sample once this way).
+    pub fn fill_left_int8_par(&mut self, dim: usize, rows: &[f32]) {
+        self.rows = rows.len() / dim;
+        self.dim = dim;
+        self.kernel = Some((Kernel::Int8, Side::Left));
+        self.left.fill_par(dim, rows);
+        self.problem = self.left.problem.clone();
+    }
+
     /// Prepares, as the right operand, the rows that `left` holds as the left one (for the
     /// diagonal block of a self-product: int8 codes are re-laid out, not recomputed).
     pub fn fill_right_from_left(&mut self, left: &Operand) {
@@ -78,9 +91,11 @@ impl Operand {
         }
     }
 
-    /// Number of rows prepared.
-    pub fn rows(&self) -> usize {
-        self.rows
+    /// For a left operand: the first row (in fill order) that is not finite or not of unit
+    /// norm, and what is wrong with it. Callers that rely on this instead of checking the
+    /// input up front must prepare every row as a left operand once.
+    pub fn problem(&self) -> Option<&(usize, String)> {
+        self.problem.as_ref()
     }
 
     /// Prepares `rows` (each `dim` long) for `kernel` on `side`.
@@ -94,12 +109,21 @@ impl Operand {
         self.rows = rows.len();
         self.dim = dim;
         self.kernel = Some((kernel, side));
+        self.problem = None;
         match (kernel, side) {
             (Kernel::F32, _) => {
                 self.f32_rows.clear();
-                rows.for_each(|r| self.f32_rows.extend_from_slice(r));
+                for (i, r) in rows.enumerate() {
+                    if side == Side::Left && self.problem.is_none() {
+                        self.problem = row_problem(r).map(|p| (i, p));
+                    }
+                    self.f32_rows.extend_from_slice(r);
+                }
             }
-            (Kernel::Int8, Side::Left) => self.left.fill(dim, rows),
+            (Kernel::Int8, Side::Left) => {
+                self.left.fill(dim, rows);
+                self.problem = self.left.problem.clone();
+            }
             (Kernel::Int8, Side::Right) => self.right.fill(dim, rows),
         }
     }
@@ -196,11 +220,11 @@ mod tests {
             eps: 0.1,
         };
         let c = Centroids::fit(&s.data, dim, &params).unwrap();
-        let int8 = nearest(&s.data, dim, &c.data, Kernel::Int8, None, true);
-        let f32 = nearest(&s.data, dim, &c.data, Kernel::F32, None, true);
+        let int8 = nearest(&s.data, dim, &c.data, Kernel::Int8, None, true).0;
+        let f32 = nearest(&s.data, dim, &c.data, Kernel::F32, None, true).0;
         let mut whole = Operand::default();
         whole.fill(Kernel::Int8, Side::Left, dim, s.data.chunks_exact(dim));
-        let prepared = nearest(&s.data, dim, &c.data, Kernel::Int8, Some(&whole), true);
+        let prepared = nearest(&s.data, dim, &c.data, Kernel::Int8, Some(&whole), true).0;
         assert_eq!(int8, f32);
         assert_eq!(int8, prepared);
         // The exact argmax in f64, first on ties, and its value.
