@@ -157,14 +157,21 @@ fn strings<'a>(rows: &'a [PlanRow], f: impl Fn(&'a PlanRow) -> Option<&'a str>) 
     }
 }
 
+/// A required string column. A value equal to the previous row's shares its buffer: `shard`
+/// and `placement` repeat down whole runs of rows, and a copy per row was most of their cost.
 fn required_strings<'a>(rows: &'a [PlanRow], f: impl Fn(&'a PlanRow) -> &'a str) -> ColumnData {
-    ColumnData::Bytes {
-        values: rows
-            .iter()
-            .map(|r| ByteArray::from(f(r).as_bytes().to_vec()))
-            .collect(),
-        def: None,
+    let mut last: Option<(&str, ByteArray)> = None;
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        let s = f(row);
+        let value = match &last {
+            Some((prev, bytes)) if *prev == s => bytes.clone(),
+            _ => ByteArray::from(s.as_bytes().to_vec()),
+        };
+        last = Some((s, value.clone()));
+        values.push(value);
     }
+    ColumnData::Bytes { values, def: None }
 }
 
 /// A repeated column: an empty list is one level pair (def 0, rep 0) with no value; the k-th
