@@ -2,8 +2,9 @@
 """Whole-`plan` throughput: vlmprep against the same work in Python, on one pool, one run.
 
 The pool (made by `make`): WebDataset shards of img2dataset-like samples, each a JPEG (200
-distinct photos re-encoded at random sizes and aspect ratios from bench-data/photos-web, reused
-across samples: probing reads headers only), a .txt caption of lognormal length and a .json.
+distinct images re-encoded at random sizes and aspect ratios from the photos under --photos,
+default bench-data/web as scripts/fetch-photos.sh makes it, reused across samples: probing
+reads headers only), a .txt caption of lognormal length and a .json.
 
 The Python baseline does what a user would write: tarfile to read the shards, Pillow's lazy
 Image.open for size and EXIF orientation (no decode), InternVL's tile rule (the reference in
@@ -40,13 +41,13 @@ WORDS = (
 L, T = 8192, 24
 
 
-def make(samples, per_shard, seed):
+def make(samples, per_shard, seed, photo_dir):
     from PIL import Image
 
     rng = random.Random(seed)
-    photos = sorted((ROOT / "bench-data/photos-web").glob("*.jpg"))
+    photos = sorted(Path(photo_dir).glob("*.jpg"))
     if not photos:
-        sys.exit("bench-data/photos-web is empty: run scripts/fetch-photos.sh first")
+        sys.exit(f"no .jpg under {photo_dir}: run scripts/fetch-photos.sh first")
     jpegs = []
     for i in range(200):
         src = Image.open(photos[i % len(photos)]).convert("RGB")
@@ -144,12 +145,14 @@ def main():
     m.add_argument("--samples", type=int, default=100_000)
     m.add_argument("--per-shard", type=int, default=10_000)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--photos", default=str(ROOT / "bench-data/web"),
+                   help="folder of source .jpg photos (scripts/fetch-photos.sh fills bench-data/web)")
     r = sub.add_parser("run")
     r.add_argument("--vlmprep", default=str(ROOT / "target/release/vlmprep"))
     r.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
     if a.cmd == "make":
-        make(a.samples, a.per_shard, a.seed)
+        make(a.samples, a.per_shard, a.seed, a.photos)
     else:
         run(a.vlmprep, a.threads)
 

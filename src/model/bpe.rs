@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
+use super::gpt2_split;
+
 /// The GPT-2 pre-tokenizer regex that `ByteLevel { use_regex: true }` uses (the `tokenizers`
 /// crate's own constant).
 const GPT2_PATTERN: &str =
@@ -154,6 +156,8 @@ struct Splitter {
     /// `^(?:P)` for the branches P before `\s+(?!\S)`: tells whether a whitespace match came
     /// from P or from the final `\s+`, which then must give back its last character.
     head: Option<regex::Regex>,
+    /// The pattern is GPT-2's: ASCII text is split by [`gpt2_split`], without the regex.
+    gpt2: bool,
 }
 
 impl Splitter {
@@ -190,11 +194,24 @@ impl Splitter {
             ),
             None => None,
         };
-        Ok(Splitter { re, head })
+        Ok(Splitter {
+            re,
+            head,
+            gpt2: pattern == GPT2_PATTERN,
+        })
     }
 
     /// Calls `word` for each pre-token of `text`, in order (HF `Split` with `Isolated`).
-    fn split<'t>(&self, text: &'t str, mut word: impl FnMut(&'t str)) {
+    fn split<'t>(&self, text: &'t str, word: impl FnMut(&'t str)) {
+        if self.gpt2 && text.is_ascii() {
+            gpt2_split::split_ascii(text, word);
+        } else {
+            self.split_with_regex(text, word);
+        }
+    }
+
+    /// [`Splitter::split`] by the regex, whatever the text.
+    fn split_with_regex<'t>(&self, text: &'t str, mut word: impl FnMut(&'t str)) {
         let mut pos = 0;
         while pos < text.len() {
             let Some(m) = self.re.find_at(text, pos) else {
@@ -613,6 +630,36 @@ mod tests {
         assert_eq!(words("a \tb"), ["a", " ", "\t", "b"]);
         assert_eq!(words("a  "), ["a", "  "]);
         assert_eq!(words("a b"), ["a", " b"]);
+        // The same through the regex (the strings above take the ASCII scanner).
+        let mut w = Vec::new();
+        s.split_with_regex("a   b", |x| w.push(x.to_string()));
+        assert_eq!(w, ["a", "  ", " b"]);
+    }
+
+    #[test]
+    fn ascii_scanner_equals_the_regex() {
+        let s = Splitter::new(GPT2_PATTERN).unwrap();
+        assert!(s.gpt2);
+        // Pieces that reach every branch: contractions (and near misses), each white-space
+        // byte, letters, digits, punctuation, control bytes.
+        let pieces = [
+            "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'r", "'l", "'", "''", "'S", "a", "Zq",
+            "word", "7", "2024", " ", "  ", "\t", "\n", "\r\n", "\x0b", "\x0c", ".", "!?", "-",
+            "\x00", "\x1f", "\x7f", "<image>", "_", "\"", "é",
+        ];
+        let mut rng = crate::pack::rng::SplitMix64::new(3);
+        let mut ascii_cases = 0;
+        for _ in 0..20_000 {
+            let text: String = (0..rng.below(12))
+                .map(|_| pieces[rng.below(pieces.len())])
+                .collect();
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            s.split(&text, |w| fast.push(w));
+            s.split_with_regex(&text, |w| slow.push(w));
+            assert_eq!(fast, slow, "{text:?}");
+            ascii_cases += usize::from(text.is_ascii());
+        }
+        assert!(ascii_cases > 10_000, "{ascii_cases}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod online;
 mod ordered;
 pub mod rng;
 pub mod sample_cost;
+mod sample_json;
 pub mod sample_text;
 pub mod sequence;
 

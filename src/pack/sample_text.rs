@@ -20,6 +20,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::pack::sample_json::{TextFields, read_text_fields};
 
 /// Who speaks a turn of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,7 +62,7 @@ pub enum SampleText {
 /// module docs for the precedence and what counts as an error.
 pub fn parse_sample_text(txt: Option<&[u8]>, json: Option<&[u8]>) -> Result<SampleText> {
     let json = match json {
-        Some(bytes) => Some(parse_json_object(bytes)?),
+        Some(bytes) => Some(json_text_fields(bytes)?),
         None => None,
     };
     if let Some(obj) = &json {
@@ -107,6 +108,15 @@ fn bad(reason: String) -> Error {
     Error::SampleText { reason }
 }
 
+/// The text fields of the .json: read directly when it is a well-formed object (the common
+/// case, without building the rest of the document), else parsed in full for the error.
+fn json_text_fields(bytes: &[u8]) -> Result<TextFields> {
+    match read_text_fields(bytes) {
+        Some(fields) => Ok(fields),
+        None => parse_json_object(bytes).map(TextFields::from_map),
+    }
+}
+
 fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(obj)) => Ok(obj),
@@ -119,8 +129,8 @@ fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>> {
 }
 
 /// `obj[key]` unless absent or `null` (writers such as img2dataset emit `null` for missing fields).
-fn non_null<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).filter(|v| !v.is_null())
+fn non_null<'a>(obj: &'a TextFields, key: &str) -> Option<&'a Value> {
+    obj.non_null(key)
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -191,14 +191,18 @@ fn is_valid_header(block: &[u8; 512]) -> bool {
     let Some(stored) = parse_numeric(&block[148..156]) else {
         return false;
     };
-    let mut unsigned: i64 = 0;
-    let mut signed: i64 = 0;
-    for (i, &b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { b };
-        unsigned += i64::from(b);
-        signed += i64::from(b as i8);
+    // Every header of a shard is checked, so the sums are taken the cheap way: one widening sum
+    // of the whole block (vectorized), the field's own bytes swapped for eight spaces after.
+    let field = &block[148..156];
+    let sum = |bytes: &[u8]| bytes.iter().map(|&b| u32::from(b)).sum::<u32>();
+    let unsigned = u64::from(sum(block) - sum(field) + 8 * u32::from(b' '));
+    if stored == unsigned {
+        return true;
     }
-    i64::try_from(stored).is_ok_and(|s| s == unsigned || s == signed)
+    // Signed: each byte >= 0x80 counts 256 less (spaces are < 0x80).
+    let high = |bytes: &[u8]| bytes.iter().filter(|&&b| b >= 0x80).count() as u64;
+    let signed = unsigned as i64 - 256 * (high(block) - high(field)) as i64;
+    i64::try_from(stored).is_ok_and(|s| s == signed)
 }
 
 /// A NUL-terminated text field as a string (lossy: tar names are bytes, keys are strings).
@@ -961,6 +965,67 @@ mod tests {
             &samples,
             vec![("a", vec![("jpg", b"a")]), ("b", vec![("jpg", b"b")])],
         );
+    }
+
+    /// The checksum rule as tar states it, byte by byte: the model the fast sums must equal.
+    fn valid_header_model(block: &[u8; 512]) -> bool {
+        if is_zero(block) {
+            return false;
+        }
+        let Some(stored) = parse_numeric(&block[148..156]) else {
+            return false;
+        };
+        let (mut unsigned, mut signed) = (0i64, 0i64);
+        for (i, &b) in block.iter().enumerate() {
+            let b = if (148..156).contains(&i) { b' ' } else { b };
+            unsigned += i64::from(b);
+            signed += i64::from(b as i8);
+        }
+        i64::try_from(stored).is_ok_and(|s| s == unsigned || s == signed)
+    }
+
+    #[test]
+    fn checksum_check_equals_the_byte_by_byte_rule() {
+        let mut rng = crate::pack::rng::SplitMix64::new(7);
+        let (mut valid, mut invalid) = (0, 0);
+        for case in 0..3000 {
+            // Mostly-ASCII headers, some with high bytes, some all high.
+            let mut h = header("k.jpg", case, b'0');
+            for _ in 0..rng.below(40) {
+                let at = rng.below(512);
+                h[at] = match case % 3 {
+                    0 => rng.below(0x80) as u8,
+                    _ => rng.below(256) as u8,
+                };
+            }
+            if case % 50 == 0 {
+                h.fill(0xff);
+            }
+            h[148..156].copy_from_slice(b"        ");
+            let unsigned: i64 = h.iter().map(|&b| i64::from(b)).sum();
+            let signed: i64 = h.iter().map(|&b| i64::from(b as i8)).sum();
+            let stored = match rng.below(4) {
+                0 => unsigned,
+                1 => signed,
+                2 => unsigned + rng.below(3) as i64 - 1,
+                _ => signed.abs() + 1,
+            };
+            // A negative signed sum cannot be written (and never matches): 0 instead.
+            let stored = stored.max(0);
+            match rng.below(4) {
+                0 => h[148..156].copy_from_slice(format!("{stored:07o}\0").as_bytes()),
+                1 => h[148..156].copy_from_slice(b"nonsense"),
+                _ => h[148..156].copy_from_slice(format!("{stored:06o}\0 ").as_bytes()),
+            }
+            let model = valid_header_model(&h);
+            assert_eq!(is_valid_header(&h), model, "case {case}");
+            if model { valid += 1 } else { invalid += 1 }
+        }
+        assert!(
+            valid > 500 && invalid > 500,
+            "{valid} valid, {invalid} invalid"
+        );
+        assert!(!is_valid_header(&[0; 512]));
     }
 
     #[test]

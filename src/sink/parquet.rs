@@ -94,122 +94,147 @@ fn schema() -> Arc<Type> {
     )
 }
 
-/// Values and levels of one column of a row group.
-enum ColumnData {
-    Int64 {
-        values: Vec<i64>,
-        def: Option<Vec<i16>>,
-        rep: Option<Vec<i16>>,
-    },
-    Int32 {
-        values: Vec<i32>,
-        def: Option<Vec<i16>>,
-    },
-    Bytes {
-        values: Vec<ByteArray>,
-        def: Option<Vec<i16>>,
-    },
+/// Values and levels of one column, in buffers reused from column to column: a big plan's
+/// columns are megabytes each, and building all sixteen at once in fresh memory made zeroing
+/// new pages the largest cost of writing the plan (it runs after the parallel part of `plan`,
+/// on one thread).
+#[derive(Default)]
+struct ColumnBuffers {
+    i64s: Vec<i64>,
+    i32s: Vec<i32>,
+    bytes: Vec<ByteArray>,
+    def: Vec<i16>,
+    rep: Vec<i16>,
 }
 
-fn required_i64(rows: &[PlanRow], f: impl Fn(&PlanRow) -> u64) -> ColumnData {
-    ColumnData::Int64 {
-        values: rows.iter().map(|r| f(r) as i64).collect(),
-        def: None,
-        rep: None,
+/// Which buffers hold the column just filled, and whether it has levels.
+#[derive(Clone, Copy)]
+enum Filled {
+    Int64 { def: bool, rep: bool },
+    Int32 { def: bool },
+    Bytes { def: bool },
+}
+
+impl ColumnBuffers {
+    fn clear(&mut self) {
+        self.i64s.clear();
+        self.i32s.clear();
+        self.bytes.clear();
+        self.def.clear();
+        self.rep.clear();
     }
-}
 
-fn required_i32(rows: &[PlanRow], f: impl Fn(&PlanRow) -> u32) -> ColumnData {
-    ColumnData::Int32 {
-        values: rows.iter().map(|r| f(r) as i32).collect(),
-        def: None,
-    }
-}
-
-fn optional_i32(rows: &[PlanRow], f: impl Fn(&PlanRow) -> Option<u32>) -> ColumnData {
-    let def = rows.iter().map(|r| i16::from(f(r).is_some())).collect();
-    let values = rows.iter().filter_map(|r| f(r).map(|v| v as i32)).collect();
-    ColumnData::Int32 {
-        values,
-        def: Some(def),
-    }
-}
-
-fn optional_i64(rows: &[PlanRow], f: impl Fn(&PlanRow) -> Option<u64>) -> ColumnData {
-    let def = rows.iter().map(|r| i16::from(f(r).is_some())).collect();
-    let values = rows.iter().filter_map(|r| f(r).map(|v| v as i64)).collect();
-    ColumnData::Int64 {
-        values,
-        def: Some(def),
-        rep: None,
-    }
-}
-
-fn strings<'a>(rows: &'a [PlanRow], f: impl Fn(&'a PlanRow) -> Option<&'a str>) -> ColumnData {
-    let def = rows.iter().map(|r| i16::from(f(r).is_some())).collect();
-    let values = rows
-        .iter()
-        .filter_map(|r| f(r).map(|s| ByteArray::from(s.as_bytes().to_vec())))
-        .collect();
-    ColumnData::Bytes {
-        values,
-        def: Some(def),
-    }
-}
-
-fn required_strings<'a>(rows: &'a [PlanRow], f: impl Fn(&'a PlanRow) -> &'a str) -> ColumnData {
-    ColumnData::Bytes {
-        values: rows
-            .iter()
-            .map(|r| ByteArray::from(f(r).as_bytes().to_vec()))
-            .collect(),
-        def: None,
-    }
-}
-
-/// A repeated column: an empty list is one level pair (def 0, rep 0) with no value; the k-th
-/// value of a list has def 1 and rep 0 for the first, 1 for the rest.
-fn repeated_i64(rows: &[PlanRow], f: impl Fn(&PlanRow) -> &[u64]) -> ColumnData {
-    let (mut values, mut def, mut rep) = (Vec::new(), Vec::new(), Vec::new());
-    for row in rows {
-        let list = f(row);
-        if list.is_empty() {
-            def.push(0);
-            rep.push(0);
-        }
-        for (i, &v) in list.iter().enumerate() {
-            values.push(v as i64);
-            def.push(1);
-            rep.push(i16::from(i > 0));
+    fn required_i64(&mut self, rows: &[PlanRow], f: impl Fn(&PlanRow) -> u64) -> Filled {
+        self.i64s.extend(rows.iter().map(|r| f(r) as i64));
+        Filled::Int64 {
+            def: false,
+            rep: false,
         }
     }
-    ColumnData::Int64 {
-        values,
-        def: Some(def),
-        rep: Some(rep),
-    }
-}
 
-/// The columns of `rows`, in schema order.
-fn columns(rows: &[PlanRow]) -> Vec<ColumnData> {
-    vec![
-        required_i64(rows, |r| r.sample),
-        required_strings(rows, |r| &r.key),
-        required_strings(rows, |r| &r.shard),
-        required_i64(rows, |r| r.offset),
-        repeated_i64(rows, |r| &r.image_offsets),
-        required_i32(rows, |r| r.images),
-        optional_i32(rows, |r| r.width),
-        optional_i32(rows, |r| r.height),
-        required_i32(rows, |r| r.tiles),
-        required_i32(rows, |r| r.image_tokens),
-        required_i32(rows, |r| r.text_tokens),
-        required_i32(rows, |r| r.tokens),
-        optional_i64(rows, |r| r.pack_id),
-        optional_i32(rows, |r| r.slot),
-        required_strings(rows, |r| &r.placement),
-        strings(rows, |r| r.reason.as_deref()),
-    ]
+    fn required_i32(&mut self, rows: &[PlanRow], f: impl Fn(&PlanRow) -> u32) -> Filled {
+        self.i32s.extend(rows.iter().map(|r| f(r) as i32));
+        Filled::Int32 { def: false }
+    }
+
+    fn optional_i32(&mut self, rows: &[PlanRow], f: impl Fn(&PlanRow) -> Option<u32>) -> Filled {
+        self.def
+            .extend(rows.iter().map(|r| i16::from(f(r).is_some())));
+        self.i32s
+            .extend(rows.iter().filter_map(|r| f(r).map(|v| v as i32)));
+        Filled::Int32 { def: true }
+    }
+
+    fn optional_i64(&mut self, rows: &[PlanRow], f: impl Fn(&PlanRow) -> Option<u64>) -> Filled {
+        self.def
+            .extend(rows.iter().map(|r| i16::from(f(r).is_some())));
+        self.i64s
+            .extend(rows.iter().filter_map(|r| f(r).map(|v| v as i64)));
+        Filled::Int64 {
+            def: true,
+            rep: false,
+        }
+    }
+
+    fn strings<'a>(
+        &mut self,
+        rows: &'a [PlanRow],
+        f: impl Fn(&'a PlanRow) -> Option<&'a str>,
+    ) -> Filled {
+        self.def
+            .extend(rows.iter().map(|r| i16::from(f(r).is_some())));
+        self.bytes.extend(
+            rows.iter()
+                .filter_map(|r| f(r).map(|s| ByteArray::from(s.as_bytes().to_vec()))),
+        );
+        Filled::Bytes { def: true }
+    }
+
+    /// A required string column. A value equal to the previous row's shares its buffer:
+    /// `shard` and `placement` repeat down whole runs of rows, and a copy per row was most of
+    /// their cost.
+    fn required_strings<'a>(
+        &mut self,
+        rows: &'a [PlanRow],
+        f: impl Fn(&'a PlanRow) -> &'a str,
+    ) -> Filled {
+        let mut last: Option<(&str, ByteArray)> = None;
+        for row in rows {
+            let s = f(row);
+            let value = match &last {
+                Some((prev, bytes)) if *prev == s => bytes.clone(),
+                _ => ByteArray::from(s.as_bytes().to_vec()),
+            };
+            last = Some((s, value.clone()));
+            self.bytes.push(value);
+        }
+        Filled::Bytes { def: false }
+    }
+
+    /// A repeated column: an empty list is one level pair (def 0, rep 0) with no value; the
+    /// k-th value of a list has def 1 and rep 0 for the first, 1 for the rest.
+    fn repeated_i64(&mut self, rows: &[PlanRow], f: impl Fn(&PlanRow) -> &[u64]) -> Filled {
+        for row in rows {
+            let list = f(row);
+            if list.is_empty() {
+                self.def.push(0);
+                self.rep.push(0);
+            }
+            for (i, &v) in list.iter().enumerate() {
+                self.i64s.push(v as i64);
+                self.def.push(1);
+                self.rep.push(i16::from(i > 0));
+            }
+        }
+        Filled::Int64 {
+            def: true,
+            rep: true,
+        }
+    }
+
+    /// Fills the buffers with column `index` (schema order) of `rows`; `None` past the last.
+    fn fill(&mut self, index: usize, rows: &[PlanRow]) -> Option<Filled> {
+        self.clear();
+        Some(match index {
+            0 => self.required_i64(rows, |r| r.sample),
+            1 => self.required_strings(rows, |r| &r.key),
+            2 => self.required_strings(rows, |r| &r.shard),
+            3 => self.required_i64(rows, |r| r.offset),
+            4 => self.repeated_i64(rows, |r| &r.image_offsets),
+            5 => self.required_i32(rows, |r| r.images),
+            6 => self.optional_i32(rows, |r| r.width),
+            7 => self.optional_i32(rows, |r| r.height),
+            8 => self.required_i32(rows, |r| r.tiles),
+            9 => self.required_i32(rows, |r| r.image_tokens),
+            10 => self.required_i32(rows, |r| r.text_tokens),
+            11 => self.required_i32(rows, |r| r.tokens),
+            12 => self.optional_i64(rows, |r| r.pack_id),
+            13 => self.optional_i32(rows, |r| r.slot),
+            14 => self.required_strings(rows, |r| &r.placement),
+            15 => self.strings(rows, |r| r.reason.as_deref()),
+            _ => return None,
+        })
+    }
 }
 
 /// Encodes `rows` as a parquet file in memory.
@@ -218,29 +243,38 @@ pub fn encode_plan(
 ) -> std::result::Result<Vec<u8>, parquet::errors::ParquetError> {
     let mut out = Vec::new();
     let mut writer = SerializedFileWriter::new(&mut out, schema(), Default::default())?;
+    let mut buffers = ColumnBuffers::default();
     for group in rows.chunks(ROWS_PER_GROUP.max(1)) {
         let mut group_writer = writer.next_row_group()?;
-        let mut data = columns(group).into_iter();
+        let mut index = 0;
         while let Some(mut col) = group_writer.next_column()? {
-            match data.next() {
-                Some(ColumnData::Int64 { values, def, rep }) => {
+            let b = &mut buffers;
+            match b.fill(index, group) {
+                Some(Filled::Int64 { def, rep }) => {
                     col.typed::<Int64Type>().write_batch(
-                        &values,
-                        def.as_deref(),
-                        rep.as_deref(),
+                        &b.i64s,
+                        def.then_some(&b.def[..]),
+                        rep.then_some(&b.rep[..]),
                     )?;
                 }
-                Some(ColumnData::Int32 { values, def }) => {
-                    col.typed::<Int32Type>()
-                        .write_batch(&values, def.as_deref(), None)?;
+                Some(Filled::Int32 { def }) => {
+                    col.typed::<Int32Type>().write_batch(
+                        &b.i32s,
+                        def.then_some(&b.def[..]),
+                        None,
+                    )?;
                 }
-                Some(ColumnData::Bytes { values, def }) => {
-                    col.typed::<ByteArrayType>()
-                        .write_batch(&values, def.as_deref(), None)?;
+                Some(Filled::Bytes { def }) => {
+                    col.typed::<ByteArrayType>().write_batch(
+                        &b.bytes,
+                        def.then_some(&b.def[..]),
+                        None,
+                    )?;
                 }
-                None => unreachable!("one ColumnData per schema column"),
+                None => unreachable!("one column per schema field"),
             }
             col.close()?;
+            index += 1;
         }
         group_writer.close()?;
     }
