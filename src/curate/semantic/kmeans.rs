@@ -223,7 +223,15 @@ pub(crate) fn nearest(
                     upper_only: false,
                 };
                 let bound = approx_tile(left, &right, &block, sims);
-                assign_tile(sims, rows, centroids, dim, bound, centrality_wanted, cl, ce);
+                let tile = Tile {
+                    sims,
+                    rows,
+                    centroids,
+                    dim,
+                    bound,
+                    centrality_wanted,
+                };
+                assign_tile(&tile, cl, ce);
             },
         );
     let assignment = Assignment {
@@ -247,85 +255,45 @@ pub(crate) fn keep_first(
     }
 }
 
-/// [`Candidates`] decided for every row of a tile (`sims` holds `k` approximations per row), with
-/// the AVX-512 build where the CPU has it: the scans over `k` values per row vectorize wider.
-#[allow(clippy::too_many_arguments)]
-fn assign_tile(
-    sims: &[f32],
-    rows: &[f32],
-    centroids: &[f32],
+/// One tile of rows to assign: their approximate similarities to every centroid (`k` per
+/// row), the rows, the centroids, and the screen's error bound.
+struct Tile<'a> {
+    sims: &'a [f32],
+    rows: &'a [f32],
+    centroids: &'a [f32],
     dim: usize,
     bound: f64,
     centrality_wanted: bool,
-    cluster: &mut [u32],
-    centrality: &mut [f32],
-) {
+}
+
+/// [`Candidates`] decided for every row of a tile, with the AVX-512 build where the CPU has
+/// it: the scans over `k` values per row vectorize wider.
+fn assign_tile(tile: &Tile, cluster: &mut [u32], centrality: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the feature was just detected.
-        unsafe {
-            assign_tile_avx512(
-                sims,
-                rows,
-                centroids,
-                dim,
-                bound,
-                centrality_wanted,
-                cluster,
-                centrality,
-            )
-        };
+        unsafe { assign_tile_avx512(tile, cluster, centrality) };
         return;
     }
-    assign_tile_body(
-        sims,
-        rows,
-        centroids,
-        dim,
-        bound,
-        centrality_wanted,
-        cluster,
-        centrality,
-    );
+    assign_tile_body(tile, cluster, centrality);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-unsafe fn assign_tile_avx512(
-    sims: &[f32],
-    rows: &[f32],
-    centroids: &[f32],
-    dim: usize,
-    bound: f64,
-    centrality_wanted: bool,
-    cluster: &mut [u32],
-    centrality: &mut [f32],
-) {
-    assign_tile_body(
+unsafe fn assign_tile_avx512(tile: &Tile, cluster: &mut [u32], centrality: &mut [f32]) {
+    assign_tile_body(tile, cluster, centrality);
+}
+
+#[inline(always)]
+fn assign_tile_body(tile: &Tile, cluster: &mut [u32], centrality: &mut [f32]) {
+    let Tile {
         sims,
         rows,
         centroids,
         dim,
         bound,
         centrality_wanted,
-        cluster,
-        centrality,
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn assign_tile_body(
-    sims: &[f32],
-    rows: &[f32],
-    centroids: &[f32],
-    dim: usize,
-    bound: f64,
-    centrality_wanted: bool,
-    cluster: &mut [u32],
-    centrality: &mut [f32],
-) {
+    } = *tile;
     let k = centroids.len() / dim;
     let centroid = |j: usize| &centroids[j * dim..(j + 1) * dim];
     // Two passes: the scans first, then the exact dot products, each row's operands requested

@@ -114,10 +114,10 @@ pub(crate) fn row_problem(x: &[f32]) -> Option<String> {
     }
     let tail: f32 = chunks.remainder().iter().map(|&v| v * v).sum();
     let norm2 = lanes.iter().sum::<f32>() + tail;
-    if !norm2.is_finite() {
-        if let Some(v) = x.iter().find(|v| !v.is_finite()) {
-            return Some(format!("non-finite value {v}"));
-        }
+    if !norm2.is_finite()
+        && let Some(v) = x.iter().find(|v| !v.is_finite())
+    {
+        return Some(format!("non-finite value {v}"));
     }
     let norm = f64::from(norm2).sqrt();
     ((norm - 1.0).abs() > f64::from(NORM_TOLERANCE) || !norm.is_finite())

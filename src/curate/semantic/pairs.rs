@@ -135,8 +135,11 @@ pub(crate) fn duplicate_pairs_screened_by(
                 for t in s..all_strips {
                     let right = strip_rows(t);
                     let diagonal = t == s;
+                    // (In a whole-cluster task, slot t holds strip t.)
                     let right_op = if whole {
-                        &rights[t]
+                        rights
+                            .get(t)
+                            .expect("whole-cluster tasks prepare every strip")
                     } else if diagonal {
                         spare.fill_right_from_left(left);
                         &*spare

@@ -254,15 +254,7 @@ pub(crate) struct QuantB {
 impl QuantA {
     /// Quantizes the given rows (each `dim` long) into this buffer, reusing its memory.
     pub fn fill<'r>(&mut self, dim: usize, rows: impl ExactSizeIterator<Item = &'r [f32]>) {
-        let groups = dim.div_ceil(4);
-        let width = groups * 4;
-        self.rows = rows.len();
-        self.groups = groups;
-        self.codes.clear();
-        self.codes.resize(self.rows * width, 128);
-        self.scale.clear();
-        self.extremes = Extremes::default();
-        self.problem = None;
+        let width = self.reset(dim, rows.len());
         let mut codes = std::mem::take(&mut self.codes);
         for (i, (x, out)) in prefetching(rows)
             .zip(codes.chunks_exact_mut(width))
@@ -278,24 +270,30 @@ impl QuantA {
     /// whole k-means sample at once).
     pub fn fill_par(&mut self, dim: usize, rows: &[f32]) {
         use rayon::prelude::*;
-        let groups = dim.div_ceil(4);
-        let width = groups * 4;
-        self.rows = rows.len() / dim;
-        self.groups = groups;
-        self.codes.clear();
-        self.codes.resize(self.rows * width, 128);
+        let width = self.reset(dim, rows.len() / dim);
         let quants: Vec<RowQuant> = self
             .codes
             .par_chunks_mut(width)
             .zip(rows.par_chunks_exact(dim))
             .map(|(out, x)| quantize_row(x, &mut out[..dim], 128))
             .collect();
-        self.scale.clear();
-        self.extremes = Extremes::default();
-        self.problem = None;
         for (i, (x, q)) in rows.chunks_exact(dim).zip(quants).enumerate() {
             self.record(i, x, q);
         }
+    }
+
+    /// Empties the buffer for `rows` rows of `dim` (codes set to the padding value) and returns
+    /// the padded row width.
+    fn reset(&mut self, dim: usize, rows: usize) -> usize {
+        self.groups = dim.div_ceil(4);
+        self.rows = rows;
+        let width = self.groups * 4;
+        self.codes.clear();
+        self.codes.resize(rows * width, 128);
+        self.scale.clear();
+        self.extremes = Extremes::default();
+        self.problem = None;
+        width
     }
 
     /// Keeps row `i`'s scale, widens the extremes and notes the first row with a problem.
@@ -304,7 +302,8 @@ impl QuantA {
         self.extremes.include(q);
         // The measured norm is a slight overestimate: a row it flags is confirmed by the exact
         // check before it counts (NaN and ∞ norms fail the test too).
-        if self.problem.is_none() && !((q.norm - 1.0).abs() <= NORM_TOLERANCE) {
+        let within = (q.norm - 1.0).abs() <= NORM_TOLERANCE;
+        if self.problem.is_none() && !within {
             self.problem = row_problem(x).map(|p| (i, p));
         }
     }
