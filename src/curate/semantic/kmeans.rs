@@ -304,14 +304,14 @@ fn assign_tile_body(tile: &Tile, cluster: &mut [u32], centrality: &mut [f32]) {
     for (f, s) in found.iter_mut().zip(sims.chunks_exact(k)) {
         *f = Candidates::of(s, bound);
     }
-    let rows: Vec<&[f32]> = rows.chunks_exact(dim).collect();
+    let row = |r: usize| &rows[r * dim..(r + 1) * dim];
     for (r, ((f, c), e)) in found.iter().zip(cluster).zip(centrality).enumerate() {
         if let Some(next) = found.get(r + 1) {
-            prefetch(rows[r + 1]);
+            prefetch(row(r + 1));
             prefetch(centroid(next.few[0] as usize));
         }
         let approx = &sims[r * k..(r + 1) * k];
-        (*c, *e) = f.decide(rows[r], centroids, dim, approx, centrality_wanted);
+        (*c, *e) = f.decide(row(r), centroids, dim, approx, centrality_wanted);
     }
 }
 
