@@ -249,6 +249,8 @@ pub(crate) struct QuantB {
     pub sum: Vec<i32>,
     pub scale: Vec<f32>,
     pub extremes: Extremes,
+    /// One row's codes before they are spread over the panel (reused from tile to tile).
+    scratch: Vec<u8>,
 }
 
 impl QuantA {
@@ -312,18 +314,9 @@ impl QuantA {
 impl QuantB {
     /// Quantizes the given rows (each `dim` long) into this buffer, reusing its memory.
     pub fn fill<'r>(&mut self, dim: usize, rows: impl ExactSizeIterator<Item = &'r [f32]>) {
-        let groups = dim.div_ceil(4);
-        self.rows = rows.len();
-        self.groups = groups;
-        let padded = self.panels() * PANEL;
-        self.codes.clear();
-        self.codes.resize(padded * groups * 4, 0);
-        self.sum.clear();
-        self.sum.resize(padded, 0);
-        self.scale.clear();
-        self.scale.resize(padded, 0.0);
-        self.extremes = Extremes::default();
-        let mut scratch = vec![0u8; dim];
+        let groups = self.reset(dim, rows.len());
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(dim, 0);
         for (j, x) in prefetching(rows).enumerate() {
             let q = quantize_row(x, &mut scratch, 0);
             let panel = &mut self.codes[j / PANEL * groups * 64..][..groups * 64];
@@ -335,23 +328,31 @@ impl QuantB {
             self.scale[j] = q.scale;
             self.extremes.include(q);
         }
+        self.scratch = scratch;
+    }
+
+    /// Empties the buffer for `rows` rows of `dim` (zero codes, sums and scales, padded to
+    /// whole panels) and returns the number of column groups.
+    fn reset(&mut self, dim: usize, rows: usize) -> usize {
+        self.groups = dim.div_ceil(4);
+        self.rows = rows;
+        let padded = self.panels() * PANEL;
+        self.codes.clear();
+        self.codes.resize(padded * self.groups * 4, 0);
+        self.sum.clear();
+        self.sum.resize(padded, 0);
+        self.scale.clear();
+        self.scale.resize(padded, 0.0);
+        self.extremes = Extremes::default();
+        self.groups
     }
 
     /// The rows of `left` laid out as a right operand, from its codes (no f32 row is read
     /// again and none is quantized twice; same codes, scales and extremes).
     pub fn fill_from_left(&mut self, left: &QuantA) {
-        let groups = left.groups;
+        let groups = self.reset(left.groups * 4, left.rows);
         let width = groups * 4;
-        self.rows = left.rows;
-        self.groups = groups;
-        let padded = self.panels() * PANEL;
-        self.codes.clear();
-        self.codes.resize(padded * groups * 4, 0);
-        self.sum.clear();
-        self.sum.resize(padded, 0);
-        self.scale.clear();
-        self.scale.extend_from_slice(&left.scale);
-        self.scale.resize(padded, 0.0);
+        self.scale[..left.rows].copy_from_slice(&left.scale);
         self.extremes = left.extremes;
         for (j, row) in left.codes.chunks_exact(width).enumerate() {
             let panel = &mut self.codes[j / PANEL * groups * 64..][..groups * 64];
