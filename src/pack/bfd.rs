@@ -8,6 +8,7 @@
 //! secondary room below it, so the descent skips bins that have primary room but no secondary
 //! room. [`pack`] runs a few (primary, order) candidates and keeps the best.
 
+use super::max_tree::MaxTree;
 use super::{Entry, Limits, Pack, rng};
 
 /// Capacities above 2^16 share leaves (buckets); the bucket holding the query is then checked
@@ -25,29 +26,43 @@ type Link = u32;
 
 /// Segment tree over remaining primary capacity; see the module docs.
 ///
-/// Flat: the bins of one (primary room, secondary room) cell are an intrusive doubly linked list
-/// (`head`, `links`: a bin's next and prev side by side, one cache miss for both); per leaf, a
+/// Flat: the bins of one (primary room, secondary room) cell are an intrusive list (`head`, and
+/// the links in each [`Bin`], next to its room: one cache miss for both); per leaf, a
 /// two-level bitset marks the non-empty secondary cells, so "the tightest secondary room ≥ s in
-/// this leaf" is a couple of word scans; the tree keeps per node the highest non-empty secondary
-/// bucket below it. No allocation after `new` except the per-bin links.
+/// this leaf" is a couple of word scans; a 16-ary [`MaxTree`] over the leaves keeps the highest
+/// non-empty secondary bucket below each node. No allocation after `new`.
+///
+/// While cells are exact, a best fit is always the head of its cell, so the lists are stacks and
+/// only `next` is kept: a placement touches the chosen bin alone, not its list neighbours (each a
+/// cache miss among hundreds of thousands of bins). [`CapacityTree::keep_prev_links`] fills in
+/// `prev` before a pass that removes bins from the middle of lists.
 struct CapacityTree {
     shift_p: u32,
     shift_s: u32,
     /// No bin can run out of secondary room (the items' secondary sizes sum to at most its
     /// limit, e.g. tiles with no tile limit): one cell per leaf, secondary never checked.
     ignore_s: bool,
-    size: usize,
     /// Secondary buckets per leaf, and 64-bit words of the two bitset levels per leaf.
     buckets: usize,
     w0: usize,
     w1: usize,
-    /// Per node: the highest non-empty secondary bucket of any leaf below it, -1 when none.
-    max_b: Vec<i32>,
+    /// Per leaf the highest non-empty secondary bucket, -1 when none.
+    max_b: MaxTree,
     bits0: Vec<u64>,
     bits1: Vec<u64>,
     head: Vec<Link>,
-    /// Per bin: [next, prev] in its cell's list.
-    links: Vec<[Link; 2]>,
+    /// Whether the bins' `prev` links are kept (bucketed cells, or after
+    /// [`CapacityTree::keep_prev_links`]).
+    prev_kept: bool,
+}
+
+/// One bin: its remaining (primary, secondary) room and its links in the list of its cell of
+/// the [`CapacityTree`] (index + 1; 0 is none).
+#[derive(Clone, Copy, Default)]
+struct Bin {
+    rem: (u32, u32),
+    next: Link,
+    prev: Link,
 }
 
 impl CapacityTree {
@@ -55,7 +70,6 @@ impl CapacityTree {
         let bits_p = 32 - cap.0.leading_zeros();
         let shift_p = bits_p.saturating_sub(MAX_LEAF_BITS);
         let leaves = (cap.0 >> shift_p) as usize + 1;
-        let size = leaves.next_power_of_two();
         let max_buckets = (MAX_CELLS / leaves).max(1);
         let mut shift_s = 0;
         while (cap.1 >> shift_s) as usize + 1 > max_buckets {
@@ -68,20 +82,21 @@ impl CapacityTree {
         };
         let w0 = buckets.div_ceil(64);
         let w1 = w0.div_ceil(64);
-        Self {
+        let mut t = Self {
             shift_p,
             shift_s,
             ignore_s,
-            size,
             buckets,
             w0,
             w1,
-            max_b: vec![-1; 2 * size],
+            max_b: MaxTree::new(leaves),
             bits0: vec![0; leaves * w0],
             bits1: vec![0; leaves * w1],
             head: vec![0; leaves * buckets],
-            links: Vec::new(),
-        }
+            prev_kept: false,
+        };
+        t.prev_kept = !t.exact();
+        t
     }
 
     fn leaf(&self, rem_p: u32) -> usize {
@@ -101,39 +116,47 @@ impl CapacityTree {
         self.shift_p == 0 && (self.shift_s == 0 || self.ignore_s)
     }
 
-    fn insert(&mut self, rem: (u32, u32), bin: u32) {
+    /// Puts `bin` into the cell of its room `bins[bin].rem`.
+    fn insert(&mut self, bin: u32, bins: &mut [Bin]) {
+        let rem = bins[bin as usize].rem;
         let (l, sb) = (self.leaf(rem.0), self.bucket(rem.1));
-        let b = bin as usize;
-        if self.links.len() <= b {
-            self.links.resize(b + 1, [0, 0]);
-        }
         let cell = l * self.buckets + sb;
         let old = self.head[cell];
-        self.links[b] = [old, 0];
-        if old != 0 {
-            self.links[old as usize - 1][1] = bin + 1;
-        } else {
+        bins[bin as usize].next = old;
+        if self.prev_kept {
+            bins[bin as usize].prev = 0;
+            if old != 0 {
+                bins[old as usize - 1].prev = bin + 1;
+            }
+        }
+        if old == 0 {
             self.bits0[l * self.w0 + sb / 64] |= 1 << (sb % 64);
             self.bits1[l * self.w1 + sb / 4096] |= 1 << ((sb / 64) % 64);
-            if sb as i32 > self.max_b[l + self.size] {
+            if sb as i32 > self.max_b.get(l) {
                 self.set_leaf(l, sb as i32);
             }
         }
         self.head[cell] = bin + 1;
     }
 
-    fn remove(&mut self, rem: (u32, u32), bin: u32) {
+    /// Takes `bin` out of the cell of its room `bins[bin].rem`. Without `prev` links, `bin`
+    /// must be the head of its cell (a best fit in exact cells always is).
+    fn remove(&mut self, bin: u32, bins: &mut [Bin]) {
+        let Bin { rem, next, prev } = bins[bin as usize];
         let (l, sb) = (self.leaf(rem.0), self.bucket(rem.1));
-        let b = bin as usize;
         let cell = l * self.buckets + sb;
-        let [n, p] = self.links[b];
-        if p != 0 {
-            self.links[p as usize - 1][0] = n;
+        if !self.prev_kept {
+            debug_assert_eq!(self.head[cell], bin + 1, "only a head can be popped");
+            self.head[cell] = next;
         } else {
-            self.head[cell] = n;
-        }
-        if n != 0 {
-            self.links[n as usize - 1][1] = p;
+            if prev != 0 {
+                bins[prev as usize - 1].next = next;
+            } else {
+                self.head[cell] = next;
+            }
+            if next != 0 {
+                bins[next as usize - 1].prev = prev;
+            }
         }
         if self.head[cell] == 0 {
             let w = l * self.w0 + sb / 64;
@@ -141,11 +164,28 @@ impl CapacityTree {
             if self.bits0[w] == 0 {
                 self.bits1[l * self.w1 + sb / 4096] &= !(1 << ((sb / 64) % 64));
             }
-            if sb as i32 == self.max_b[l + self.size] {
+            if sb as i32 == self.max_b.get(l) {
                 let top = self.highest(l).map_or(-1, |x| x as i32);
                 self.set_leaf(l, top);
             }
         }
+    }
+
+    /// Fills in the `prev` links of every list and keeps them from now on, so that any bin can
+    /// be removed. `in_tree` tells the bins in the lists (the others' `next` is stale). Their
+    /// `prev` is still 0 from [`Bin::default`]: set for each bin's successor in bin order, these
+    /// are independent writes, not a walk along the lists (a cache miss per step).
+    fn keep_prev_links(&mut self, bins: &mut [Bin], in_tree: impl Fn(&Bin) -> bool) {
+        if self.prev_kept {
+            return;
+        }
+        for b in 0..bins.len() {
+            let (bin, next) = (bins[b], bins[b].next);
+            if next != 0 && in_tree(&bin) {
+                bins[next as usize - 1].prev = b as u32 + 1;
+            }
+        }
+        self.prev_kept = true;
     }
 
     /// The highest non-empty secondary bucket of leaf `l`.
@@ -190,51 +230,18 @@ impl CapacityTree {
     }
 
     fn set_leaf(&mut self, leaf: usize, v: i32) {
-        let mut i = leaf + self.size;
-        self.max_b[i] = v;
-        i >>= 1;
-        while i >= 1 {
-            let m = self.max_b[2 * i].max(self.max_b[2 * i + 1]);
-            if self.max_b[i] == m {
-                break; // ancestors already agree
-            }
-            self.max_b[i] = m;
-            i >>= 1;
-        }
+        self.max_b.set(leaf, v);
     }
 
     /// The leftmost leaf at or after `lo` holding a bin in secondary bucket ≥ `need`.
     fn first_from(&self, lo: usize, need: usize) -> Option<usize> {
-        if lo >= self.size {
-            return None;
-        }
-        let need = need as i32;
-        let mut i = lo + self.size;
-        loop {
-            if self.max_b[i] >= need {
-                while i < self.size {
-                    i *= 2;
-                    if self.max_b[i] < need {
-                        i += 1;
-                    }
-                }
-                return Some(i - self.size);
-            }
-            // Climb while a right child, then step to the subtree just right of this one.
-            while i & 1 == 1 {
-                i >>= 1;
-            }
-            if i == 0 {
-                return None;
-            }
-            i += 1;
-        }
+        self.max_b.first_from(lo, need as i32)
     }
 
     /// In leaf `l`, the bin of the lowest secondary bucket ≥ bucket(s) with room ≥ (p, s). In
     /// exact cells that is the head of the first non-empty cell; bucketed cells are checked bin
     /// by bin.
-    fn find_in_leaf(&self, l: usize, p: u32, s: u32, bins: &[(u32, u32)]) -> Option<u32> {
+    fn find_in_leaf(&self, l: usize, p: u32, s: u32, bins: &[Bin]) -> Option<u32> {
         let mut sb = self.bucket(s);
         while let Some(c) = self.next_bucket(l, sb) {
             let mut at = self.head[l * self.buckets + c];
@@ -243,11 +250,11 @@ impl CapacityTree {
             }
             while at != 0 {
                 let b = at - 1;
-                let r = bins[b as usize];
+                let r = bins[b as usize].rem;
                 if r.0 >= p && r.1 >= s {
                     return Some(b);
                 }
-                at = self.links[b as usize][0];
+                at = bins[b as usize].next;
             }
             sb = c + 1;
         }
@@ -256,7 +263,7 @@ impl CapacityTree {
 
     /// The tightest open bin with primary room ≥ `p` and secondary room ≥ `s` (exactly when
     /// cells are single room values; within a bucket otherwise).
-    fn best_fit(&self, p: u32, s: u32, bins: &[(u32, u32)]) -> Option<u32> {
+    fn best_fit(&self, p: u32, s: u32, bins: &[Bin]) -> Option<u32> {
         let l0 = self.leaf(p);
         if let Some(b) = self.find_in_leaf(l0, p, s, bins) {
             return Some(b);
@@ -286,7 +293,7 @@ struct Item {
 /// item at each position of that order.
 #[derive(Default)]
 struct Run {
-    bins: Vec<(u32, u32)>,
+    bins: Vec<Bin>,
     bin_at: Vec<u32>,
     /// Bins emptied by the post-pass; left out of the plan.
     gone: Vec<bool>,
@@ -316,33 +323,37 @@ impl Dims {
 /// closed, so such a run would end with at least that many: a candidate that cannot win any more
 /// need not finish.
 fn run(
-    sorted: &[Item],
+    sorted: &SortedItems,
     d: Dims,
     mut bin_at: Vec<u32>,
     give_up: usize,
 ) -> Result<(Run, CapacityTree), Vec<u32>> {
     let mut tree = CapacityTree::new(d.cap, d.ignore_s);
-    let mut bins: Vec<(u32, u32)> = Vec::new();
+    let mut bins: Vec<Bin> = Vec::new();
     bin_at.clear();
     bin_at.reserve(sorted.len());
-    for it in sorted {
+    for k in 0..sorted.len() {
+        let it = sorted.get(k);
         let b = match tree.best_fit(it.p, it.s, &bins) {
             Some(b) => {
-                tree.remove(bins[b as usize], b);
+                tree.remove(b, &mut bins);
                 b
             }
             None => {
                 if bins.len() + 1 >= give_up {
                     return Err(bin_at);
                 }
-                bins.push(d.cap);
+                bins.push(Bin {
+                    rem: d.cap,
+                    ..Bin::default()
+                });
                 (bins.len() - 1) as u32
             }
         };
-        let rem = &mut bins[b as usize];
+        let rem = &mut bins[b as usize].rem;
         *rem = (rem.0 - it.p, rem.1 - it.s);
         if d.usable(*rem) {
-            tree.insert(*rem, b);
+            tree.insert(b, &mut bins);
         }
         bin_at.push(b);
     }
@@ -360,12 +371,13 @@ fn run(
 /// empties one when all its items fit, best fit, into the room other bins have left in both
 /// dimensions; otherwise its items stay. A bin that received items is not tried (its member list
 /// here would be stale). Stops after a run of failures: the fuller bins rarely empty.
-fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, sorted: &[Item], d: Dims) {
+fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, sorted: &SortedItems, d: Dims) {
     const GIVE_UP_AFTER: usize = 256;
     let nb = r.bins.len();
     if nb < 2 {
         return;
     }
+    tree.keep_prev_links(&mut r.bins, |bin| d.usable(bin.rem));
     // Members per bin (positions in `sorted`, so each bin's list is size-descending), by a
     // counting sort.
     let mut start = vec![0u32; nb + 1];
@@ -382,7 +394,7 @@ fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, sorted: &[Item], d: Dim
         fill[b as usize] += 1;
     }
     let weight = |b: usize| {
-        let (rp, rs) = r.bins[b];
+        let (rp, rs) = r.bins[b].rem;
         let used = (u128::from(d.cap.0 - rp), u128::from(d.cap.1 - rs));
         used.0 * u128::from(d.cap.1) + used.1 * u128::from(d.cap.0)
     };
@@ -408,24 +420,24 @@ fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, sorted: &[Item], d: Dim
         if touched[b] {
             continue;
         }
-        let own = r.bins[b];
+        let own = r.bins[b].rem;
         if d.usable(own) {
-            tree.remove(own, b as u32);
+            tree.remove(b as u32, &mut r.bins);
         }
         moves.clear();
         let mut ok = true;
         for &k in &members[start[b] as usize..start[b + 1] as usize] {
-            let it = sorted[k as usize];
+            let it = sorted.get(k as usize);
             let Some(t) = tree.best_fit(it.p, it.s, &r.bins) else {
                 ok = false;
                 break;
             };
-            let old = r.bins[t as usize];
-            tree.remove(old, t);
+            let old = r.bins[t as usize].rem;
+            tree.remove(t, &mut r.bins);
             let rem = (old.0 - it.p, old.1 - it.s);
-            r.bins[t as usize] = rem;
+            r.bins[t as usize].rem = rem;
             if d.usable(rem) {
-                tree.insert(rem, t);
+                tree.insert(t, &mut r.bins);
             }
             moves.push((k, t, old));
         }
@@ -439,17 +451,16 @@ fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, sorted: &[Item], d: Dim
             failures = 0;
         } else {
             for &(_, t, old) in moves.iter().rev() {
-                let cur = r.bins[t as usize];
-                if d.usable(cur) {
-                    tree.remove(cur, t);
+                if d.usable(r.bins[t as usize].rem) {
+                    tree.remove(t, &mut r.bins);
                 }
-                r.bins[t as usize] = old;
+                r.bins[t as usize].rem = old;
                 if d.usable(old) {
-                    tree.insert(old, t);
+                    tree.insert(t, &mut r.bins);
                 }
             }
             if d.usable(own) {
-                tree.insert(own, b as u32);
+                tree.insert(b as u32, &mut r.bins);
             }
             failures += 1;
         }
@@ -458,14 +469,6 @@ fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, sorted: &[Item], d: Dim
 
 /// Digit width of the radix sort: 2^11 counters fit in L1.
 const RADIX_BITS: u32 = 11;
-
-/// An item with its sort key, moved together through the radix passes (16 bytes): no gather of
-/// items by position afterwards, which would be a cache miss per item.
-#[derive(Clone, Copy, Default)]
-struct Keyed {
-    key: u32,
-    it: Item,
-}
 
 /// A BFD item order: size keys, all sorted descending.
 #[derive(Clone, Copy)]
@@ -492,32 +495,117 @@ impl Order {
     }
 }
 
-/// The buffers of [`sort_desc`], kept across candidates: a fresh multi-megabyte buffer per
-/// candidate costs a page fault per 4 KiB on first touch.
-#[derive(Default)]
-struct SortBufs {
-    a: Vec<Keyed>,
-    b: Vec<Keyed>,
+/// Where the fields of an item sit in one packed `u64`: from the top, the sort key, the sample
+/// index, the primary size, the secondary size.
+#[derive(Clone, Copy, Default)]
+struct PackedLayout {
+    /// Bits of the secondary size, the primary size and the index.
+    s_bits: u32,
+    p_bits: u32,
+    idx_bits: u32,
 }
 
-/// `items` sorted by `key` descending, ties in their current order (stable), into `out` (its
-/// contents are replaced). With `swap`, each item's primary and secondary sizes are swapped first
-/// (the tiles-primary candidates), so no swapped copy of the items is needed. `bounds`: no key is
-/// below the first or above the second (keys grow with both sizes, so the keys of the smallest
-/// and largest sizes will do; no pass over the items to find them).
+impl PackedLayout {
+    /// The layout for these widths, if the key fits above them.
+    fn new(key_bits: u32, idx_bits: u32, p_bits: u32, s_bits: u32) -> Option<Self> {
+        (key_bits <= 32 && key_bits + idx_bits + p_bits + s_bits <= 64).then_some(Self {
+            s_bits,
+            p_bits,
+            idx_bits,
+        })
+    }
+
+    fn key_shift(self) -> u32 {
+        self.s_bits + self.p_bits + self.idx_bits
+    }
+
+    fn pack(self, key: u32, it: Item) -> u64 {
+        (u64::from(key) << self.key_shift())
+            | (u64::from(it.idx) << (self.s_bits + self.p_bits))
+            | (u64::from(it.p) << self.s_bits)
+            | u64::from(it.s)
+    }
+
+    #[inline]
+    fn unpack(self, w: u64) -> Item {
+        let field = |shift: u32, bits: u32| ((w >> shift) & ((1u64 << bits) - 1)) as u32;
+        Item {
+            idx: field(self.s_bits + self.p_bits, self.idx_bits),
+            p: field(self.s_bits, self.p_bits),
+            s: field(0, self.s_bits),
+        }
+    }
+}
+
+/// Items in a BFD order. Where key, index and both sizes fit in 64 bits (every plan short of
+/// huge limits and billions of samples) each item is one packed word: the radix passes then
+/// move half the bytes of a (key, item) pair, and the sorted words are read in place, with no
+/// copy-out pass.
+enum SortedItems {
+    Packed(Vec<u64>, PackedLayout),
+    Plain(Vec<Item>),
+}
+
+impl Default for SortedItems {
+    fn default() -> Self {
+        SortedItems::Plain(Vec::new())
+    }
+}
+
+impl SortedItems {
+    fn len(&self) -> usize {
+        match self {
+            SortedItems::Packed(w, _) => w.len(),
+            SortedItems::Plain(v) => v.len(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, k: usize) -> Item {
+        match self {
+            SortedItems::Packed(w, layout) => layout.unpack(w[k]),
+            SortedItems::Plain(v) => v[k],
+        }
+    }
+
+    /// The packed word buffer, emptied, for reuse.
+    fn into_words(self) -> Vec<u64> {
+        match self {
+            SortedItems::Packed(mut w, _) => {
+                w.clear();
+                w
+            }
+            SortedItems::Plain(_) => Vec::new(),
+        }
+    }
+}
+
+/// Bits needed to hold `x`.
+fn bits_of(x: u32) -> u32 {
+    32 - x.leading_zeros()
+}
+
+/// `items` sorted by `key` descending, ties in their current order (stable). With `swap`, each
+/// item's primary and secondary sizes are swapped first (the tiles-primary candidates), so no
+/// swapped copy of the items is needed. `bounds`: no key is below the first or above the second
+/// (keys grow with both sizes, so the keys of the smallest and largest sizes will do; no pass over
+/// the items to find them); `max`: the largest (index, primary, secondary) of any item after the
+/// swap. `spare`: a word buffer to sort into (reused across candidates: a fresh multi-megabyte
+/// buffer costs a page fault per 4 KiB on first touch); `tmp`: the radix sort's second buffer.
 ///
-/// An LSD radix sort over only the key bits that vary (two passes for the keys of the mixes in
-/// BENCHMARKS.md), instead of a comparison sort; the counts of every pass are taken while the
-/// keys are made, so each pass reads the items once. Key ranges wider than 32 bits (huge limits)
-/// fall back to a comparison sort.
+/// An LSD radix sort of packed words over only the key bits that vary (two passes for the keys
+/// of the mixes in BENCHMARKS.md), instead of a comparison sort; the counts of every pass are
+/// taken while the words are made, so each pass reads the items once. Key ranges wider than 32
+/// bits, or fields too wide to pack, fall back to a comparison sort of plain items.
 fn sort_desc(
     items: &[Item],
     swap: bool,
     key: impl Fn(Item) -> u128,
     bounds: (u128, u128),
-    out: &mut Vec<Item>,
-    bufs: &mut SortBufs,
-) {
+    max: (u32, u32, u32),
+    mut spare: Vec<u64>,
+    tmp: &mut Vec<u64>,
+) -> SortedItems {
     let get = |it: Item| {
         if swap {
             Item {
@@ -529,23 +617,18 @@ fn sort_desc(
             it
         }
     };
-    out.clear();
-    let n = items.len();
-    if n == 0 {
-        return;
-    }
     let (lo, hi) = bounds;
     let key_bits = 128 - (hi - lo).leading_zeros();
-    if key_bits > 32 {
+    let layout = PackedLayout::new(key_bits, bits_of(max.0), bits_of(max.1), bits_of(max.2));
+    let Some(layout) = layout else {
         let mut a: Vec<(u128, u32)> = items
             .iter()
             .enumerate()
             .map(|(k, &it)| (hi - key(get(it)), k as u32))
             .collect();
         a.sort_unstable();
-        out.extend(a.iter().map(|&(_, k)| get(items[k as usize])));
-        return;
-    }
+        return SortedItems::Plain(a.iter().map(|&(_, k)| get(items[k as usize])).collect());
+    };
     // Passes of equal width (e.g. 2 × 10 bits for 19 varying bits), at most 3 for 32 bits.
     let passes = key_bits.div_ceil(RADIX_BITS) as usize;
     let width = if passes == 0 {
@@ -553,39 +636,40 @@ fn sort_desc(
     } else {
         key_bits.div_ceil(passes as u32)
     };
-    let mask = (1u32 << width) - 1;
+    let mask = (1u64 << width) - 1;
     let mut count = [[0u32; 1 << RADIX_BITS]; 3];
-    let SortBufs { a, b } = bufs;
+    let base = layout.key_shift();
     // hi - key: ascending is key-descending.
+    let a = &mut spare;
     a.clear();
     a.extend(items.iter().map(|&it| {
         let it = get(it);
-        let key = (hi - key(it)) as u32;
+        let w = layout.pack((hi - key(it)) as u32, it);
         for (p, c) in count.iter_mut().enumerate().take(passes) {
-            c[((key >> (p as u32 * width)) & mask) as usize] += 1;
+            c[((w >> (base + p as u32 * width)) & mask) as usize] += 1;
         }
-        Keyed { key, it }
+        w
     }));
     if passes > 0 {
-        b.resize(n, Keyed::default());
-        b.truncate(n);
+        tmp.resize(a.len(), 0);
+        tmp.truncate(a.len());
     }
     for (p, c) in count.iter_mut().enumerate().take(passes) {
-        let shift = p as u32 * width;
+        let shift = base + p as u32 * width;
         let mut sum = 0;
         for c in c.iter_mut() {
             let here = *c;
             *c = sum;
             sum += here;
         }
-        for x in a.iter() {
-            let d = ((x.key >> shift) & mask) as usize;
-            b[c[d] as usize] = *x;
+        for &w in a.iter() {
+            let d = ((w >> shift) & mask) as usize;
+            tmp[c[d] as usize] = w;
             c[d] += 1;
         }
-        std::mem::swap(a, b);
+        std::mem::swap(a, tmp);
     }
-    out.extend(a.iter().map(|x| x.it));
+    SortedItems::Packed(spare, layout)
 }
 
 /// One BFD candidate: which dimension is primary (best fit is tightest in it first) and the
@@ -651,10 +735,11 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> Vec<Pack> {
         let ignore_s = sum_s <= u128::from(cap.1);
         (Dims { cap, min, ignore_s }, min, max)
     };
-    let mut bufs = SortBufs::default();
+    let max_idx = entries.len().saturating_sub(1) as u32;
+    let mut tmp = Vec::new();
     // The order and bin buffers of the last losing candidate, reused by the next one.
     let (mut spare_sorted, mut spare_bin_at) = (Vec::new(), Vec::new());
-    let mut best: Option<(Run, CapacityTree, Vec<Item>, Dims, bool)> = None;
+    let mut best: Option<(Run, CapacityTree, SortedItems, Dims, bool)> = None;
     for c in cands {
         let (d, min, max) = dims_of(c.tiles_primary);
         let key = |it: Item| c.order.key(it, d, max.1);
@@ -671,8 +756,9 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> Vec<Pack> {
             }),
         );
         // Ties keep sample order, so runs are deterministic.
-        let mut sorted = std::mem::take(&mut spare_sorted);
-        sort_desc(&fit, c.tiles_primary, key, bounds, &mut sorted, &mut bufs);
+        let spare = std::mem::take(&mut spare_sorted);
+        let max = (max_idx, max.0, max.1);
+        let sorted = sort_desc(&fit, c.tiles_primary, key, bounds, max, spare, &mut tmp);
         // A later candidate wins only with fewer bins than the best so far.
         let give_up = best.as_ref().map_or(usize::MAX, |b| b.0.live);
         let ran = run(&sorted, d, std::mem::take(&mut spare_bin_at), give_up);
@@ -681,16 +767,17 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> Vec<Pack> {
                 if let Some((old, _, old_sorted, _, _)) =
                     best.replace((r, tree, sorted, d, c.tiles_primary))
                 {
-                    (spare_sorted, spare_bin_at) = (old_sorted, old.bin_at);
+                    (spare_sorted, spare_bin_at) = (old_sorted.into_words(), old.bin_at);
                 }
             }
-            Ok((r, _)) => (spare_sorted, spare_bin_at) = (sorted, r.bin_at),
-            Err(bin_at) => (spare_sorted, spare_bin_at) = (sorted, bin_at),
+            Ok((r, _)) => (spare_sorted, spare_bin_at) = (sorted.into_words(), r.bin_at),
+            Err(bin_at) => (spare_sorted, spare_bin_at) = (sorted.into_words(), bin_at),
         }
     }
-    drop((spare_sorted, spare_bin_at, bufs));
+    drop((spare_sorted, spare_bin_at, tmp));
     let Some((mut r, mut tree, sorted, d, tiles_primary)) = best else {
-        return assemble(entries, seed, &[], &Run::default(), (0, 0), false);
+        let none = SortedItems::default();
+        return assemble(entries, seed, &none, &Run::default(), (0, 0), false);
     };
     empty_weak_bins(&mut r, &mut tree, &sorted, d);
     drop(tree);
@@ -709,7 +796,7 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> Vec<Pack> {
 fn assemble(
     entries: &[Entry],
     seed: u64,
-    sorted: &[Item],
+    sorted: &SortedItems,
     r: &Run,
     cap: (u32, u32),
     tiles_primary: bool,
@@ -740,7 +827,7 @@ fn assemble(
     let mut pack_of = vec![u32::MAX; entries.len()];
     for (&b, &pos) in live.iter().zip(&pos_of) {
         pos_of_bin[b as usize] = pos;
-        let rem = r.bins[b as usize];
+        let rem = r.bins[b as usize].rem;
         let used = (cap.0 - rem.0, cap.1 - rem.1);
         let (tokens, tiles) = if tiles_primary {
             (used.1, used.0)
@@ -755,8 +842,8 @@ fn assemble(
             cost_at[pos as usize] = (c.tokens, c.tiles, true);
         }
     }
-    for (it, &b) in sorted.iter().zip(&r.bin_at) {
-        pack_of[it.idx as usize] = pos_of_bin[b as usize];
+    for (k, &b) in r.bin_at.iter().enumerate() {
+        pack_of[sorted.get(k).idx as usize] = pos_of_bin[b as usize];
     }
     // The samples grouped by final position with a counting sort over sample indices, so each
     // group comes out ascending.
@@ -886,15 +973,21 @@ mod tests {
     #[test]
     fn tree_first_from_finds_leftmost_feasible_leaf() {
         let mut t = CapacityTree::new((15, 15), false);
-        t.insert((3, 1), 0);
-        t.insert((5, 9), 1);
-        t.insert((12, 4), 2);
+        let mut bins: Vec<Bin> = [(3, 1), (5, 9), (12, 4)]
+            .map(|rem| Bin {
+                rem,
+                ..Bin::default()
+            })
+            .to_vec();
+        for b in 0..3 {
+            t.insert(b, &mut bins);
+        }
         assert_eq!(t.first_from(0, 0), Some(3));
         assert_eq!(t.first_from(4, 0), Some(5));
         assert_eq!(t.first_from(0, 2), Some(5));
         assert_eq!(t.first_from(6, 5), None);
         assert_eq!(t.first_from(6, 4), Some(12));
-        t.remove((5, 9), 1);
+        t.remove(1, &mut bins);
         assert_eq!(t.first_from(0, 2), Some(12));
     }
 
@@ -963,17 +1056,18 @@ mod tests {
                 ignore_s: sum_s <= u64::from(limits.tiles),
             };
             let max_s = c.iter().map(|x| x.1).max().unwrap_or(0);
-            let mut sorted = Vec::new();
             let key = |it| Order::Size.key(it, d, max_s);
             let hi = c.iter().map(|&(p, s)| key(Item { idx: 0, p, s })).max();
             let lo = c.iter().map(|&(p, s)| key(Item { idx: 0, p, s })).min();
-            sort_desc(
+            let max_p = c.iter().map(|x| x.0).max().unwrap_or(0);
+            let sorted = sort_desc(
                 &items,
                 false,
                 key,
                 (lo.unwrap_or(0), hi.unwrap_or(0)),
-                &mut sorted,
-                &mut SortBufs::default(),
+                (c.len() as u32, max_p, max_s),
+                Vec::new(),
+                &mut Vec::new(),
             );
             let Ok((run, _)) = run(&sorted, d, Vec::new(), usize::MAX) else {
                 panic!("no limit to give up at");
@@ -983,6 +1077,76 @@ mod tests {
                 naive_bfd_by_tokens(&c, limits),
                 "{limits:?} {c:?}"
             );
+        }
+    }
+
+    #[test]
+    fn packed_radix_order_equals_the_comparison_sort() {
+        // Same key-descending, index-ascending order whether the items are sorted as packed
+        // words or (fields claimed too wide to pack) by the comparison-sort fallback.
+        let mut r = crate::pack::rng::SplitMix64::new(3);
+        for case in 0..200 {
+            let (c, limits) = random_case(&mut r);
+            let items: Vec<Item> = c
+                .iter()
+                .enumerate()
+                .map(|(i, &(p, s))| Item {
+                    idx: i as u32,
+                    p,
+                    s,
+                })
+                .collect();
+            let swap = case % 2 == 1;
+            let (cap, max) = if swap {
+                let m = (
+                    c.iter().map(|x| x.1).max().unwrap_or(0),
+                    c.iter().map(|x| x.0).max().unwrap_or(0),
+                );
+                ((limits.tiles.min(1 << 20), limits.tokens), m)
+            } else {
+                let m = (
+                    c.iter().map(|x| x.0).max().unwrap_or(0),
+                    c.iter().map(|x| x.1).max().unwrap_or(0),
+                );
+                ((limits.tokens, limits.tiles.min(1 << 20)), m)
+            };
+            let d = Dims {
+                cap,
+                min: (0, 0),
+                ignore_s: false,
+            };
+            for order in [Order::Size, Order::Sum, Order::Max] {
+                let key = |it| order.key(it, d, max.1);
+                let bounds = (
+                    key(Item::default()),
+                    key(Item {
+                        idx: 0,
+                        p: max.0,
+                        s: max.1,
+                    }),
+                );
+                let sort = |widths| {
+                    let s = sort_desc(
+                        &items,
+                        swap,
+                        key,
+                        bounds,
+                        widths,
+                        Vec::new(),
+                        &mut Vec::new(),
+                    );
+                    let v: Vec<(u32, u32, u32)> = (0..s.len())
+                        .map(|k| s.get(k))
+                        .map(|it| (it.idx, it.p, it.s))
+                        .collect();
+                    (matches!(s, SortedItems::Packed(..)), v)
+                };
+                let (packed, fast) = sort((c.len() as u32, max.0, max.1));
+                let (plain, slow) = sort((u32::MAX, u32::MAX, u32::MAX));
+                assert!(packed && !plain);
+                assert_eq!(fast, slow, "{limits:?} swap {swap}");
+                assert_eq!(fast.len(), c.len());
+            }
         }
     }
 

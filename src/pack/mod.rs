@@ -23,6 +23,7 @@ pub mod balance;
 mod bfd;
 #[cfg(test)]
 mod bfd_reference;
+mod max_tree;
 mod online;
 mod ordered;
 pub mod rng;
