@@ -1,15 +1,16 @@
 //! The CPU backend, the reference for every other: rayon across images, SIMD resize inside
-//! (fast_image_resize), each tile resized straight into its place in the batch tensor.
+//! (`image::resample_simd`, fast_image_resize's arithmetic), each tile resized straight into
+//! its place in the batch tensor.
 
 use std::cell::RefCell;
 
-use fast_image_resize::Resizer;
 use rayon::prelude::*;
 
 use super::{Backend, HostTiles, TileLayout, TileSpec, tile_bytes};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::normalize::{NormalizeTable, write_chw};
+use crate::image::resample_simd::Resampler;
 use crate::image::resize::{Region, resize_region_into};
 use crate::image::tiling::TilePlan;
 
@@ -18,8 +19,8 @@ use crate::image::tiling::TilePlan;
 pub struct CpuBackend;
 
 thread_local! {
-    // Resizer scratch and the u8 tile staging buffer of float outputs, reused across images.
-    static SCRATCH: RefCell<(Resizer, Vec<u8>)> = RefCell::new((Resizer::new(), Vec::new()));
+    // Resampler scratch and the u8 tile staging buffer of float outputs, reused across images.
+    static SCRATCH: RefCell<(Resampler, Vec<u8>)> = RefCell::new((Resampler::new(), Vec::new()));
 }
 
 impl Backend for CpuBackend {
