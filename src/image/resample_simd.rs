@@ -49,6 +49,9 @@ pub enum Level {
     Scalar,
     /// x86-64 AVX2.
     Avx2,
+    /// x86-64 AVX-512 (F, BW and VBMI) for the upscales' and mild downscales' horizontal pass
+    /// and for the vertical pass; AVX2 for the rest.
+    Avx512,
 }
 
 /// One axis's geometry: what its weights are a function of.
@@ -84,8 +87,26 @@ struct HorizontalPlan {
     groups: Vec<Group>,
     /// Per group, per tap pair, per vector: 8 i32 (two 128-bit lanes of 4 equal pairs).
     weights: Vec<i32>,
-    /// Bytes of the intermediate row the AVX2 kernel may read.
+    /// AVX-512 chunks of 16 output samples (bytes), in blocks of 4; empty where a chunk's
+    /// source bytes do not fit in one 64-byte window (strong downscales: `groups` then).
+    chunks: Vec<Chunk>,
+    /// Per chunk, the `vpermb` index of each sample's two source bytes in its window.
+    chunk_index: Vec<u8>,
+    /// Per chunk, per tap pair: 16 i32 (a weight pair per sample).
+    chunk_weights: Vec<i32>,
+    /// Bytes of the intermediate row the SIMD kernels may read.
     need: usize,
+}
+
+/// Sixteen consecutive output samples (bytes) of a row for the AVX-512 horizontal kernel.
+#[derive(Debug, Clone, Copy, Default)]
+struct Chunk {
+    /// Tap pairs (the largest tap count of its outputs, halved up).
+    pairs: u32,
+    /// Offset of its weights in `HorizontalPlan::chunk_weights`.
+    woff: u32,
+    /// Byte offset of its 64-byte source window (for tap pair 0; `+ 6` per pair).
+    base: u32,
 }
 
 /// Eight consecutive outputs of the AVX2 horizontal kernel. Vector `i` (0..4) computes
@@ -126,6 +147,13 @@ impl Resampler {
     pub fn detect() -> Level {
         #[cfg(target_arch = "x86_64")]
         {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vbmi")
+            {
+                return Level::Avx512;
+            }
             if is_x86_feature_detected!("avx2") {
                 return Level::Avx2;
             }
@@ -135,8 +163,9 @@ impl Resampler {
 
     /// A resampler with the given kernels, or the scalar ones where this CPU lacks them.
     pub fn with_level(level: Level) -> Self {
-        let level = match level {
-            Level::Avx2 if Self::detect() == Level::Avx2 => Level::Avx2,
+        let level = match (level, Self::detect()) {
+            (Level::Avx512, Level::Avx512) => Level::Avx512,
+            (Level::Avx2 | Level::Avx512, Level::Avx2 | Level::Avx512) => Level::Avx2,
             _ => Level::Scalar,
         };
         Resampler {
@@ -243,6 +272,12 @@ impl Resampler {
                 // SAFETY: `level` is Avx2 only where `with_level` saw AVX2 at run time.
                 unsafe { rows.run_avx2(first_row, &mut self.mid, dst, row_bytes) }
             }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => {
+                // SAFETY: `level` is Avx512 only where `with_level` saw AVX2, AVX-512 F, BW
+                // and VBMI at run time.
+                unsafe { rows.run_avx512(first_row, &mut self.mid, dst, row_bytes) }
+            }
             _ => rows.run_scalar(first_row, &mut self.mid, dst, row_bytes),
         }
         Ok(())
@@ -319,8 +354,17 @@ impl CachedAxis {
         });
         plan.groups.clear();
         plan.weights.clear();
+        plan.chunks.clear();
+        plan.chunk_index.clear();
+        plan.chunk_weights.clear();
         plan.need = 0;
-        if level == Level::Avx2 && !plan.identity {
+        if level == Level::Avx512 && !plan.identity && !plan_chunks(a, sel, plan) {
+            plan.chunks.clear();
+            plan.chunk_index.clear();
+            plan.chunk_weights.clear();
+            plan.need = 0;
+        }
+        if level != Level::Scalar && !plan.identity && plan.chunks.is_empty() {
             let n = outs.len();
             for g in 0..n.div_ceil(8) {
                 let out = |k: usize| Some(sel.0 as usize + 8 * g + k).filter(|&i| i < outs.end);
@@ -340,18 +384,7 @@ impl CachedAxis {
                     }
                 }
                 // The weight pair of tap pair `t` of output `k` of the group (zero past its taps).
-                let pair = |k: usize, t: u32| -> i32 {
-                    let Some(i) = out(k) else { return 0 };
-                    let (o, c) = (a.offset[i] as usize, a.count[i]);
-                    let w = |j: u32| {
-                        if j < c {
-                            a.weights[o + j as usize] as u16 as u32
-                        } else {
-                            0
-                        }
-                    };
-                    (w(2 * t) | (w(2 * t + 1) << 16)) as i32
-                };
+                let pair = |k: usize, t: u32| out(k).map_or(0, |i| weight_pair(a, i, t));
                 for t in 0..pairs {
                     for i in 0..4 {
                         let (low, high) = (pair(i, t), pair(i + 4, t));
@@ -368,6 +401,77 @@ impl CachedAxis {
         }
         plan.made_for = Some((sel.0, sel.1, level));
     }
+}
+
+/// The AVX-512 chunks of outputs `sel` of axis `a` into `plan` (whose `lo` is set); false if
+/// some chunk's source bytes do not fit in one 64-byte window.
+fn plan_chunks(a: &FixedAxis, sel: (u32, u32), plan: &mut HorizontalPlan) -> bool {
+    let (first, n) = (sel.0 as usize, (sel.1 - sel.0) as usize);
+    let samples = 3 * n;
+    // Blocks of 4 chunks (64 output bytes); chunks past the row are empty.
+    let count = samples.div_ceil(64) * 4;
+    for c in 0..count {
+        // Output pixel and channel of each of the chunk's 16 samples that exist.
+        let sample = |k: usize| {
+            Some(16 * c + k)
+                .filter(|&j| j < samples)
+                .map(|j| (first + j / 3, j % 3))
+        };
+        let pairs = (0..16)
+            .filter_map(sample)
+            .map(|(x, _)| a.count[x].div_ceil(2))
+            .max()
+            .unwrap_or(0);
+        let lead = sample(0).map_or(plan.lo, |(x, _)| a.start[x] as usize);
+        let chunk = Chunk {
+            pairs,
+            woff: plan.chunk_weights.len() as u32,
+            base: 3 * (lead - plan.lo) as u32,
+        };
+        for k in 0..16 {
+            let rel = match sample(k) {
+                Some((x, ch)) => {
+                    let Some(rel) = (a.start[x] as usize).checked_sub(lead) else {
+                        return false;
+                    };
+                    3 * rel + ch
+                }
+                None => 0,
+            };
+            // Tap a at `rel`, tap b at `rel + 3`, as the low bytes of two i16.
+            if rel + 3 > 63 {
+                return false;
+            }
+            plan.chunk_index
+                .extend_from_slice(&[rel as u8, 0, rel as u8 + 3, 0]);
+        }
+        for t in 0..pairs {
+            for k in 0..16 {
+                let w = sample(k).map_or(0, |(x, _)| weight_pair(a, x, t));
+                plan.chunk_weights.push(w);
+            }
+        }
+        if pairs > 0 {
+            plan.need = plan
+                .need
+                .max(chunk.base as usize + 6 * (pairs as usize - 1) + 64);
+        }
+        plan.chunks.push(chunk);
+    }
+    true
+}
+
+/// Taps `2t` and `2t + 1` of output `x` as one i32 of two i16 (zero past its taps).
+fn weight_pair(a: &FixedAxis, x: usize, t: u32) -> i32 {
+    let (o, c) = (a.offset[x] as usize, a.count[x]);
+    let w = |j: u32| {
+        if j < c {
+            a.weights[o + j as usize] as u16 as u32
+        } else {
+            0
+        }
+    };
+    (w(2 * t) | (w(2 * t + 1) << 16)) as i32
 }
 
 /// What each output row of one call needs.
@@ -500,7 +604,7 @@ mod avx2 {
 
         /// The vertical pass of output row `y` over source bytes `b0..b0 + mid.len()`.
         #[target_feature(enable = "avx2")]
-        fn vertical(&self, y: usize, b0: usize, mid: &mut [u8]) {
+        pub(super) fn vertical(&self, y: usize, b0: usize, mid: &mut [u8]) {
             let nbytes = mid.len();
             let (s, w) = self.taps(y);
             if nbytes < 32 || self.row_is_copy(y).is_some() || w.is_empty() {
@@ -562,7 +666,7 @@ mod avx2 {
 
         /// The horizontal pass of one output row from its intermediate row `mid`.
         #[target_feature(enable = "avx2")]
-        fn horizontal(&self, mid: &[u8], out: &mut [u8]) {
+        pub(super) fn horizontal(&self, mid: &[u8], out: &mut [u8]) {
             let plan = self.plan;
             let p = self.h.precision;
             let round = _mm256_set1_epi32(rounding(p));
@@ -628,6 +732,163 @@ mod avx2 {
                     let n = out.len().saturating_sub(at).min(24);
                     out[at..at + n].copy_from_slice(&tmp[..n]);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Rows, rounding};
+
+    impl Rows<'_> {
+        /// Both passes of every output row, AVX-512 kernels where the plan has them.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, AVX-512 F, BW and VBMI.
+        #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vbmi")]
+        pub(super) unsafe fn run_avx512(
+            &self,
+            first_row: usize,
+            mid: &mut [u8],
+            dst: &mut [u8],
+            row_bytes: usize,
+        ) {
+            let (b0, b1) = (3 * self.plan.lo, 3 * self.plan.hi);
+            let nbytes = b1 - b0;
+            // As in `run_avx2`: every kernel read stays inside `mid`.
+            if mid.len() < nbytes.max(self.plan.need) {
+                return self.run_scalar(first_row, mid, dst, row_bytes);
+            }
+            let chunks = !self.plan.chunks.is_empty()
+                && self.plan.chunk_index.len() == 64 * self.plan.chunks.len();
+            for (r, out) in dst.chunks_exact_mut(row_bytes).enumerate() {
+                self.vertical512(first_row + r, b0, &mut mid[..nbytes]);
+                if self.plan.identity {
+                    out.copy_from_slice(&mid[..out.len()]);
+                } else if chunks {
+                    self.horizontal512(mid, out);
+                } else {
+                    self.horizontal(mid, out);
+                }
+            }
+        }
+
+        /// The vertical pass of output row `y`, 64 bytes at a time (`vertical` of the AVX2
+        /// kernels, twice as wide).
+        #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vbmi")]
+        fn vertical512(&self, y: usize, b0: usize, mid: &mut [u8]) {
+            let nbytes = mid.len();
+            let (s, w) = self.taps(y);
+            if nbytes < 64 || self.row_is_copy(y).is_some() || w.is_empty() {
+                return self.vertical(y, b0, mid);
+            }
+            // Loads read 64 bytes at `row * stride + b0 + j`, `j + 64 <= nbytes`,
+            // `b0 + nbytes <= stride`: inside the source row.
+            let last_row = s + w.len() - 1;
+            if (last_row + 1) * self.stride > self.src.len() || b0 + nbytes > self.stride {
+                return self.vertical_scalar(y, b0, mid);
+            }
+            let p = self.v.precision;
+            let round = _mm512_set1_epi32(rounding(p));
+            let shift = _mm_cvtsi32_si128(p as i32);
+            let zero = _mm512_setzero_si512();
+            let src = self.src.as_ptr();
+            let mut j = 0;
+            loop {
+                let at = j.min(nbytes - 64);
+                let mut acc = [round; 4];
+                for (t, pair) in w.chunks(2).enumerate() {
+                    let row_a = s + 2 * t;
+                    let (wa, wb) = (pair[0], pair.get(1).copied().unwrap_or(0));
+                    let row_b = if pair.len() == 2 { row_a + 1 } else { row_a };
+                    let weights =
+                        _mm512_set1_epi32((wa as u16 as u32 | (wb as u16 as u32) << 16) as i32);
+                    // SAFETY: rows `row_a`, `row_b` <= `last_row`, bytes in bounds (above).
+                    let (a, b) = unsafe {
+                        (
+                            _mm512_loadu_si512(src.add(row_a * self.stride + b0 + at).cast()),
+                            _mm512_loadu_si512(src.add(row_b * self.stride + b0 + at).cast()),
+                        )
+                    };
+                    let lo = _mm512_unpacklo_epi8(a, b);
+                    let hi = _mm512_unpackhi_epi8(a, b);
+                    let parts = [
+                        _mm512_unpacklo_epi8(lo, zero),
+                        _mm512_unpackhi_epi8(lo, zero),
+                        _mm512_unpacklo_epi8(hi, zero),
+                        _mm512_unpackhi_epi8(hi, zero),
+                    ];
+                    for (sum, part) in acc.iter_mut().zip(parts) {
+                        *sum = _mm512_add_epi32(*sum, _mm512_madd_epi16(part, weights));
+                    }
+                }
+                let [a0, a1, a2, a3] = acc.map(|v| _mm512_sra_epi32(v, shift));
+                let bytes =
+                    _mm512_packus_epi16(_mm512_packs_epi32(a0, a1), _mm512_packs_epi32(a2, a3));
+                // SAFETY: `at + 64 <= nbytes == mid.len()`.
+                unsafe { _mm512_storeu_si512(mid.as_mut_ptr().add(at).cast(), bytes) };
+                if at == nbytes - 64 {
+                    break;
+                }
+                j += 64;
+            }
+        }
+
+        /// The horizontal pass of one output row, 16 output bytes per `vpmaddwd`: each
+        /// sample's two source bytes of a tap pair are picked from a 64-byte window by one
+        /// `vpermb` (zeroing the high bytes), the same index for every tap pair.
+        #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vbmi")]
+        fn horizontal512(&self, mid: &[u8], out: &mut [u8]) {
+            let plan = self.plan;
+            let p = self.h.precision;
+            let round = _mm512_set1_epi32(rounding(p));
+            let shift = _mm_cvtsi32_si128(p as i32);
+            // In-lane packs leave lane k holding dwords k of chunks 0..4: put chunks in order.
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            let low_bytes: __mmask64 = 0x5555_5555_5555_5555;
+            let base = mid.as_ptr();
+            for (b, block) in plan.chunks.chunks_exact(4).enumerate() {
+                let mut acc = [round; 4];
+                for (q, (chunk, sum)) in block.iter().zip(acc.iter_mut()).enumerate() {
+                    let c = 4 * b + q;
+                    // SAFETY: `chunk_index` holds 64 bytes per chunk (checked in
+                    // `run_avx512`).
+                    let index =
+                        unsafe { _mm512_loadu_si512(plan.chunk_index.as_ptr().add(64 * c).cast()) };
+                    for t in 0..chunk.pairs as usize {
+                        // SAFETY: `plan_chunks` set `need` past every window (base + 6 per
+                        // tap pair + 64 bytes) and `mid.len() >= need` (checked in
+                        // `run_avx512`); the weights hold `16 * pairs` i32 per chunk.
+                        let (data, w) = unsafe {
+                            (
+                                _mm512_loadu_si512(base.add(chunk.base as usize + 6 * t).cast()),
+                                _mm512_loadu_si512(
+                                    plan.chunk_weights
+                                        .as_ptr()
+                                        .add(chunk.woff as usize + 16 * t)
+                                        .cast(),
+                                ),
+                            )
+                        };
+                        let pairs = _mm512_maskz_permutexvar_epi8(low_bytes, index, data);
+                        *sum = _mm512_add_epi32(*sum, _mm512_madd_epi16(pairs, w));
+                    }
+                }
+                let [a0, a1, a2, a3] = acc.map(|v| _mm512_sra_epi32(v, shift));
+                let bytes =
+                    _mm512_packus_epi16(_mm512_packs_epi32(a0, a1), _mm512_packs_epi32(a2, a3));
+                let bytes = _mm512_permutexvar_epi32(order, bytes);
+                let at = 64 * b;
+                let left = out.len().saturating_sub(at);
+                if left == 0 {
+                    break;
+                }
+                let mask: __mmask64 = if left >= 64 { !0 } else { (1u64 << left) - 1 };
+                // SAFETY: the mask writes only bytes `at..at + min(left, 64)`, inside `out`.
+                unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(at).cast(), mask, bytes) };
             }
         }
     }
@@ -706,6 +967,7 @@ mod tests {
     struct Kernels {
         fir: fast_image_resize::Resizer,
         fast: Resampler,
+        avx2: Resampler,
         scalar: Resampler,
     }
 
@@ -714,6 +976,7 @@ mod tests {
             Kernels {
                 fir: fast_image_resize::Resizer::new(),
                 fast: Resampler::new(),
+                avx2: Resampler::with_level(Level::Avx2),
                 scalar: Resampler::with_level(Level::Scalar),
             }
         }
@@ -738,9 +1001,18 @@ mod tests {
         k.scalar
             .resize_region(src, full, region, filter, &mut reference)
             .unwrap();
+        let mut avx2 = vec![0u8; n];
+        k.avx2
+            .resize_region(src, full, region, filter, &mut avx2)
+            .unwrap();
         let what = format!(
             "case {rng_case}: {}x{} -> {full:?} {region:?} {filter:?}",
             src.width, src.height
+        );
+        assert!(
+            avx2 == reference,
+            "avx2 vs scalar, {what}: {} of {n} bytes differ",
+            avx2.iter().zip(&reference).filter(|(a, b)| a != b).count()
         );
         assert!(
             got == reference,
