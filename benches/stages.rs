@@ -15,7 +15,7 @@ use vlmprep::image::RgbImage;
 use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
 use vlmprep::image::normalize::{Dtype, Normalization};
 use vlmprep::image::probe::probe;
-use vlmprep::image::resample_simd::Resampler;
+use vlmprep::image::resample_simd::{Level, Resampler};
 use vlmprep::image::resize::{Region, ResizeFilter, resize_region_into, resize_region_into_fir};
 use vlmprep::image::tiling::{InternVlSettings, TilePlan, TilingRule, plan};
 use vlmprep::shard::tar::index_tar;
@@ -184,17 +184,27 @@ fn bench_resize(c: &mut Criterion) {
                 black_box(&out);
             })
         });
-        let mut simd = Resampler::new();
-        group.bench_function(format!("{name}/simd"), |b| {
-            b.iter(|| {
-                for &(full, region) in &jobs {
-                    let dst = &mut out[..3 * (region.width * region.height) as usize];
-                    resize_region_into(&mut simd, &image, full, region, ResizeFilter::Bicubic, dst)
+        // The kernels this CPU runs (AVX-512 where it has F/BW/VBMI), then AVX2 alone.
+        for (label, level) in [("simd", Resampler::detect()), ("simd-avx2", Level::Avx2)] {
+            let mut simd = Resampler::with_level(level);
+            group.bench_function(format!("{name}/{label}"), |b| {
+                b.iter(|| {
+                    for &(full, region) in &jobs {
+                        let dst = &mut out[..3 * (region.width * region.height) as usize];
+                        resize_region_into(
+                            &mut simd,
+                            &image,
+                            full,
+                            region,
+                            ResizeFilter::Bicubic,
+                            dst,
+                        )
                         .unwrap();
-                }
-                black_box(&out);
-            })
-        });
+                    }
+                    black_box(&out);
+                })
+            });
+        }
     }
     group.finish();
 }
