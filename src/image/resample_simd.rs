@@ -24,6 +24,15 @@
 //!   next source pixels shuffled to `r0 r1 g0 g1 b0 b1 0 0`, so one `vpmaddwd` gives two taps
 //!   of R, G and B; the weights are laid out per group of 8 outputs once per axis.
 //!
+//! AVX-512 kernels (F, BW and VBMI, used where all three are present):
+//! - vertical, the AVX2 one 64 bytes at a time;
+//! - horizontal, as a stream of output samples (bytes) rather than pixels: for 16 samples,
+//!   one `vpermb` (zero-masked to the low byte of each i16) picks each sample's two source
+//!   bytes of a tap pair from a 64-byte window of the intermediate row, one `vpmaddwd` with
+//!   the per-sample weight pairs sums them; the next tap pair is the same index on the window
+//!   6 bytes further. It needs a chunk's sources to fit the window (about 3.5× downscale at
+//!   most, every upscale); strong downscales use the AVX2 horizontal kernel.
+//!
 //! fast_image_resize reads a pixel past its intermediate rows for some crops
 //! ([`crate::image::fir_fixed::crop_overreads`]); the CPU path resized those regions as their
 //! full-width band and kept the region's columns, so here their horizontal weights are the
@@ -1131,6 +1140,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn avx512_takes_the_chunked_horizontal_kernel_where_it_fits() {
+        if Resampler::detect() != Level::Avx512 {
+            return;
+        }
+        let mut r = Resampler::new();
+        let src = noise(640, 480, &mut Rng(5));
+        let mut dst = vec![0u8; 3 * 448 * 448];
+        let tile = Region {
+            x: 448,
+            y: 448,
+            width: 448,
+            height: 448,
+        };
+        let chunked = |r: &Resampler| r.cache.iter().any(|c| !c.plan.chunks.is_empty());
+        // An InternVL upscale tile: chunks; a 4000 -> 448 thumbnail: AVX2 groups.
+        r.resize_region(&src, (1792, 1344), tile, ResizeFilter::Bicubic, &mut dst)
+            .unwrap();
+        assert!(chunked(&r));
+        let mut r = Resampler::new();
+        let big = noise(4000, 30, &mut Rng(6));
+        let mut thumb = vec![0u8; 3 * 448 * 30];
+        let whole = Region {
+            x: 0,
+            y: 0,
+            width: 448,
+            height: 30,
+        };
+        r.resize_region(&big, (448, 30), whole, ResizeFilter::Bicubic, &mut thumb)
+            .unwrap();
+        assert!(!chunked(&r) && r.cache.iter().any(|c| !c.plan.groups.is_empty()));
     }
 
     #[test]
