@@ -150,6 +150,7 @@ fn bench_resize(c: &mut Criterion) {
             3000,
             plan(&internvl, 4000, 3000).unwrap(),
         ),
+        ("4000x3000-fixed384", 4000, 3000, fixed384),
     ];
     let mut group = c.benchmark_group("cpu/resize");
     group.throughput(Throughput::Elements(1));
