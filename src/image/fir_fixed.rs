@@ -3,7 +3,9 @@
 //! the CPU path can tell when fast_image_resize would read past its intermediate image
 //! ([`crop_overreads`]) and avoid that crop.
 //!
-//! The CPU backend resizes through fast_image_resize 6.1 (`image::resize`), whose u8
+//! The CPU backend used to resize through fast_image_resize 6.1 (`resize::resize_region_into_fir`,
+//! kept as the reference) and now runs this same arithmetic in its own kernels
+//! (`image::resample_simd`, weights from [`fixed_axis_into`]). fast_image_resize's u8
 //! convolution works like this (read from its `convolution/mod.rs`, `optimisations.rs` and
 //! `resizer.rs`; reimplemented here, not copied):
 //!
