@@ -108,17 +108,17 @@ fn tile_image(
             },
         ));
     }
-    SCRATCH.with_borrow_mut(|(resizer, staging)| {
+    SCRATCH.with_borrow_mut(|(resampler, staging)| {
         for (full, region) in jobs {
             let dst = tiles
                 .next()
                 .ok_or_else(|| Error::Resize("tile slot smaller than the plan".into()))?;
             if spec.dtype.is_float() {
                 staging.resize(3 * region.width as usize * region.height as usize, 0);
-                resize_region_into(resizer, image, full, region, spec.filter, staging)?;
+                resize_region_into(resampler, image, full, region, spec.filter, staging)?;
                 write_chw(staging, table, spec.dtype, dst)?;
             } else {
-                resize_region_into(resizer, image, full, region, spec.filter, dst)?;
+                resize_region_into(resampler, image, full, region, spec.filter, dst)?;
             }
         }
         Ok(())
