@@ -11,11 +11,13 @@ use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 
 use vlmprep::backend::{Backend, CpuBackend, TileSpec};
 use vlmprep::demo::pattern;
+use vlmprep::image::RgbImage;
 use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
 use vlmprep::image::normalize::{Dtype, Normalization};
 use vlmprep::image::probe::probe;
-use vlmprep::image::resize::ResizeFilter;
-use vlmprep::image::tiling::{InternVlSettings, TilingRule, plan};
+use vlmprep::image::resample_simd::{Level, Resampler};
+use vlmprep::image::resize::{Region, ResizeFilter, resize_region_into, resize_region_into_fir};
+use vlmprep::image::tiling::{InternVlSettings, TilePlan, TilingRule, plan};
 use vlmprep::shard::tar::index_tar;
 use vlmprep::sink::tar::TarWriter;
 
@@ -96,6 +98,118 @@ fn bench_tile(c: &mut Criterion) {
     group.finish();
 }
 
+/// The resize jobs of a plan, as the CPU backend runs them: grid tiles row-major, then the
+/// thumbnail; `(full size, region)`.
+fn jobs(p: &TilePlan) -> Vec<((u32, u32), Region)> {
+    let (tw, th) = p.tile;
+    let mut jobs: Vec<_> = (0..p.grid.1)
+        .flat_map(|r| (0..p.grid.0).map(move |c| (c, r)))
+        .map(|(c, r)| {
+            let region = Region {
+                x: c * tw,
+                y: r * th,
+                width: tw,
+                height: th,
+            };
+            (p.resize, region)
+        })
+        .collect();
+    if let Some(side) = p.thumbnail {
+        let whole = Region {
+            x: 0,
+            y: 0,
+            width: side,
+            height: side,
+        };
+        jobs.push(((side, side), whole));
+    }
+    jobs
+}
+
+/// The resize alone (u8 tiles, one thread), through fast_image_resize (`fir`, the path before
+/// `resample_simd`) and through `resample_simd` (`simd`), on the same inputs in one run.
+fn bench_resize(c: &mut Criterion) {
+    let internvl = TilingRule::InternVl(InternVlSettings::default());
+    let fixed384 = TilePlan {
+        resize: (384, 384),
+        grid: (1, 1),
+        tile: (384, 384),
+        thumbnail: None,
+    };
+    let cases = [
+        (
+            "640x480-internvl",
+            640,
+            480,
+            plan(&internvl, 640, 480).unwrap(),
+        ),
+        ("640x480-fixed384", 640, 480, fixed384),
+        (
+            "4000x3000-internvl",
+            4000,
+            3000,
+            plan(&internvl, 4000, 3000).unwrap(),
+        ),
+        ("4000x3000-fixed384", 4000, 3000, fixed384),
+    ];
+    let mut group = c.benchmark_group("cpu/resize");
+    group.throughput(Throughput::Elements(1));
+    for (name, w, h, p) in cases {
+        let image = RgbImage {
+            width: w,
+            height: h,
+            data: pattern(w, h, 1),
+        };
+        let jobs = jobs(&p);
+        let biggest = jobs
+            .iter()
+            .map(|(_, r)| 3 * (r.width * r.height) as usize)
+            .max()
+            .unwrap();
+        let mut out = vec![0u8; biggest];
+        let mut fir = fast_image_resize::Resizer::new();
+        group.bench_function(format!("{name}/fir"), |b| {
+            b.iter(|| {
+                for &(full, region) in &jobs {
+                    let dst = &mut out[..3 * (region.width * region.height) as usize];
+                    resize_region_into_fir(
+                        &mut fir,
+                        &image,
+                        full,
+                        region,
+                        ResizeFilter::Bicubic,
+                        dst,
+                    )
+                    .unwrap();
+                }
+                black_box(&out);
+            })
+        });
+        // The kernels this CPU runs (AVX-512 where it has F/BW/VBMI), then AVX2 alone.
+        for (label, level) in [("simd", Resampler::detect()), ("simd-avx2", Level::Avx2)] {
+            let mut simd = Resampler::with_level(level);
+            group.bench_function(format!("{name}/{label}"), |b| {
+                b.iter(|| {
+                    for &(full, region) in &jobs {
+                        let dst = &mut out[..3 * (region.width * region.height) as usize];
+                        resize_region_into(
+                            &mut simd,
+                            &image,
+                            full,
+                            region,
+                            ResizeFilter::Bicubic,
+                            dst,
+                        )
+                        .unwrap();
+                    }
+                    black_box(&out);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn bench_decode_tile(c: &mut Criterion) {
     let rule = TilingRule::InternVl(InternVlSettings::default());
     let spec = TileSpec {
@@ -126,6 +240,7 @@ criterion_group!(
     bench_probe,
     bench_decode,
     bench_tile,
+    bench_resize,
     bench_decode_tile
 );
 criterion_main!(benches);

@@ -1,15 +1,16 @@
 //! The CPU backend, the reference for every other: rayon across images, SIMD resize inside
-//! (fast_image_resize), each tile resized straight into its place in the batch tensor.
+//! (`image::resample_simd`, fast_image_resize's arithmetic), each tile resized straight into
+//! its place in the batch tensor.
 
 use std::cell::RefCell;
 
-use fast_image_resize::Resizer;
 use rayon::prelude::*;
 
 use super::{Backend, HostTiles, TileLayout, TileSpec, tile_bytes};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::normalize::{NormalizeTable, write_chw};
+use crate::image::resample_simd::Resampler;
 use crate::image::resize::{Region, resize_region_into};
 use crate::image::tiling::TilePlan;
 
@@ -18,8 +19,8 @@ use crate::image::tiling::TilePlan;
 pub struct CpuBackend;
 
 thread_local! {
-    // Resizer scratch and the u8 tile staging buffer of float outputs, reused across images.
-    static SCRATCH: RefCell<(Resizer, Vec<u8>)> = RefCell::new((Resizer::new(), Vec::new()));
+    // Resampler scratch and the u8 tile staging buffer of float outputs, reused across images.
+    static SCRATCH: RefCell<(Resampler, Vec<u8>)> = RefCell::new((Resampler::new(), Vec::new()));
 }
 
 impl Backend for CpuBackend {
@@ -107,17 +108,17 @@ fn tile_image(
             },
         ));
     }
-    SCRATCH.with_borrow_mut(|(resizer, staging)| {
+    SCRATCH.with_borrow_mut(|(resampler, staging)| {
         for (full, region) in jobs {
             let dst = tiles
                 .next()
                 .ok_or_else(|| Error::Resize("tile slot smaller than the plan".into()))?;
             if spec.dtype.is_float() {
                 staging.resize(3 * region.width as usize * region.height as usize, 0);
-                resize_region_into(resizer, image, full, region, spec.filter, staging)?;
+                resize_region_into(resampler, image, full, region, spec.filter, staging)?;
                 write_chw(staging, table, spec.dtype, dst)?;
             } else {
-                resize_region_into(resizer, image, full, region, spec.filter, dst)?;
+                resize_region_into(resampler, image, full, region, spec.filter, dst)?;
             }
         }
         Ok(())

@@ -3,7 +3,9 @@
 //! the CPU path can tell when fast_image_resize would read past its intermediate image
 //! ([`crop_overreads`]) and avoid that crop.
 //!
-//! The CPU backend resizes through fast_image_resize 6.1 (`image::resize`), whose u8
+//! The CPU backend used to resize through fast_image_resize 6.1 (`resize::resize_region_into_fir`,
+//! kept as the reference) and now runs this same arithmetic in its own kernels
+//! (`image::resample_simd`, weights from [`fixed_axis_into`]). fast_image_resize's u8
 //! convolution works like this (read from its `convolution/mod.rs`, `optimisations.rs` and
 //! `resizer.rs`; reimplemented here, not copied):
 //!
@@ -32,7 +34,7 @@ const PRECISION_BITS: u8 = 32 - 8 - 2;
 const MAX_COEFFS_PRECISION: u8 = 16 - 1;
 
 /// One axis of a resize in fixed point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FixedAxis {
     /// Fraction bits of the weights (the shift of each pass).
     pub precision: u32,
@@ -125,40 +127,45 @@ impl AxisGeometry {
     }
 }
 
-/// The f64 weights of one axis: `(first source index, weights)` per output position.
-fn float_weights(
-    in_size: u32,
-    in0: f64,
-    in1: f64,
+/// The f64 weights of one axis, flat: output `i`'s first source index in `start[i]`, its
+/// weights in `float[offset[i]..offset[i] + count[i]]` (the layout of [`FixedAxis`], so the
+/// quantization can fill `axis.weights` in place). Buffers are reused: no allocation once
+/// they are large enough.
+fn float_weights_into(
+    axis: &mut FixedAxis,
+    float: &mut Vec<f64>,
+    geometry: &AxisGeometry,
     out_size: u32,
-    filter: ResizeFilter,
-) -> Vec<(u32, Vec<f64>)> {
-    let axis = AxisGeometry::new(in_size, in0, in1, out_size, filter);
-    (0..out_size)
-        .map(|i| {
-            let (lo, hi, center) = axis.window(i);
-            let mut first = lo;
-            let mut w: Vec<f64> = Vec::with_capacity(hi.saturating_sub(lo) as usize);
-            for x in lo..hi {
-                let v = axis.weight(x, center);
-                // Leading zero weights move the window start instead of being stored.
-                if x == first && v == 0.0 {
-                    first += 1;
-                } else {
-                    w.push(v);
-                }
+) {
+    axis.start.clear();
+    axis.count.clear();
+    axis.offset.clear();
+    float.clear();
+    for i in 0..out_size {
+        let (lo, hi, center) = geometry.window(i);
+        let mut first = lo;
+        let begin = float.len();
+        for x in lo..hi {
+            let v = geometry.weight(x, center);
+            // Leading zero weights move the window start instead of being stored.
+            if x == first && v == 0.0 {
+                first += 1;
+            } else {
+                float.push(v);
             }
-            // The sum includes trailing zeros (adding 0 changes nothing), then they go.
-            let total: f64 = w.iter().sum();
-            while w.last() == Some(&0.0) {
-                w.pop();
-            }
-            if total != 0.0 {
-                w.iter_mut().for_each(|v| *v /= total);
-            }
-            (first, w)
-        })
-        .collect()
+        }
+        // The sum includes trailing zeros (adding 0 changes nothing), then they go.
+        let total: f64 = float[begin..].iter().sum();
+        while float.len() > begin && float.last() == Some(&0.0) {
+            float.pop();
+        }
+        if total != 0.0 {
+            float[begin..].iter_mut().for_each(|v| *v /= total);
+        }
+        axis.start.push(first);
+        axis.count.push((float.len() - begin) as u32);
+        axis.offset.push(begin as u32);
+    }
 }
 
 /// One axis of the CPU backend's resize in its fixed point: source `[in0, in1)` (the crop box
@@ -171,14 +178,30 @@ pub fn fixed_axis(
     out_size: u32,
     filter: ResizeFilter,
 ) -> FixedAxis {
-    let float = float_weights(in_size, in0, in1, out_size, filter);
+    let mut axis = FixedAxis::default();
+    fixed_axis_into(
+        &mut axis,
+        &mut Vec::new(),
+        (in_size, in0, in1, out_size),
+        filter,
+    );
+    axis
+}
+
+/// [`fixed_axis`] into reused buffers: `axis` is overwritten, `float` is scratch. The
+/// geometry is `(in_size, in0, in1, out_size)`.
+pub fn fixed_axis_into(
+    axis: &mut FixedAxis,
+    float: &mut Vec<f64>,
+    (in_size, in0, in1, out_size): (u32, f64, f64, u32),
+    filter: ResizeFilter,
+) {
+    let geometry = AxisGeometry::new(in_size, in0, in1, out_size, filter);
+    float_weights_into(axis, float, &geometry, out_size);
     // The largest weight of the whole axis decides the precision: the padding zeros the CPU
     // keeps around each window only matter if every weight were negative, which a weight set
     // summing to 1 cannot be.
-    let max_weight = float
-        .iter()
-        .flat_map(|(_, w)| w.iter().copied())
-        .fold(0.0f64, f64::max);
+    let max_weight = float.iter().copied().fold(0.0f64, f64::max);
     let mut precision = 0u8;
     for p in 0..PRECISION_BITS {
         precision = p;
@@ -188,22 +211,11 @@ pub fn fixed_axis(
         }
     }
     let scale = f64::from(1u32 << precision);
-    let mut axis = FixedAxis {
-        precision: u32::from(precision),
-        start: Vec::with_capacity(float.len()),
-        count: Vec::with_capacity(float.len()),
-        offset: Vec::with_capacity(float.len()),
-        weights: Vec::new(),
-    };
-    for (first, w) in float {
-        axis.start.push(first);
-        axis.count.push(w.len() as u32);
-        axis.offset.push(axis.weights.len() as u32);
-        // `as i16` saturates, as the CPU's cast does; the precision keeps it from needing to.
-        axis.weights
-            .extend(w.iter().map(|&v| i32::from((v * scale).round() as i16)));
-    }
-    axis
+    axis.precision = u32::from(precision);
+    // `as i16` saturates, as the CPU's cast does; the precision keeps it from needing to.
+    axis.weights.clear();
+    axis.weights
+        .extend(float.iter().map(|&v| i32::from((v * scale).round() as i16)));
 }
 
 /// Whether fast_image_resize 6.1 would read past its intermediate image for this region:
@@ -254,7 +266,7 @@ fn apply(axis: &FixedAxis, line: &[u8], stride: usize, i: usize) -> u8 {
 mod tests {
     use super::*;
     use crate::image::RgbImage;
-    use crate::image::resize::resize_region_into;
+    use crate::image::resize::resize_region_into_fir;
 
     fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
         let mut s = seed.wrapping_mul(2_654_435_761) | 1;
@@ -358,7 +370,8 @@ mod tests {
                     compared += 1;
                     let n = 3 * (region.width * region.height) as usize;
                     let mut cpu = vec![0u8; n];
-                    resize_region_into(&mut resizer, &src, full, region, filter, &mut cpu).unwrap();
+                    resize_region_into_fir(&mut resizer, &src, full, region, filter, &mut cpu)
+                        .unwrap();
                     let model = model_region(&src, full, region, filter);
                     assert!(
                         model == cpu,

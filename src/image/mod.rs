@@ -8,6 +8,7 @@ pub mod orientation;
 pub mod pillow_resample;
 pub mod probe;
 pub mod qwen2vl_patches;
+pub mod resample_simd;
 pub mod resize;
 #[cfg(test)]
 mod test_images;

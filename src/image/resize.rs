@@ -1,4 +1,9 @@
-//! CPU resize of RGB8 images with Pillow-compatible filters, through fast_image_resize (SIMD).
+//! CPU resize of RGB8 images with Pillow-compatible filters.
+//!
+//! [`resize_region_into`] runs this crate's own kernels ([`crate::image::resample_simd`]),
+//! which reproduce fast_image_resize 6.1's integer arithmetic byte for byte;
+//! [`resize_region_into_fir`] is the same resize through fast_image_resize itself, kept as the
+//! reference the tests and benches compare with.
 //!
 //! Pillow's BICUBIC is a Catmull-Rom cubic (a = -0.5) whose support widens with the downscale
 //! factor (antialiasing); fast_image_resize's `Convolution(CatmullRom)` computes the same kernel
@@ -12,6 +17,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::fir_fixed::crop_overreads;
+use crate::image::resample_simd::Resampler;
 
 /// Resampling filter, named after Pillow's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -50,8 +56,24 @@ pub struct Region {
 /// Resizes `src` as if to `full` = (width, height), computing only `region` of that result, into
 /// `dst` (packed RGB8 rows, `3 * region.width * region.height` bytes).
 ///
-/// `resizer` carries scratch buffers between calls; keep one per thread.
+/// `resampler` carries scratch buffers between calls; keep one per thread. The bytes equal
+/// [`resize_region_into_fir`]'s.
 pub fn resize_region_into(
+    resampler: &mut Resampler,
+    src: &RgbImage,
+    full: (u32, u32),
+    region: Region,
+    filter: ResizeFilter,
+    dst: &mut [u8],
+) -> Result<()> {
+    resampler.resize_region(src, full, region, filter, dst)
+}
+
+/// [`resize_region_into`] through fast_image_resize (the reference; the CPU backend's resize
+/// before this crate had its own kernels).
+///
+/// `resizer` carries scratch buffers between calls; keep one per thread.
+pub fn resize_region_into_fir(
     resizer: &mut Resizer,
     src: &RgbImage,
     full: (u32, u32),
@@ -81,7 +103,7 @@ pub fn resize_region_into(
         // last window ends at the image's edge, and keep the region's columns.
         let row = 3 * band.width as usize;
         let mut scratch = vec![0u8; row * band.height as usize];
-        resize_region_into(resizer, src, full, band, filter, &mut scratch)?;
+        resize_region_into_fir(resizer, src, full, band, filter, &mut scratch)?;
         let (x0, w) = (3 * region.x as usize, 3 * region.width as usize);
         for (out, band_row) in dst.chunks_exact_mut(w).zip(scratch.chunks_exact(row)) {
             out.copy_from_slice(&band_row[x0..x0 + w]);
@@ -178,7 +200,7 @@ pub fn resize(src: &RgbImage, width: u32, height: u32, filter: ResizeFilter) -> 
         height,
     };
     resize_region_into(
-        &mut Resizer::new(),
+        &mut Resampler::new(),
         src,
         (width, height),
         region,
@@ -215,7 +237,7 @@ mod tests {
                     height: 37,
                 };
                 let mut tile = vec![0u8; 3 * 37 * 37];
-                resize_region_into(
+                resize_region_into_fir(
                     &mut resizer,
                     &src,
                     full,
@@ -229,7 +251,7 @@ mod tests {
                 };
                 rerouted += 1;
                 let mut rows = vec![0u8; 3 * 150 * 37];
-                resize_region_into(
+                resize_region_into_fir(
                     &mut resizer,
                     &src,
                     full,
@@ -271,7 +293,7 @@ mod tests {
         for filter in [ResizeFilter::Bicubic, ResizeFilter::Bilinear] {
             // A 3x2 grid of 112-pixel tiles: a downscale in x and y.
             let whole = resize(&src, 336, 224, filter).unwrap();
-            let mut resizer = Resizer::new();
+            let mut resizer = Resampler::new();
             for row in 0..2 {
                 for col in 0..3 {
                     let region = Region {
@@ -309,7 +331,7 @@ mod tests {
         // 3000 / 1344 is not exact in binary: the last row's preimage used to end an ulp past
         // the source edge, which fast_image_resize refuses.
         let src = gradient(3000, 2000);
-        let mut resizer = Resizer::new();
+        let mut resizer = Resampler::new();
         for (full, tile) in [
             ((1344u32, 896u32), 448u32),
             ((1792, 1344), 448),
@@ -356,7 +378,7 @@ mod tests {
             height: 4,
         };
         let err = resize_region_into(
-            &mut Resizer::new(),
+            &mut Resampler::new(),
             &src,
             (10, 10),
             region,
