@@ -22,14 +22,16 @@
 //! # Kernel and blocking
 //! The micro-kernel computes an `MR × NR` = 14 × 32 tile of `y` in 28 zmm accumulators (two
 //! more hold the W row of the step, one the broadcast x value: 31 of 32 registers, no spills):
-//! per step of k it loads 32 packed W values and broadcasts 14 x values, 28 FMAs. W is packed
-//! per panel of `NR` output columns, k-major, zero-padded to a multiple of `NR` columns, so a
-//! panel's `KC` consecutive steps are one contiguous 32 KiB stream that stays in L1 while the
-//! kernel walks down the `MC` rows of a block; the x block (`MC × KC`, packed the same way
-//! per `MR` rows, zero-padded) stays in L2. Bias and the residual are added in the kernel's
-//! store, at the first `KC` block; later blocks accumulate onto the stored tile. Edge tiles
-//! store with masks and only their valid rows. rayon splits the rows into `MC` blocks (and
-//! the columns too when there are too few row blocks for the pool).
+//! per step of k it loads 32 packed W values and broadcasts 14 x values, 28 FMAs. The loops
+//! are BLIS's with the operands' roles transposed (vectors run along y's rows): k is cut in
+//! `KC`-step blocks; W is packed per panel of `NR` output columns, k-major, zero-padded to a
+//! multiple of `NR` columns, each k-block of all panels contiguous; x is packed per block of
+//! `MC` rows into `MR`-row panels (zero-padded) when the block is reached. For each column
+//! block of `NC` panels (its W stretch, 384 KiB, stays in L2), each x micro-panel
+//! (`MR × KC`, 14 KiB, stays in L1) runs along the W micro-panels streaming from L2. Bias and
+//! the residual are added in the kernel's store at the first k-block; later blocks add onto
+//! the stored tile. Edge tiles store with masks and only their valid rows. rayon splits the
+//! rows into `MC` blocks (and the columns too when there are too few row blocks for the pool).
 
 use rayon::prelude::*;
 
@@ -37,10 +39,12 @@ use rayon::prelude::*;
 const MR: usize = 14;
 /// Columns of the micro-kernel's tile (two zmm vectors).
 const NR: usize = 32;
-/// Steps of k per block: a W micro-panel is `KC · NR · 4` = 32 KiB (L1 is 48 KiB).
+/// Steps of k per block: an x micro-panel is `KC · MR · 4` = 14 KiB (L1 is 48 KiB).
 const KC: usize = 256;
 /// Rows per block: the packed x block is `MC · KC · 4` = 224 KiB (in L2).
 const MC: usize = MR * 16;
+/// Panels of W per column block: its `KC` steps are `KC · NC · NR · 4` = 384 KiB (in L2).
+const NC: usize = 12;
 /// Products below this many multiply-adds run on the calling thread.
 const PARALLEL_WORK: usize = 1 << 20;
 
@@ -58,7 +62,9 @@ pub(crate) fn available() -> bool {
 
 /// A `[n, k]` weight in the micro-kernel's layout: panel `p` holds output columns
 /// `p·NR .. p·NR + NR` (rows of W), stored k-major (`NR` values per step of k), the last panel
-/// zero-padded. Panel `p` step `s` is at `p·k·NR + s·NR`.
+/// zero-padded; k is cut in blocks of `KC` steps, and a block holds that stretch of every
+/// panel, one after the other. Block at `k0` (`kc` steps), panel `p`, step `s`, column `j` is
+/// at `k0·P·NR + p·kc·NR + s·NR + j` for `P` panels.
 pub struct PackedWeight {
     n: usize,
     k: usize,
@@ -94,12 +100,16 @@ impl PackedWeight {
         let panels = n.div_ceil(NR);
         let (mut buf, start) = aligned_zeroed(panels * k * NR);
         let dst = &mut buf[start..start + panels * k * NR];
-        if k > 0 {
-            dst.par_chunks_mut(k * NR)
+        // one k-block of every panel after the other: a block is `kc · panels · NR` values
+        for (kb, block) in dst.chunks_mut((KC * panels * NR).max(1)).enumerate() {
+            let k0 = kb * KC;
+            let kc = KC.min(k - k0);
+            block
+                .par_chunks_mut(kc * NR)
                 .enumerate()
                 .for_each(|(p, panel)| {
                     for j in 0..NR.min(n - p * NR) {
-                        let row = &w[(p * NR + j) * k..(p * NR + j + 1) * k];
+                        let row = &w[(p * NR + j) * k + k0..(p * NR + j) * k + k0 + kc];
                         for (s, &v) in row.iter().enumerate() {
                             panel[s * NR + j] = v;
                         }
@@ -210,6 +220,7 @@ unsafe fn block(
     let mrows = rows.len();
     let mpanels = mrows.div_ceil(MR);
     let panels = w.panels();
+    let npanels = n.div_ceil(NR);
     if abuf.len() < mpanels * MR * KC {
         abuf.resize(mpanels * MR * KC, 0.0);
     }
@@ -219,33 +230,42 @@ unsafe fn block(
         let kc = KC.min(k - k0);
         pack_x(&mut abuf[..mpanels * MR * kc], x, k, rows.clone(), k0, kc);
         let first = k0 == 0;
-        for p in cols.clone() {
-            let nr = NR.min(n - p * NR);
-            let wp = &panels[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR];
-            let b = if first {
-                bias.map(|b| &b[p * NR..p * NR + nr])
-            } else {
-                None
-            };
+        let wblock = &panels[k0 * npanels * NR..(k0 + kc) * npanels * NR];
+        // NC panels of W's block (kc · NC · NR values) stay in L2 while every x micro-panel
+        // (MR · kc, in L1) runs along them
+        let mut c0 = cols.start;
+        while c0 < cols.end {
+            let c1 = (c0 + NC).min(cols.end);
             for ip in 0..mpanels {
                 let r0 = rows.start + ip * MR;
                 let mr = MR.min(rows.end - r0);
-                // SAFETY: rows r0..r0+mr < m and columns p·NR..p·NR+nr ≤ n of y, which this
-                // task owns; the packed x panel holds MR·kc values, the W panel kc·NR.
-                unsafe {
-                    kernel(
-                        kc,
-                        abuf[ip * MR * kc..(ip + 1) * MR * kc].as_ptr(),
-                        wp.as_ptr(),
-                        out.0.add(r0 * n + p * NR),
-                        n,
-                        mr,
-                        nr,
-                        accumulate || !first,
-                        b,
-                    )
-                };
+                let xp = &abuf[ip * MR * kc..(ip + 1) * MR * kc];
+                for p in c0..c1 {
+                    let nr = NR.min(n - p * NR);
+                    let wp = &wblock[p * kc * NR..(p + 1) * kc * NR];
+                    let b = if first {
+                        bias.map(|b| &b[p * NR..p * NR + nr])
+                    } else {
+                        None
+                    };
+                    // SAFETY: rows r0..r0+mr < m and columns p·NR..p·NR+nr ≤ n of y, which
+                    // this task owns; the x panel holds MR·kc values, the W panel kc·NR.
+                    unsafe {
+                        kernel(
+                            kc,
+                            xp.as_ptr(),
+                            wp.as_ptr(),
+                            out.0.add(r0 * n + p * NR),
+                            n,
+                            mr,
+                            nr,
+                            accumulate || !first,
+                            b,
+                        )
+                    };
+                }
             }
+            c0 = c1;
         }
         k0 += kc;
         if k0 >= k {
@@ -307,6 +327,13 @@ unsafe fn kernel(
     bias: Option<&[f32]>,
 ) {
     use std::arch::x86_64::*;
+    // The tile is read (or written) at the end: start fetching its lines now, so that the
+    // epilogue does not wait on L3 or memory.
+    for i in 0..mr {
+        let p = c.wrapping_add(i * ldc).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(p);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for s in 0..kc {
         // SAFETY: s < kc, so b[s·NR .. s·NR + 32] and a[s·MR .. s·MR + MR] are in bounds.
