@@ -1,6 +1,6 @@
 //! Criterion benches of the CPU linear layer at SigLIP-base's shapes (batch 32 of 196 image
 //! tokens): the `gemm` crate on an unprepared weight against the packed GEMM
-//! (`src/backend/cpu_gemm.rs`) on the same weight after `prepare_linear_weight`, on one thread
+//! (`src/backend/cpu_gemm.rs`) on the same weight after `with_packed_gemm`, on one thread
 //! and on two. Throughput is in multiply-adds (criterion's "elements"), so `Melem/s` / 1000 is
 //! G multiply-adds/s. Each case alternates the two sides: old, new, then old and new again
 //! under `-rerun` names, so a burst of load from other processes shows up as a disagreement.
@@ -49,7 +49,7 @@ fn bench_linear(c: &mut Criterion) {
         for &(m, k, n, residual) in &shapes {
             let x = ops.upload(&pseudo(m * k, 1), m, k).unwrap();
             let plain = ops.upload(&pseudo(n * k, 2), n, k).unwrap();
-            let packed = ops.prepare_linear_weight(plain.clone()).unwrap();
+            let packed = plain.clone().with_packed_gemm();
             let b = ops.upload(&pseudo(n, 3), 1, n).unwrap();
             let mut acc = ops.upload(&pseudo(m * n, 4), m, n).unwrap();
             let mut g = c.benchmark_group(format!("linear/{threads}t/{m}x{k}x{n}"));

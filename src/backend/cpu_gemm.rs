@@ -7,10 +7,15 @@
 //! are packed once into the micro-kernel's panel layout and every forward streams them as they
 //! are.
 //!
+//! # Status: opt-in
+//! Measured on the 2-core AVX-512 development VM (BENCHMARKS.md, "Packed GEMM"), this kernel
+//! is still 5–20% slower than the `gemm` crate per CPU-second, so the model only uses it when
+//! `VLMPREP_CPU_GEMM=packed` is set; `CpuMatrix::with_packed_gemm` forces it (tests, bench).
+//!
 //! # Where the packed weight lives
 //! [`PackedWeight`] hangs off the CPU matrix type ([`CpuMatrix`](super::CpuMatrix)), in a
 //! private `Option<Arc<_>>` field that [`TensorOps::prepare_linear_weight`](super::TensorOps)
-//! fills at load. That trait method defaults to "return the matrix as it is", so the wgpu and
+//! fills at load (when enabled). That trait method defaults to "return the matrix as it is", so the wgpu and
 //! CUDA backends are untouched, and a CPU matrix that was never prepared (or a CPU without
 //! AVX-512F) goes through the `gemm` crate exactly as before. A cache keyed on the weight
 //! (its address) was the alternative; it was rejected because the buffer pool recycles
@@ -58,6 +63,13 @@ pub(crate) fn available() -> bool {
     {
         false
     }
+}
+
+/// Whether `VLMPREP_CPU_GEMM=packed` asks for this GEMM on the model's weights (and the CPU
+/// has AVX-512F). Off by default: on the development machine it is still slower than the
+/// `gemm` crate (BENCHMARKS.md, "Packed GEMM").
+pub(crate) fn enabled_by_env() -> bool {
+    available() && std::env::var("VLMPREP_CPU_GEMM").is_ok_and(|v| v == "packed")
 }
 
 /// A `[n, k]` weight in the micro-kernel's layout: panel `p` holds output columns

@@ -54,6 +54,19 @@ impl CpuMatrix {
         (self.rows, self.cols)
     }
 
+    /// This matrix with its values also packed for the CPU backend's own GEMM
+    /// (`backend/cpu_gemm.rs`), which `linear` and `linear_add_assign` then use when it is
+    /// their weight; unchanged on a CPU without AVX-512F. `prepare_linear_weight` does this
+    /// only when `VLMPREP_CPU_GEMM=packed` is set.
+    pub fn with_packed_gemm(mut self) -> Self {
+        if cpu_gemm::available() {
+            self.packed = Some(Arc::new(PackedWeight::pack(
+                &self.data, self.rows, self.cols,
+            )));
+        }
+        self
+    }
+
     /// Whether this matrix holds packed panels (prepared as a weight on an AVX-512 CPU).
     pub fn is_packed(&self) -> bool {
         self.packed.is_some()
@@ -229,9 +242,10 @@ impl TensorOps for CpuBackend {
         (m.rows, m.cols)
     }
 
-    fn prepare_linear_weight(&self, mut w: CpuMatrix) -> Result<CpuMatrix> {
-        if cpu_gemm::available() {
-            w.packed = Some(Arc::new(PackedWeight::pack(&w.data, w.rows, w.cols)));
+    fn prepare_linear_weight(&self, w: CpuMatrix) -> Result<CpuMatrix> {
+        // Opt-in: measured slower than the `gemm` crate so far (BENCHMARKS.md, "Packed GEMM").
+        if cpu_gemm::enabled_by_env() {
+            return Ok(w.with_packed_gemm());
         }
         Ok(w)
     }
@@ -679,7 +693,7 @@ mod tests {
         let x = m(&pseudo(n * k, 11), n, k);
         let w = m(&pseudo(out * k, 12), out, k);
         let b = m(&pseudo(out, 13), 1, out);
-        let p = CpuBackend.prepare_linear_weight(w.clone()).unwrap();
+        let p = w.clone().with_packed_gemm();
         assert_eq!(p, w, "same values");
         assert_eq!(p.is_packed(), cpu_gemm::available());
         let close = |a: &CpuMatrix, b: &CpuMatrix| {
