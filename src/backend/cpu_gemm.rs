@@ -32,7 +32,7 @@
 //! `KC`-step blocks; W is packed per panel of `NR` output columns, k-major, zero-padded to a
 //! multiple of `NR` columns, each k-block of all panels contiguous; x is packed per block of
 //! `MC` rows into `MR`-row panels (zero-padded) when the block is reached. For each column
-//! block of `NC` panels (its W stretch, 384 KiB, stays in L2), each x micro-panel
+//! block of `NC` panels (its W stretch, 192 KiB, stays in L2), each x micro-panel
 //! (`MR × KC`, 14 KiB, stays in L1) runs along the W micro-panels streaming from L2. Bias and
 //! the residual are added in the kernel's store at the first k-block; later blocks add onto
 //! the stored tile. Edge tiles store with masks and only their valid rows. rayon splits the
@@ -46,10 +46,10 @@ const MR: usize = 14;
 const NR: usize = 32;
 /// Steps of k per block: an x micro-panel is `KC · MR · 4` = 14 KiB (L1 is 48 KiB).
 const KC: usize = 256;
-/// Rows per block: the packed x block is `MC · KC · 4` = 224 KiB (in L2).
-const MC: usize = MR * 16;
-/// Panels of W per column block: its `KC` steps are `KC · NC · NR · 4` = 384 KiB (in L2).
-const NC: usize = 12;
+/// Rows per block: the packed x block is `MC · KC · 4` = 112 KiB (in L2).
+const MC: usize = MR * 8;
+/// Panels of W per column block: its `KC` steps are `KC · NC · NR · 4` = 192 KiB (in L2).
+const NC: usize = 6;
 /// Products below this many multiply-adds run on the calling thread.
 const PARALLEL_WORK: usize = 1 << 20;
 
