@@ -2,18 +2,26 @@
 //! projections and attention products, rayon over rows (or over sequences) for everything else.
 //! This is the reference the GPU backends are tested against, and it must also be fast.
 
+use std::sync::Arc;
+
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use super::CpuBackend;
 use super::buffer_pool;
+use super::cpu_gemm::{self, PackedWeight};
 use super::fast_math;
 use super::shapes;
 use super::tensor::{Activation, TensorOps};
 use crate::error::Result;
 
 /// A host matrix, row-major.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// A matrix prepared as a linear weight ([`TensorOps::prepare_linear_weight`]) also carries its
+/// panels for the packed GEMM ([`cpu_gemm`]); they are a copy of `data` in another layout, so
+/// a caller that changes `data` of a prepared weight by hand must prepare it again (the
+/// backend's own in-place ops drop the panels). Equality compares the values only.
+#[derive(Debug, Clone)]
 pub struct CpuMatrix {
     /// `rows × cols` values.
     pub data: Vec<f32>,
@@ -21,11 +29,54 @@ pub struct CpuMatrix {
     pub rows: usize,
     /// Number of columns.
     pub cols: usize,
+    /// `data` packed for [`cpu_gemm::linear`], when prepared as a weight on an AVX-512 CPU.
+    packed: Option<Arc<PackedWeight>>,
+}
+
+impl PartialEq for CpuMatrix {
+    fn eq(&self, other: &Self) -> bool {
+        (self.rows, self.cols) == (other.rows, other.cols) && self.data == other.data
+    }
 }
 
 impl CpuMatrix {
+    /// A matrix of `rows × cols` values (`data.len()` is the caller's to match).
+    pub fn new(data: Vec<f32>, rows: usize, cols: usize) -> Self {
+        CpuMatrix {
+            data,
+            rows,
+            cols,
+            packed: None,
+        }
+    }
+
     fn dims(&self) -> shapes::Dims {
         (self.rows, self.cols)
+    }
+
+    /// This matrix with its values also packed for the CPU backend's own GEMM
+    /// (`backend/cpu_gemm.rs`), which `linear` and `linear_add_assign` then use when it is
+    /// their weight; unchanged on a CPU without AVX-512F. `prepare_linear_weight` does this
+    /// only when `VLMPREP_CPU_GEMM=packed` is set.
+    pub fn with_packed_gemm(mut self) -> Self {
+        if cpu_gemm::available() {
+            self.packed = Some(Arc::new(PackedWeight::pack(
+                &self.data, self.rows, self.cols,
+            )));
+        }
+        self
+    }
+
+    /// Whether this matrix holds packed panels (prepared as a weight on an AVX-512 CPU).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// The packed panels, if prepared and still matching the shape.
+    fn packed_weight(&self) -> Option<&PackedWeight> {
+        self.packed
+            .as_deref()
+            .filter(|p| p.dims() == (self.rows, self.cols))
     }
 }
 
@@ -176,6 +227,7 @@ impl TensorOps for CpuBackend {
         let mut copy = buffer_pool::take_zeroed(data.len());
         copy.copy_from_slice(data);
         Ok(CpuMatrix {
+            packed: None,
             data: copy,
             rows,
             cols,
@@ -190,9 +242,33 @@ impl TensorOps for CpuBackend {
         (m.rows, m.cols)
     }
 
+    fn prepare_linear_weight(&self, w: CpuMatrix) -> Result<CpuMatrix> {
+        // Opt-in: measured slower than the `gemm` crate so far (BENCHMARKS.md, "Packed GEMM").
+        if cpu_gemm::enabled_by_env() {
+            return Ok(w.with_packed_gemm());
+        }
+        Ok(w)
+    }
+
     fn linear(&self, x: &CpuMatrix, w: &CpuMatrix, b: Option<&CpuMatrix>) -> Result<CpuMatrix> {
         let (n, out) = (x.rows, w.rows);
         shapes::linear(x.dims(), w.dims(), b.map(|b| b.data.len()))?;
+        if let Some(pw) = w.packed_weight() {
+            let mut y = buffer_pool::take_empty(n * out);
+            // every value is written by the GEMM (bias fused into its store), none read first
+            cpu_gemm::linear(
+                &mut y.spare_capacity_mut()[..n * out],
+                &x.data,
+                n,
+                pw,
+                b.map(|b| &b.data[..]),
+                false,
+            );
+            // SAFETY: `cpu_gemm::linear` wrote all n·out values (its contract when not
+            // accumulating), and the capacity holds them.
+            unsafe { y.set_len(n * out) };
+            return Ok(CpuMatrix::new(y, n, out));
+        }
         let mut y = match b {
             Some(b) => {
                 // every row starts as the bias, which the GEMM then accumulates onto: one
@@ -206,11 +282,7 @@ impl TensorOps for CpuBackend {
             None => buffer_pool::take_zeroed(n * out),
         };
         x_times_w_transposed(&mut y, x, w, b.is_some());
-        Ok(CpuMatrix {
-            data: y,
-            rows: n,
-            cols: out,
-        })
+        Ok(CpuMatrix::new(y, n, out))
     }
 
     fn linear_add_assign(
@@ -222,6 +294,19 @@ impl TensorOps for CpuBackend {
     ) -> Result<()> {
         let out = w.rows;
         shapes::linear_add_assign(acc.dims(), x.dims(), w.dims(), b.map(|b| b.data.len()))?;
+        acc.packed = None;
+        if let Some(pw) = w.packed_weight() {
+            // SAFETY: f32 and MaybeUninit<f32> have the same layout, and every value of `acc`
+            // is initialized, so viewing it as MaybeUninit and writing f32s keeps it valid.
+            let view = unsafe {
+                std::slice::from_raw_parts_mut(
+                    acc.data.as_mut_ptr().cast::<std::mem::MaybeUninit<f32>>(),
+                    acc.data.len(),
+                )
+            };
+            cpu_gemm::linear(view, &x.data, x.rows, pw, b.map(|b| &b.data[..]), true);
+            return Ok(());
+        }
         if let Some(b) = b {
             acc.data.par_chunks_mut(out.max(1)).for_each(|row| {
                 row.iter_mut().zip(&b.data).for_each(|(a, b)| *a += b);
@@ -265,6 +350,7 @@ impl TensorOps for CpuBackend {
                 });
         }
         Ok(CpuMatrix {
+            packed: None,
             data: y,
             rows: x.rows,
             cols: d,
@@ -272,6 +358,7 @@ impl TensorOps for CpuBackend {
     }
 
     fn activate(&self, x: &mut CpuMatrix, act: Activation) -> Result<()> {
+        x.packed = None;
         match act {
             Activation::GeluTanh => x
                 .data
@@ -287,6 +374,7 @@ impl TensorOps for CpuBackend {
 
     fn add_assign(&self, x: &mut CpuMatrix, y: &CpuMatrix) -> Result<()> {
         shapes::add(x.dims(), y.dims())?;
+        x.packed = None;
         x.data
             .par_chunks_mut(4096)
             .zip(y.data.par_chunks(4096))
@@ -296,6 +384,7 @@ impl TensorOps for CpuBackend {
 
     fn add_periodic_rows(&self, x: &mut CpuMatrix, table: &CpuMatrix) -> Result<()> {
         shapes::periodic_rows(x.dims(), table.dims())?;
+        x.packed = None;
         let period = table.data.len();
         if period > 0 {
             x.data
@@ -314,6 +403,7 @@ impl TensorOps for CpuBackend {
             data.extend_from_slice(&table.data[id * d..(id + 1) * d]);
         }
         Ok(CpuMatrix {
+            packed: None,
             data,
             rows: ids.len(),
             cols: d,
@@ -335,6 +425,7 @@ impl TensorOps for CpuBackend {
             data.extend_from_slice(&x.data[r * d..(r + 1) * d]);
         }
         Ok(CpuMatrix {
+            packed: None,
             data,
             rows: count,
             cols: d,
@@ -354,6 +445,7 @@ impl TensorOps for CpuBackend {
         let mut out = buffer_pool::take_zeroed(batch * seq * dim);
         if batch == 0 || seq == 0 {
             return Ok(CpuMatrix {
+                packed: None,
                 data: out,
                 rows: 0,
                 cols: dim,
@@ -411,6 +503,7 @@ impl TensorOps for CpuBackend {
                 }
             });
         Ok(CpuMatrix {
+            packed: None,
             data: out,
             rows: batch * seq,
             cols: dim,
@@ -433,6 +526,7 @@ impl TensorOps for CpuBackend {
         let mut out = buffer_pool::take_zeroed(batch * dim);
         if dim == 0 {
             return Ok(CpuMatrix {
+                packed: None,
                 data: out,
                 rows: batch,
                 cols: dim,
@@ -457,6 +551,7 @@ impl TensorOps for CpuBackend {
             }
         });
         Ok(CpuMatrix {
+            packed: None,
             data: out,
             rows: batch,
             cols: dim,
@@ -480,6 +575,7 @@ impl TensorOps for CpuBackend {
         let mut data = buffer_pool::take_zeroed(images.rows * gy * gx * cols);
         if cols == 0 || data.is_empty() {
             return Ok(CpuMatrix {
+                packed: None,
                 data,
                 rows: images.rows * gy * gx,
                 cols,
@@ -501,6 +597,7 @@ impl TensorOps for CpuBackend {
                 }
             });
         Ok(CpuMatrix {
+            packed: None,
             data,
             rows: images.rows * gy * gx,
             cols,
@@ -588,6 +685,56 @@ mod tests {
                 .is_err()
         );
         assert_eq!(wrong, before);
+    }
+
+    #[test]
+    fn a_prepared_weight_gives_the_same_linear_and_loses_its_panels_when_changed() {
+        let (n, k, out) = (45, 70, 37);
+        let x = m(&pseudo(n * k, 11), n, k);
+        let w = m(&pseudo(out * k, 12), out, k);
+        let b = m(&pseudo(out, 13), 1, out);
+        let p = w.clone().with_packed_gemm();
+        assert_eq!(p, w, "same values");
+        assert_eq!(p.is_packed(), cpu_gemm::available());
+        let close = |a: &CpuMatrix, b: &CpuMatrix| {
+            assert_eq!((a.rows, a.cols), (b.rows, b.cols));
+            let worst = a
+                .data
+                .iter()
+                .zip(&b.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-4, "{worst}");
+        };
+        close(
+            &CpuBackend.linear(&x, &p, Some(&b)).unwrap(),
+            &CpuBackend.linear(&x, &w, Some(&b)).unwrap(),
+        );
+        close(
+            &CpuBackend.linear(&x, &p, None).unwrap(),
+            &CpuBackend.linear(&x, &w, None).unwrap(),
+        );
+        let start = m(&pseudo(n * out, 14), n, out);
+        let (mut a, mut r) = (start.clone(), start);
+        CpuBackend
+            .linear_add_assign(&mut a, &x, &p, Some(&b))
+            .unwrap();
+        CpuBackend
+            .linear_add_assign(&mut r, &x, &w, Some(&b))
+            .unwrap();
+        close(&a, &r);
+        // shapes that do not line up are still errors on the packed path
+        assert!(CpuBackend.linear(&m(&[1.0; 6], 2, 3), &p, None).is_err());
+        // an in-place op changes the values: the panels must not answer for them any more
+        let mut changed = p.clone();
+        CpuBackend
+            .activate(&mut changed, Activation::GeluTanh)
+            .unwrap();
+        assert!(!changed.is_packed());
+        let want = CpuBackend
+            .linear(&x, &m(&changed.data, out, k), None)
+            .unwrap();
+        close(&CpuBackend.linear(&x, &changed, None).unwrap(), &want);
     }
 
     #[test]

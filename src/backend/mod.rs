@@ -5,6 +5,7 @@
 
 mod buffer_pool;
 pub mod cpu;
+mod cpu_gemm;
 mod cpu_tensor;
 #[cfg(feature = "cuda")]
 pub mod cuda;

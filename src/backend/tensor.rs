@@ -32,6 +32,14 @@ pub trait TensorOps: Sync {
     /// `(rows, cols)` of a matrix.
     fn dims(&self, m: &Self::Matrix) -> (usize, usize);
 
+    /// Readies a `[out, in]` matrix that will only ever be the `w` of [`linear`](Self::linear)
+    /// and [`linear_add_assign`](Self::linear_add_assign) (a model's weight, at load). The
+    /// default returns it as it is; the CPU backend can pack it for its own GEMM (opt-in). The result is
+    /// still an ordinary matrix of the same values for every other op.
+    fn prepare_linear_weight(&self, w: Self::Matrix) -> Result<Self::Matrix> {
+        Ok(w)
+    }
+
     /// `x · wᵀ + b` for `x [n, in]`, `w [out, in]`, `b [1, out]`.
     fn linear(
         &self,

@@ -33,7 +33,7 @@ impl<'a, B: TensorOps> Loader<'a, B> {
         self.matrix(name, &[n], 1, n)
     }
 
-    /// A `[out, in]` linear weight.
+    /// A `[out, in]` matrix (an embedding table; linear weights go through [`Linear::new`]).
     fn weight(&self, name: &str, out: usize, inp: usize) -> Result<B::Matrix> {
         self.matrix(name, &[out, inp], out, inp)
     }
@@ -64,16 +64,25 @@ struct Linear<M> {
 }
 
 impl<M> Linear<M> {
+    /// A layer of weight `w` (readied for the backend's GEMM) and bias `b`.
+    fn new<B: TensorOps<Matrix = M>>(ops: &B, w: M, b: M) -> Result<Self> {
+        Ok(Linear {
+            w: ops.prepare_linear_weight(w)?,
+            b,
+        })
+    }
+
     fn load<B: TensorOps<Matrix = M>>(
         l: &Loader<B>,
         prefix: &str,
         out: usize,
         inp: usize,
     ) -> Result<Self> {
-        Ok(Linear {
-            w: l.weight(&format!("{prefix}.weight"), out, inp)?,
-            b: l.row(&format!("{prefix}.bias"), out)?,
-        })
+        Linear::new(
+            l.ops,
+            l.weight(&format!("{prefix}.weight"), out, inp)?,
+            l.row(&format!("{prefix}.bias"), out)?,
+        )
     }
 
     fn forward<B: TensorOps<Matrix = M>>(&self, ops: &B, x: &M) -> Result<M> {
@@ -178,10 +187,11 @@ impl<M> Encoder<M> {
                 let proj = |s: &str, kind: &str| format!("{p}.self_attn.{s}_proj.{kind}");
                 Ok(Layer {
                     norm1: Norm::load(l, &format!("{p}.layer_norm1"), d, t.layer_norm_eps)?,
-                    qkv: Linear {
-                        w: l.stacked(&["q", "k", "v"].map(|s| proj(s, "weight")), d, d)?,
-                        b: l.stacked(&["q", "k", "v"].map(|s| proj(s, "bias")), d, 1)?,
-                    },
+                    qkv: Linear::new(
+                        l.ops,
+                        l.stacked(&["q", "k", "v"].map(|s| proj(s, "weight")), d, d)?,
+                        l.stacked(&["q", "k", "v"].map(|s| proj(s, "bias")), d, 1)?,
+                    )?,
                     out: Linear::load(l, &format!("{p}.self_attn.out_proj"), d, d)?,
                     norm2: Norm::load(l, &format!("{p}.layer_norm2"), d, t.layer_norm_eps)?,
                     mlp: Mlp::load(l, &format!("{p}.mlp"), t)?,
@@ -243,15 +253,16 @@ impl<M> VisionTower<M> {
         let cols = v.num_channels * p * p;
         let n_pos = v.grid() * v.grid();
         let pre = "vision_model";
-        let patch = Linear {
-            w: l.matrix(
+        let patch = Linear::new(
+            ops,
+            l.matrix(
                 &format!("{pre}.embeddings.patch_embedding.weight"),
                 &[d, v.num_channels, p, p],
                 d,
                 cols,
             )?,
-            b: l.row(&format!("{pre}.embeddings.patch_embedding.bias"), d)?,
-        };
+            l.row(&format!("{pre}.embeddings.patch_embedding.bias"), d)?,
+        )?;
         let positions = l.weight(
             &format!("{pre}.embeddings.position_embedding.weight"),
             n_pos,
@@ -269,10 +280,11 @@ impl<M> VisionTower<M> {
             b: ops.upload(&in_b[..d], 1, d)?,
         };
         let probe_query = q_proj.forward(ops, &probe)?;
-        let head_kv = Linear {
-            w: ops.upload(&in_w[d * d..], 2 * d, d)?,
-            b: ops.upload(&in_b[d..], 1, 2 * d)?,
-        };
+        let head_kv = Linear::new(
+            ops,
+            ops.upload(&in_w[d * d..], 2 * d, d)?,
+            ops.upload(&in_b[d..], 1, 2 * d)?,
+        )?;
         Ok(VisionTower {
             patch,
             positions,
