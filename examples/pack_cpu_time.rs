@@ -63,8 +63,15 @@ fn main() -> Result<(), String> {
         let mut last = None;
         for _ in 0..repeats {
             let t0 = thread_cpu_seconds();
-            let plan = plan_packs(&costs, limits, Algo::Bfd, OversizePolicy::Alone, &|_| None, 1)
-                .map_err(|e| e.to_string())?;
+            let plan = plan_packs(
+                &costs,
+                limits,
+                Algo::Bfd,
+                OversizePolicy::Alone,
+                &|_| None,
+                1,
+            )
+            .map_err(|e| e.to_string())?;
             times.push(thread_cpu_seconds() - t0);
             // Dropped outside the timed span, as a trainer keeps its plan.
             last = Some(plan);

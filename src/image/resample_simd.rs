@@ -45,7 +45,7 @@
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::fir_fixed::{FixedAxis, fixed_axis_into};
-use crate::image::resize::{Region, ResizeFilter, overread_band, source_crop};
+use crate::image::resize::{Region, ResizeFilter, check_region, overread_band, source_crop};
 
 /// How many axes the cache keeps: InternVL's largest grid has 12 columns or rows, plus the
 /// thumbnail's two axes.
@@ -202,22 +202,7 @@ impl Resampler {
         filter: ResizeFilter,
         dst: &mut [u8],
     ) -> Result<()> {
-        let (full_w, full_h) = full;
-        if src.width == 0 || src.height == 0 || full_w == 0 || full_h == 0 {
-            return Err(Error::Resize(format!(
-                "cannot resize {}x{} to {full_w}x{full_h}",
-                src.width, src.height
-            )));
-        }
-        if region.width == 0
-            || region.height == 0
-            || u64::from(region.x) + u64::from(region.width) > u64::from(full_w)
-            || u64::from(region.y) + u64::from(region.height) > u64::from(full_h)
-        {
-            return Err(Error::Resize(format!(
-                "region {region:?} lies outside the {full_w}x{full_h} output"
-            )));
-        }
+        check_region(src, full, region)?;
         let stride = 3 * src.width as usize;
         if src.data.len() != stride * src.height as usize {
             return Err(Error::Resize(format!(

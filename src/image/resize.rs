@@ -69,6 +69,28 @@ pub fn resize_region_into(
     resampler.resize_region(src, full, region, filter, dst)
 }
 
+/// The errors both resize paths give before any work: an empty source or output, or a region
+/// not inside the output.
+pub(crate) fn check_region(src: &RgbImage, full: (u32, u32), region: Region) -> Result<()> {
+    let (full_w, full_h) = full;
+    if src.width == 0 || src.height == 0 || full_w == 0 || full_h == 0 {
+        return Err(Error::Resize(format!(
+            "cannot resize {}x{} to {full_w}x{full_h}",
+            src.width, src.height
+        )));
+    }
+    if region.width == 0
+        || region.height == 0
+        || u64::from(region.x) + u64::from(region.width) > u64::from(full_w)
+        || u64::from(region.y) + u64::from(region.height) > u64::from(full_h)
+    {
+        return Err(Error::Resize(format!(
+            "region {region:?} lies outside the {full_w}x{full_h} output"
+        )));
+    }
+    Ok(())
+}
+
 /// [`resize_region_into`] through fast_image_resize (the reference; the CPU backend's resize
 /// before this crate had its own kernels).
 ///
@@ -81,22 +103,7 @@ pub fn resize_region_into_fir(
     filter: ResizeFilter,
     dst: &mut [u8],
 ) -> Result<()> {
-    let (full_w, full_h) = full;
-    if src.width == 0 || src.height == 0 || full_w == 0 || full_h == 0 {
-        return Err(Error::Resize(format!(
-            "cannot resize {}x{} to {full_w}x{full_h}",
-            src.width, src.height
-        )));
-    }
-    if region.width == 0
-        || region.height == 0
-        || region.x + region.width > full_w
-        || region.y + region.height > full_h
-    {
-        return Err(Error::Resize(format!(
-            "region {region:?} lies outside the {full_w}x{full_h} output"
-        )));
-    }
+    check_region(src, full, region)?;
     if let Some(band) = overread_band(src.width, src.height, full, region, filter) {
         // fast_image_resize would read one pixel past its intermediate rows for this crop
         // (see `fir_fixed::crop_overreads`): resize the full-width band of rows instead, whose

@@ -1034,6 +1034,16 @@ mod tests {
         (c, limits)
     }
 
+    /// Items numbered in order, tokens primary.
+    fn items_of(c: &[(u32, u32)]) -> Vec<Item> {
+        let item = |(i, &(p, s)): (usize, _)| Item {
+            idx: i as u32,
+            p,
+            s,
+        };
+        c.iter().enumerate().map(item).collect()
+    }
+
     #[test]
     fn tree_gives_the_exact_best_fit() {
         // The tokens-primary run counts exactly the bins of the naive BFD: bins with equal rooms
@@ -1041,15 +1051,7 @@ mod tests {
         let mut r = crate::pack::rng::SplitMix64::new(11);
         for _ in 0..300 {
             let (c, limits) = random_case(&mut r);
-            let items: Vec<Item> = c
-                .iter()
-                .enumerate()
-                .map(|(i, &(p, s))| Item {
-                    idx: i as u32,
-                    p,
-                    s,
-                })
-                .collect();
+            let items = items_of(&c);
             let sum_s: u64 = c.iter().map(|x| u64::from(x.1)).sum();
             let d = Dims {
                 cap: (limits.tokens, limits.tiles),
@@ -1091,15 +1093,7 @@ mod tests {
         let mut r = crate::pack::rng::SplitMix64::new(3);
         for case in 0..200 {
             let (c, limits) = random_case(&mut r);
-            let items: Vec<Item> = c
-                .iter()
-                .enumerate()
-                .map(|(i, &(p, s))| Item {
-                    idx: i as u32,
-                    p,
-                    s,
-                })
-                .collect();
+            let items = items_of(&c);
             let swap = case % 2 == 1;
             let (cap, max) = if swap {
                 let m = (
