@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use vlmprep::pack::{
-    Algo, Cost, Limits, OnlinePacker, OversizePolicy, PackPlan, Placement, plan_packs,
+    Algo, Cost, Limits, OnlinePacker, OversizePolicy, PackList, PackPlan, Placement, plan_packs,
 };
 
 fn algo() -> impl Strategy<Value = Algo> {
@@ -54,7 +54,7 @@ fn check(plan: &PackPlan, costs: &[Cost], limits: Limits, policy: OversizePolicy
             "not ascending: {pack:?}"
         );
         let (mut tok, mut til) = (0u64, 0u64);
-        for &s in &pack.samples {
+        for &s in pack.samples {
             let i = s as usize;
             seen[i] += 1;
             assert_eq!(plan.placements[i].pack(), Some(p as u32), "sample {i}");
@@ -127,8 +127,8 @@ proptest! {
         let trunc = truncate_for(&costs, limits);
         let pa = plan_packs(&costs, limits, Algo::Bfd, policy, &trunc, a).unwrap();
         let pb = plan_packs(&costs, limits, Algo::Bfd, policy, &trunc, b).unwrap();
-        let mut sa = pa.packs.clone();
-        let mut sb = pb.packs.clone();
+        let mut sa: Vec<_> = pa.packs.iter().collect();
+        let mut sb: Vec<_> = pb.packs.iter().collect();
         sa.sort_by(|x, y| x.samples.cmp(&y.samples));
         sb.sort_by(|x, y| x.samples.cmp(&y.samples));
         prop_assert_eq!(sa, sb);
@@ -137,12 +137,15 @@ proptest! {
     #[test]
     fn online_packer_holds_at_most_its_buffer(costs in costs(), limits in limits(), buffer in 1usize..20) {
         let mut p = OnlinePacker::new(limits, buffer).unwrap();
-        let mut n = 0;
+        let mut out = PackList::new();
         for (i, &c) in costs.iter().enumerate() {
-            n += p.push(i as u32, c).map_or(0, |pack| pack.samples.len());
+            let before = out.len();
+            let emitted = p.push(i as u32, c, &mut out);
+            prop_assert_eq!(emitted, out.len() == before + 1);
             prop_assert!(p.len() < buffer);
         }
-        n += p.finish().iter().map(|pack| pack.samples.len()).sum::<usize>();
-        prop_assert_eq!(n, costs.len());
+        p.finish(&mut out);
+        prop_assert!(p.is_empty());
+        prop_assert_eq!(out.total_members(), costs.len());
     }
 }

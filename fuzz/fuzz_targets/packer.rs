@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!pack.samples.is_empty());
         assert!(pack.samples.windows(2).all(|w| w[0] < w[1]));
         let (mut tok, mut til) = (0u64, 0u64);
-        for &s in &pack.samples {
+        for &s in pack.samples {
             let i = s as usize;
             assert!(!seen[i], "sample {i} twice");
             seen[i] = true;

@@ -9,7 +9,7 @@
 //! room. [`pack`] runs a few (primary, order) candidates and keeps the best.
 
 use super::max_tree::MaxTree;
-use super::{Entry, Limits, Pack, rng};
+use super::{Entry, Limits, PackList, rng};
 
 /// Capacities above 2^16 share leaves (buckets); the bucket holding the query is then checked
 /// bin by bin, so answers stay exact, only "tightest" becomes approximate inside a bucket. The
@@ -697,7 +697,7 @@ struct Candidate {
 /// Speed (issue 3): a candidate stops as soon as it holds as many bins as the best so far (it
 /// could not win), and the candidates share their sort buffers and reuse a loser's order and bin
 /// buffers; none of this changes which candidate wins or its bins.
-pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> Vec<Pack> {
+pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, Vec<u32>) {
     let (mut sum_tok, mut sum_til) = (0u128, 0u128);
     let mut fit: Vec<Item> = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
@@ -804,7 +804,7 @@ fn assemble(
     r: &Run,
     cap: (u32, u32),
     tiles_primary: bool,
-) -> Vec<Pack> {
+) -> (PackList, Vec<u32>) {
     let live: Vec<u32> = (0..r.bins.len() as u32)
         .filter(|&b| !r.gone[b as usize])
         .collect();
@@ -868,14 +868,7 @@ fn assemble(
             fill[p as usize] += 1;
         }
     }
-    start
-        .windows(2)
-        .zip(&cost_at)
-        .map(|(w, &(tokens, tiles, oversize))| {
-            let samples = members[w[0] as usize..w[1] as usize].to_vec();
-            Pack::new(samples, (u64::from(tokens), u64::from(tiles)), oversize)
-        })
-        .collect()
+    (PackList::from_parts(cost_at, start, members), pack_of)
 }
 
 #[cfg(test)]
@@ -884,16 +877,23 @@ mod tests {
     use crate::pack::Cost;
 
     /// [`super::pack`] with the shuffle undone: packs in creation order.
-    fn pack(entries: &[Entry], limits: Limits) -> Vec<Pack> {
+    fn pack(entries: &[Entry], limits: Limits) -> PackList {
         const SEED: u64 = 9;
-        let shuffled = super::pack(entries, limits, SEED);
+        let (shuffled, _) = super::pack(entries, limits, SEED);
         let mut order: Vec<usize> = (0..shuffled.len()).collect();
         rng::shuffle(&mut order, SEED);
-        let mut created = vec![None; shuffled.len()];
-        for (p, k) in shuffled.into_iter().zip(order) {
-            created[k] = Some(p);
+        // Creation index -> position in the shuffled plan.
+        let mut at = vec![0; shuffled.len()];
+        for (pos, &k) in order.iter().enumerate() {
+            at[k] = pos;
         }
-        created.into_iter().flatten().collect()
+        let mut created = PackList::new();
+        for &pos in &at {
+            let p = shuffled.get(pos).expect("a position of the plan");
+            let cost = (u64::from(p.tokens), u64::from(p.tiles));
+            created.push(p.samples, cost, p.oversize);
+        }
+        created
     }
 
     fn fits(v: &[(u32, u32)]) -> Vec<Entry> {
@@ -915,9 +915,10 @@ mod tests {
                 tiles: 8,
             },
         );
-        let members: Vec<&[u32]> = packs.iter().map(|p| p.samples.as_slice()).collect();
+        let members: Vec<&[u32]> = packs.iter().map(|p| p.samples).collect();
         assert_eq!(members, vec![&[0][..], &[1, 2][..]]);
-        assert_eq!((packs[1].tokens, packs[1].tiles), (16, 3));
+        let second = packs.get(1).unwrap();
+        assert_eq!((second.tokens, second.tiles), (16, 3));
     }
 
     #[test]
@@ -925,7 +926,7 @@ mod tests {
         // 6 and 4 open two bins (room 4 and 6); 4 goes into the one with room 4.
         let entries = fits(&[(6, 0), (7, 0), (4, 0)]);
         let packs = pack(&entries, Limits::tokens_only(10));
-        let members: Vec<&[u32]> = packs.iter().map(|p| p.samples.as_slice()).collect();
+        let members: Vec<&[u32]> = packs.iter().map(|p| p.samples).collect();
         assert_eq!(members, vec![&[1][..], &[0, 2][..]]);
     }
 
@@ -970,7 +971,7 @@ mod tests {
         assert!(
             packs
                 .iter()
-                .any(|p| p.samples == vec![1, 2, 3] && p.tokens == limits.tokens)
+                .any(|p| p.samples == [1, 2, 3] && p.tokens == limits.tokens)
         );
     }
 

@@ -26,6 +26,7 @@ mod bfd_reference;
 mod max_tree;
 mod online;
 mod ordered;
+mod pack_list;
 pub mod rng;
 pub mod sample_cost;
 mod sample_json;
@@ -37,6 +38,7 @@ pub use balance::{
     spread_bound, step_spread,
 };
 pub use online::OnlinePacker;
+pub use pack_list::{Pack, PackList, Packs};
 
 use crate::error::{Error, Result};
 
@@ -160,39 +162,11 @@ impl Placement {
     }
 }
 
-/// One packed sequence.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct Pack {
-    /// Sample indices, ascending.
-    pub samples: Vec<u32>,
-    /// Σ tokens of the members (truncated cost for truncated samples).
-    pub tokens: u32,
-    /// Σ tiles of the members.
-    pub tiles: u32,
-    /// A single sample over a limit ([`OversizePolicy::Alone`]); every other pack respects both
-    /// limits.
-    pub oversize: bool,
-}
-
-impl Pack {
-    /// A pack of `samples` (any order; sorted here) whose summed cost is `cost`.
-    fn new(mut samples: Vec<u32>, cost: (u64, u64), oversize: bool) -> Self {
-        samples.sort_unstable();
-        // Non-oversize sums are bounded by the u32 limits; an oversize pack has one sample.
-        Self {
-            samples,
-            tokens: u32::try_from(cost.0).unwrap_or(u32::MAX),
-            tiles: u32::try_from(cost.1).unwrap_or(u32::MAX),
-            oversize,
-        }
-    }
-}
-
 /// The result of [`plan_packs`]: the packs in output order and where each sample went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackPlan {
     /// Packs in the order a trainer should consume them.
-    pub packs: Vec<Pack>,
+    pub packs: PackList,
     /// `placements[i]` says where sample `i` went.
     pub placements: Vec<Placement>,
 }
@@ -272,32 +246,32 @@ pub fn plan_packs(
         })
         .collect();
 
-    let packs = match algo {
+    let (packs, pack_of) = match algo {
+        // Bfd knows each sample's pack from its own assembly.
         Algo::Bfd => bfd::pack(&entries, limits, seed),
         Algo::Online { buffer } => {
             let mut packer = OnlinePacker::new(limits, buffer)?;
-            let mut packs = Vec::new();
+            let mut packs = PackList::new();
             for (i, e) in entries.iter().enumerate() {
                 let cost = match *e {
                     Entry::Fits(c) | Entry::Alone(c) => c,
                     Entry::Dropped => continue,
                 };
-                packs.extend(packer.push(i as u32, cost));
+                packer.push(i as u32, cost, &mut packs);
             }
-            packs.extend(packer.finish());
-            packs
+            packer.finish(&mut packs);
+            let of = pack_of_samples(&packs, costs.len());
+            (packs, of)
         }
-        Algo::Ordered => ordered::pack(&entries, limits),
+        Algo::Ordered => {
+            let packs = ordered::pack(&entries, limits);
+            let of = pack_of_samples(&packs, costs.len());
+            (packs, of)
+        }
     };
 
-    // Pack of each sample first (one scattered write each), then the placements in sample order:
-    // reading entries and costs in pack order instead costs a cache miss per sample on big plans.
-    let mut pack_of = vec![u32::MAX; costs.len()];
-    for (p, pack) in packs.iter().enumerate() {
-        for &s in &pack.samples {
-            pack_of[s as usize] = p as u32;
-        }
-    }
+    // The placements in sample order, from the pack of each sample: reading entries and costs in
+    // pack order instead costs a cache miss per sample on big plans.
     let placements = pack_of
         .iter()
         .zip(&entries)
@@ -311,6 +285,17 @@ pub fn plan_packs(
         })
         .collect();
     Ok(PackPlan { packs, placements })
+}
+
+/// The pack of each of `n` samples (`u32::MAX`: in none), one scattered write per member.
+fn pack_of_samples(packs: &PackList, n: usize) -> Vec<u32> {
+    let mut pack_of = vec![u32::MAX; n];
+    for (p, pack) in packs.iter().enumerate() {
+        for &s in pack.samples {
+            pack_of[s as usize] = p as u32;
+        }
+    }
+    pack_of
 }
 
 #[cfg(test)]
@@ -448,7 +433,7 @@ mod tests {
                 panic!("{:?}", t.placements[1]);
             };
             assert_eq!(cost, c(10, 1));
-            assert_eq!(t.packs[pack as usize].samples, vec![1]);
+            assert_eq!(t.packs.get(pack as usize).unwrap().samples, [1]);
             assert_eq!(t.placements[2], Placement::Dropped);
 
             let alone =
@@ -457,8 +442,8 @@ mod tests {
                 let Placement::Alone { pack } = alone.placements[i] else {
                     panic!("{:?}", alone.placements[i]);
                 };
-                let p = &alone.packs[pack as usize];
-                assert!(p.oversize && p.samples == vec![i as u32]);
+                let p = alone.packs.get(pack as usize).unwrap();
+                assert!(p.oversize && p.samples == [i as u32]);
                 assert_eq!((p.tokens, p.tiles), (costs[i].tokens, costs[i].tiles));
             }
             assert_eq!(alone.packs.iter().filter(|p| p.oversize).count(), 2);
@@ -480,7 +465,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let members: Vec<Vec<u32>> = plan.packs.iter().map(|p| p.samples.clone()).collect();
+        let members: Vec<Vec<u32>> = plan.packs.iter().map(|p| p.samples.to_vec()).collect();
         // 6+3 then 2 does not fit tokens; 2+1(3 tiles) then 1(2 tiles) does not fit tiles;
         // 1+9 fills the last pack exactly.
         assert_eq!(members, vec![vec![0, 1], vec![2, 3], vec![4, 5]]);

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Cost, Limits, Pack};
+use super::{Cost, Limits, PackList};
 use crate::error::{Error, Result};
 
 /// Streaming packer; see the module docs. Oversize samples (over a limit on their own) are
@@ -59,12 +59,14 @@ impl OnlinePacker {
         self.alive.is_empty()
     }
 
-    /// Adds sample `index` of cost `cost`; returns the pack this completes, if any: the sample
-    /// alone when it is over a limit, or a greedy pack when the buffer is full.
-    pub fn push(&mut self, index: u32, cost: Cost) -> Option<Pack> {
+    /// Adds sample `index` of cost `cost`; appends the pack this completes, if any, to `out`
+    /// (the sample alone when it is over a limit, or a greedy pack when the buffer is full) and
+    /// says whether it did.
+    pub fn push(&mut self, index: u32, cost: Cost, out: &mut PackList) -> bool {
         if !cost.fits(self.limits) {
             let sums = (u64::from(cost.tokens), u64::from(cost.tiles));
-            return Some(Pack::new(vec![index], sums, true));
+            out.push_one(index, sums, true);
+            return true;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -73,16 +75,18 @@ impl OnlinePacker {
         // Arrival numbers grow, so (tokens, seq) lands after every equal-token entry.
         let at = list.partition_point(|&(t, _)| t <= cost.tokens);
         list.insert(at, (cost.tokens, seq));
-        (self.alive.len() >= self.capacity).then(|| self.emit())
+        let full = self.alive.len() >= self.capacity;
+        if full {
+            self.emit(out);
+        }
+        full
     }
 
-    /// Emits the packs of everything still buffered.
-    pub fn finish(&mut self) -> Vec<Pack> {
-        let mut out = Vec::new();
+    /// Appends the packs of everything still buffered to `out`.
+    pub fn finish(&mut self, out: &mut PackList) {
         while !self.alive.is_empty() {
-            out.push(self.emit());
+            self.emit(out);
         }
-        out
     }
 
     fn take(&mut self, seq: u64) -> Option<(u32, Cost)> {
@@ -97,8 +101,8 @@ impl OnlinePacker {
         Some((index, cost))
     }
 
-    /// Builds one pack from the buffer (which must not be empty).
-    fn emit(&mut self) -> Pack {
+    /// Builds one pack from the buffer (which must not be empty) and appends it to `out`.
+    fn emit(&mut self, out: &mut PackList) {
         let (l, t) = (self.limits.tokens, self.limits.tiles);
         // A "none" limit gets no weight: only the other dimension steers.
         let wt = if l == u32::MAX {
@@ -151,7 +155,7 @@ impl OnlinePacker {
                 None => break,
             }
         }
-        Pack::new(samples, sums, false)
+        out.push(&samples, sums, false);
     }
 }
 
@@ -169,14 +173,16 @@ mod tests {
             3,
         )
         .unwrap();
-        let mut packs = Vec::new();
+        let mut packs = PackList::new();
         for i in 0..20u32 {
-            packs.extend(p.push(i, Cost::new(1 + i % 7, i % 3)));
+            let before = packs.len();
+            let emitted = p.push(i, Cost::new(1 + i % 7, i % 3), &mut packs);
+            assert_eq!(emitted, packs.len() == before + 1);
             assert!(p.len() < 3);
         }
-        packs.extend(p.finish());
+        p.finish(&mut packs);
         assert!(p.is_empty());
-        let mut all: Vec<u32> = packs.iter().flat_map(|p| p.samples.clone()).collect();
+        let mut all: Vec<u32> = packs.iter().flat_map(|p| p.samples.to_vec()).collect();
         all.sort_unstable();
         assert_eq!(all, (0..20).collect::<Vec<_>>());
         assert!(packs.iter().all(|p| p.tokens <= 10 && p.tiles <= 4));
@@ -200,11 +206,11 @@ mod tests {
             Cost::new(60, 2),
             Cost::new(60, 2),
         ];
-        let mut packs = Vec::new();
+        let mut packs = PackList::new();
         for (i, &c) in costs.iter().enumerate() {
-            packs.extend(p.push(i as u32, c));
+            p.push(i as u32, c, &mut packs);
         }
-        packs.extend(p.finish());
+        p.finish(&mut packs);
         assert_eq!(packs.len(), 2);
         assert!(
             packs.iter().all(|p| p.tokens == 100 && p.tiles == 10),
@@ -215,9 +221,11 @@ mod tests {
     #[test]
     fn oversize_is_emitted_alone_at_once() {
         let mut p = OnlinePacker::new(Limits::tokens_only(10), 4).unwrap();
-        assert!(p.push(0, Cost::new(3, 0)).is_none());
-        let alone = p.push(1, Cost::new(11, 0)).unwrap();
-        assert!(alone.oversize && alone.samples == vec![1]);
+        let mut out = PackList::new();
+        assert!(!p.push(0, Cost::new(3, 0), &mut out));
+        assert!(p.push(1, Cost::new(11, 0), &mut out));
+        let alone = out.get(0).unwrap();
+        assert!(out.len() == 1 && alone.oversize && alone.samples == [1]);
         assert_eq!(p.len(), 1);
     }
 }
