@@ -519,7 +519,7 @@ mod tests {
     fn worst_step_meets_the_target_where_the_bound_allows() {
         let model = CostModel::default();
         let mut checked = 0;
-        for seed in 0..6 {
+        for seed in 0..10 {
             let (costs, p) = realistic(20_000, seed);
             let pc = pack_costs(&p, &costs, &model);
             let steps = balance_steps(&p, &costs, &model, 8, seed);

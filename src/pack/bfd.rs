@@ -1,6 +1,7 @@
 //! Offline best-fit-decreasing over two limits (tokens and tiles) in O(n log L).
 //!
-//! One dimension is "primary". Items go in a decreasing size order (ties: lower index first).
+//! One dimension is "primary". Items go in a decreasing size order (equal keys: larger primary,
+//! then larger secondary size first; equal sizes: lower index first).
 //! Each goes into the open bin with the least primary room that still holds it in BOTH
 //! dimensions; among bins with that same primary room, the one with the least secondary room that
 //! fits. A segment tree indexed by remaining primary capacity answers that: each leaf holds the
@@ -329,10 +330,15 @@ fn run(
     give_up: usize,
 ) -> Result<(Run, CapacityTree), Vec<u32>> {
     let mut tree = CapacityTree::new(d.cap, d.ignore_s);
+    // Where cells are exact, a bin that took an item and still holds another of the same sizes
+    // is that item's best fit again: it was the tightest that fitted, and it only got tighter.
+    // A run of equal items then fills it without asking the tree.
+    let fill_runs = tree.exact();
     let mut bins: Vec<Bin> = Vec::new();
     bin_at.clear();
     bin_at.reserve(sorted.len());
-    for k in 0..sorted.len() {
+    let mut k = 0;
+    while k < sorted.len() {
         let it = sorted.get(k);
         let b = match tree.best_fit(it.p, it.s, &bins) {
             Some(b) => {
@@ -352,10 +358,20 @@ fn run(
         };
         let rem = &mut bins[b as usize].rem;
         *rem = (rem.0 - it.p, rem.1 - it.s);
+        bin_at.push(b);
+        k += 1;
+        while fill_runs && k < sorted.len() && rem.0 >= it.p && rem.1 >= it.s {
+            let next = sorted.get(k);
+            if (next.p, next.s) != (it.p, it.s) {
+                break;
+            }
+            *rem = (rem.0 - it.p, rem.1 - it.s);
+            bin_at.push(b);
+            k += 1;
+        }
         if d.usable(*rem) {
             tree.insert(b, &mut bins);
         }
-        bin_at.push(b);
     }
     let live = bins.len();
     let r = Run {
@@ -585,13 +601,11 @@ fn bits_of(x: u32) -> u32 {
     32 - x.leading_zeros()
 }
 
-/// `items` sorted by `key` descending, ties in their current order (stable). With `swap`, each
-/// item's primary and secondary sizes are swapped first (the tiles-primary candidates), so no
-/// swapped copy of the items is needed. `bounds`: no key is below the first or above the second
-/// (keys grow with both sizes, so the keys of the smallest and largest sizes will do; no pass over
-/// the items to find them); `max`: the largest (index, primary, secondary) of any item after the
-/// swap. `spare`: a word buffer to sort into (reused across candidates: a fresh multi-megabyte
-/// buffer costs a page fault per 4 KiB on first touch); `tmp`: the radix sort's second buffer.
+/// `items` sorted by `key` descending, ties in their current order (stable). `bounds`: no key is
+/// below the first or above the second (keys grow with both sizes, so the keys of the smallest
+/// and largest sizes will do; no pass over the items to find them); `max`: the largest (index,
+/// primary, secondary) of any item. `spare`: a word buffer to sort into; `tmp`: the radix sort's
+/// second buffer.
 ///
 /// An LSD radix sort of packed words over only the key bits that vary (two passes for the keys
 /// of the mixes in BENCHMARKS.md), instead of a comparison sort; the counts of every pass are
@@ -599,24 +613,12 @@ fn bits_of(x: u32) -> u32 {
 /// bits, or fields too wide to pack, fall back to a comparison sort of plain items.
 fn sort_desc(
     items: &[Item],
-    swap: bool,
     key: impl Fn(Item) -> u128,
     bounds: (u128, u128),
     max: (u32, u32, u32),
     mut spare: Vec<u64>,
     tmp: &mut Vec<u64>,
 ) -> SortedItems {
-    let get = |it: Item| {
-        if swap {
-            Item {
-                idx: it.idx,
-                p: it.s,
-                s: it.p,
-            }
-        } else {
-            it
-        }
-    };
     spare.clear();
     if items.is_empty() {
         // No sizes, so no meaningful bounds (the extremes of nothing are inverted).
@@ -629,10 +631,10 @@ fn sort_desc(
         let mut a: Vec<(u128, u32)> = items
             .iter()
             .enumerate()
-            .map(|(k, &it)| (hi - key(get(it)), k as u32))
+            .map(|(k, &it)| (hi - key(it), k as u32))
             .collect();
         a.sort_unstable();
-        return SortedItems::Plain(a.iter().map(|&(_, k)| get(items[k as usize])).collect());
+        return SortedItems::Plain(a.iter().map(|&(_, k)| items[k as usize]).collect());
     };
     // Passes of equal width (e.g. 2 × 10 bits for 19 varying bits), at most 3 for 32 bits.
     let passes = key_bits.div_ceil(RADIX_BITS) as usize;
@@ -647,7 +649,6 @@ fn sort_desc(
     // hi - key: ascending is key-descending.
     let a = &mut spare;
     a.extend(items.iter().map(|&it| {
-        let it = get(it);
         let w = layout.pack((hi - key(it)) as u32, it);
         for (p, c) in count.iter_mut().enumerate().take(passes) {
             c[((w >> (base + p as u32 * width)) & mask) as usize] += 1;
@@ -676,6 +677,87 @@ fn sort_desc(
     SortedItems::Packed(spare, layout)
 }
 
+/// An item of these (primary, secondary) sizes, for computing the key of a size.
+fn item_of(size: (u32, u32)) -> Item {
+    Item {
+        idx: 0,
+        p: size.0,
+        s: size.1,
+    }
+}
+
+/// The runs of items of equal (primary, secondary) sizes in `sorted`, as position ranges.
+fn size_groups(sorted: &SortedItems) -> Vec<(u32, u32)> {
+    let mut groups: Vec<(u32, u32)> = Vec::new();
+    let mut last = None;
+    for k in 0..sorted.len() {
+        let it = sorted.get(k);
+        match groups.last_mut() {
+            Some(g) if last == Some((it.p, it.s)) => g.1 = k as u32 + 1,
+            _ => groups.push((k as u32, k as u32 + 1)),
+        }
+        last = Some((it.p, it.s));
+    }
+    groups
+}
+
+/// A candidate's item order from the size-sorted `base`: groups of equal sizes by `key`
+/// descending, then primary size, then secondary size, descending (sizes after the swap of
+/// a tiles-primary candidate, `swap`); within a group, sample order. A group's items are
+/// interchangeable, so this is a BFD order like any key sort, with a fixed tie rule; and it costs
+/// a sort of the groups and one copy of the items instead of a radix sort of all items per
+/// candidate. `max`: the largest (index, primary, secondary) after the swap; `spare`: a word
+/// buffer to fill.
+fn arrange(
+    base: &SortedItems,
+    groups: &[(u32, u32)],
+    swap: bool,
+    key: impl Fn(Item) -> u128,
+    max: (u32, u32, u32),
+    mut spare: Vec<u64>,
+) -> SortedItems {
+    let orient = |it: Item| {
+        if swap {
+            Item {
+                idx: it.idx,
+                p: it.s,
+                s: it.p,
+            }
+        } else {
+            it
+        }
+    };
+    let mut order: Vec<(u128, u32, u32, u32)> = groups
+        .iter()
+        .enumerate()
+        .map(|(g, &(a, _))| {
+            let it = orient(base.get(a as usize));
+            (key(it), it.p, it.s, g as u32)
+        })
+        .collect();
+    // (key, p, s) is distinct per group, so the group index never decides.
+    order.sort_unstable_by(|x, y| y.cmp(x));
+    let ranges = order.iter().map(|&(.., g)| {
+        let (a, b) = groups[g as usize];
+        a as usize..b as usize
+    });
+    spare.clear();
+    match PackedLayout::new(0, bits_of(max.0), bits_of(max.1), bits_of(max.2)) {
+        Some(layout) => {
+            spare.reserve(base.len());
+            for r in ranges {
+                spare.extend(r.map(|k| layout.pack(0, orient(base.get(k)))));
+            }
+            SortedItems::Packed(spare, layout)
+        }
+        None => SortedItems::Plain(
+            ranges
+                .flat_map(|r| r.map(|k| orient(base.get(k))))
+                .collect(),
+        ),
+    }
+}
+
 /// One BFD candidate: which dimension is primary (best fit is tightest in it first) and the
 /// item order.
 #[derive(Clone, Copy)]
@@ -694,9 +776,14 @@ struct Candidate {
 /// the last runs. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
 /// the post-pass of a losing candidate never made it win, so only the winner gets one.
 ///
-/// Speed (issue 3): a candidate stops as soon as it holds as many bins as the best so far (it
-/// could not win), and the candidates share their sort buffers and reuse a loser's order and bin
-/// buffers; none of this changes which candidate wins or its bins.
+/// Speed (issue 3): the items are radix-sorted once, by size, and each candidate orders the
+/// groups of equal sizes ([`arrange`]); a run places a group's items into one bin while they fit
+/// (exactly what the tree would choose); a candidate stops as soon as it holds as many bins as
+/// the best so far (it could not win); buffers are reused across candidates. Only the first
+/// decides plans (the tie rule among equal keys); the others change neither the winner nor its
+/// bins.
+///
+/// Returns the packs and the pack of each entry (`u32::MAX`: none).
 pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, Vec<u32>) {
     let (mut sum_tok, mut sum_til) = (0u128, 0u128);
     let mut fit: Vec<Item> = Vec::with_capacity(entries.len());
@@ -740,29 +827,32 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
         (Dims { cap, min, ignore_s }, min, max)
     };
     let max_idx = entries.len().saturating_sub(1) as u32;
-    let mut tmp = Vec::new();
+    // Sorted once, by size (tokens, then tiles, descending); each candidate then only orders
+    // the groups of equal sizes (a few thousand) and copies them out in that order.
+    let base = {
+        let (d, min, max) = dims_of(false);
+        let key = |it: Item| Order::Size.key(it, d, max.1);
+        let bounds = (key(item_of(min)), key(item_of(max)));
+        let mut tmp = Vec::new();
+        sort_desc(
+            &fit,
+            key,
+            bounds,
+            (max_idx, max.0, max.1),
+            Vec::new(),
+            &mut tmp,
+        )
+    };
+    let groups = size_groups(&base);
     // The order and bin buffers of the last losing candidate, reused by the next one.
     let (mut spare_sorted, mut spare_bin_at) = (Vec::new(), Vec::new());
     let mut best: Option<(Run, CapacityTree, SortedItems, Dims, bool)> = None;
     for c in cands {
-        let (d, min, max) = dims_of(c.tiles_primary);
+        let (d, _, max) = dims_of(c.tiles_primary);
         let key = |it: Item| c.order.key(it, d, max.1);
-        let bounds = (
-            key(Item {
-                idx: 0,
-                p: min.0,
-                s: min.1,
-            }),
-            key(Item {
-                idx: 0,
-                p: max.0,
-                s: max.1,
-            }),
-        );
-        // Ties keep sample order, so runs are deterministic.
         let spare = std::mem::take(&mut spare_sorted);
         let max = (max_idx, max.0, max.1);
-        let sorted = sort_desc(&fit, c.tiles_primary, key, bounds, max, spare, &mut tmp);
+        let sorted = arrange(&base, &groups, c.tiles_primary, key, max, spare);
         // A later candidate wins only with fewer bins than the best so far.
         let give_up = best.as_ref().map_or(usize::MAX, |b| b.0.live);
         let ran = run(&sorted, d, std::mem::take(&mut spare_bin_at), give_up);
@@ -778,7 +868,7 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
             Err(bin_at) => (spare_sorted, spare_bin_at) = (sorted.into_words(), bin_at),
         }
     }
-    drop((spare_sorted, spare_bin_at, tmp));
+    drop((spare_sorted, spare_bin_at, base, groups));
     let Some((mut r, mut tree, sorted, d, tiles_primary)) = best else {
         let none = SortedItems::default();
         return assemble(entries, seed, &none, &Run::default(), (0, 0), false);
@@ -1069,7 +1159,6 @@ mod tests {
             let max_p = c.iter().map(|x| x.0).max().unwrap_or(0);
             let sorted = sort_desc(
                 &items,
-                false,
                 key,
                 (lo.unwrap_or(0), hi.unwrap_or(0)),
                 (c.len() as u32, max_p, max_s),
@@ -1090,61 +1179,79 @@ mod tests {
     #[test]
     fn packed_radix_order_equals_the_comparison_sort() {
         // Same key-descending, index-ascending order whether the items are sorted as packed
-        // words or (fields claimed too wide to pack) by the comparison-sort fallback.
+        // words or (fields claimed too wide to pack) by the comparison-sort fallback; and each
+        // candidate's order from the size groups (`arrange`, both representations) equals a
+        // plain stable sort by (key, primary, secondary) descending.
         let mut r = crate::pack::rng::SplitMix64::new(3);
         for case in 0..200 {
             let (c, limits) = random_case(&mut r);
-            let items = items_of(&c);
             let swap = case % 2 == 1;
-            let (cap, max) = if swap {
-                let m = (
-                    c.iter().map(|x| x.1).max().unwrap_or(0),
-                    c.iter().map(|x| x.0).max().unwrap_or(0),
-                );
-                ((limits.tiles.min(1 << 20), limits.tokens), m)
+            let c_oriented: Vec<(u32, u32)> = if swap {
+                c.iter().map(|&(p, s)| (s, p)).collect()
             } else {
-                let m = (
-                    c.iter().map(|x| x.0).max().unwrap_or(0),
-                    c.iter().map(|x| x.1).max().unwrap_or(0),
-                );
-                ((limits.tokens, limits.tiles.min(1 << 20)), m)
+                c.clone()
             };
+            let items = items_of(&c_oriented);
+            let cap = if swap {
+                (limits.tiles.min(1 << 20), limits.tokens)
+            } else {
+                (limits.tokens, limits.tiles.min(1 << 20))
+            };
+            let max = (
+                c_oriented.iter().map(|x| x.0).max().unwrap_or(0),
+                c_oriented.iter().map(|x| x.1).max().unwrap_or(0),
+            );
             let d = Dims {
                 cap,
                 min: (0, 0),
                 ignore_s: false,
             };
+            let listed = |s: &SortedItems| -> Vec<(u32, u32, u32)> {
+                (0..s.len())
+                    .map(|k| s.get(k))
+                    .map(|it| (it.idx, it.p, it.s))
+                    .collect()
+            };
+            // The size-sorted base of `arrange`, always in the unswapped orientation.
+            let base_items = items_of(&c);
+            let base_max = (
+                c.iter().map(|x| x.0).max().unwrap_or(0),
+                c.iter().map(|x| x.1).max().unwrap_or(0),
+            );
+            let base_key = |it| Order::Size.key(it, d, base_max.1);
+            let base = sort_desc(
+                &base_items,
+                base_key,
+                (base_key(Item::default()), base_key(item_of(base_max))),
+                (c.len() as u32, base_max.0, base_max.1),
+                Vec::new(),
+                &mut Vec::new(),
+            );
+            let groups = size_groups(&base);
             for order in [Order::Size, Order::Sum, Order::Max] {
                 let key = |it| order.key(it, d, max.1);
-                let bounds = (
-                    key(Item::default()),
-                    key(Item {
-                        idx: 0,
-                        p: max.0,
-                        s: max.1,
-                    }),
-                );
+                let bounds = (key(Item::default()), key(item_of(max)));
                 let sort = |widths| {
-                    let s = sort_desc(
-                        &items,
-                        swap,
-                        key,
-                        bounds,
-                        widths,
-                        Vec::new(),
-                        &mut Vec::new(),
-                    );
-                    let v: Vec<(u32, u32, u32)> = (0..s.len())
-                        .map(|k| s.get(k))
-                        .map(|it| (it.idx, it.p, it.s))
-                        .collect();
-                    (matches!(s, SortedItems::Packed(..)), v)
+                    let s = sort_desc(&items, key, bounds, widths, Vec::new(), &mut Vec::new());
+                    (matches!(s, SortedItems::Packed(..)), listed(&s))
                 };
                 let (packed, fast) = sort((c.len() as u32, max.0, max.1));
                 let (plain, slow) = sort((u32::MAX, u32::MAX, u32::MAX));
                 assert!(packed && (c.is_empty() || !plain));
                 assert_eq!(fast, slow, "{limits:?} swap {swap}");
                 assert_eq!(fast.len(), c.len());
+
+                let mut want: Vec<Item> = items.clone();
+                want.sort_by_key(|&it| std::cmp::Reverse((key(it), it.p, it.s)));
+                let want: Vec<(u32, u32, u32)> =
+                    want.iter().map(|it| (it.idx, it.p, it.s)).collect();
+                for widths in [
+                    (c.len() as u32, max.0, max.1),
+                    (u32::MAX, u32::MAX, u32::MAX),
+                ] {
+                    let got = arrange(&base, &groups, swap, key, widths, Vec::new());
+                    assert_eq!(listed(&got), want, "{limits:?} swap {swap}");
+                }
             }
         }
     }

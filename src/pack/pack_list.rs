@@ -114,7 +114,10 @@ impl PackList {
 
     /// The packs in order.
     pub fn iter(&self) -> Packs<'_> {
-        Packs { list: self, next: 0 }
+        Packs {
+            list: self,
+            next: 0,
+        }
     }
 
     /// Appends a pack of `samples` (any order; sorted here) whose summed cost is `cost`.
@@ -143,7 +146,11 @@ impl PackList {
     /// Appends every pack of `other`, in order.
     pub fn extend_from(&mut self, other: &PackList) {
         for p in other {
-            self.push(p.samples, (u64::from(p.tokens), u64::from(p.tiles)), p.oversize);
+            self.push(
+                p.samples,
+                (u64::from(p.tokens), u64::from(p.tiles)),
+                p.oversize,
+            );
         }
     }
 }
@@ -197,7 +204,10 @@ mod tests {
         assert_eq!(l.total_members(), 6);
         let packs: Vec<_> = l.iter().collect();
         assert_eq!(packs[0].samples, [2, 5, 9]);
-        assert_eq!((packs[0].tokens, packs[0].tiles, packs[0].oversize), (30, 2, false));
+        assert_eq!(
+            (packs[0].tokens, packs[0].tiles, packs[0].oversize),
+            (30, 2, false)
+        );
         assert_eq!(packs[1].samples, [7]);
         assert!(packs[1].oversize);
         assert_eq!(packs[2].samples, [1, 3]);
