@@ -843,16 +843,24 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
             &mut tmp,
         )
     };
+    let mut base = base;
     let groups = size_groups(&base);
     // The order and bin buffers of the last losing candidate, reused by the next one.
     let (mut spare_sorted, mut spare_bin_at) = (Vec::new(), Vec::new());
     let mut best: Option<(Run, CapacityTree, SortedItems, Dims, bool)> = None;
-    for c in cands {
+    let n_cands = cands.len();
+    for (k, c) in cands.into_iter().enumerate() {
         let (d, _, max) = dims_of(c.tiles_primary);
         let key = |it: Item| c.order.key(it, d, max.1);
         let spare = std::mem::take(&mut spare_sorted);
         let max = (max_idx, max.0, max.1);
-        let sorted = arrange(&base, &groups, c.tiles_primary, key, max, spare);
+        // Plain BFD by tokens is the base order itself (its key is the base's, unique per
+        // size): the last candidate takes it instead of a copy.
+        let sorted = if k + 1 == n_cands && matches!(c.order, Order::Size) && !c.tiles_primary {
+            std::mem::take(&mut base)
+        } else {
+            arrange(&base, &groups, c.tiles_primary, key, max, spare)
+        };
         // A later candidate wins only with fewer bins than the best so far.
         let give_up = best.as_ref().map_or(usize::MAX, |b| b.0.live);
         let ran = run(&sorted, d, std::mem::take(&mut spare_bin_at), give_up);
