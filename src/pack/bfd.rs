@@ -677,6 +677,61 @@ fn sort_desc(
     SortedItems::Packed(spare, layout)
 }
 
+/// The fitting entries: (sample index, cost).
+fn fitting(entries: &[Entry]) -> impl Iterator<Item = (u32, super::Cost)> + '_ {
+    entries.iter().enumerate().filter_map(|(i, e)| match *e {
+        Entry::Fits(c) => Some((i as u32, c)),
+        _ => None,
+    })
+}
+
+/// Most (tokens, tiles) pairs for [`group_by_size_dense`]: 2^20 counters are 4 MiB.
+const MAX_DENSE_SIZES: u64 = 1 << 20;
+
+/// The fitting entries in size order, tokens then tiles descending, sample order within equal
+/// sizes (what [`sort_desc`] by [`Order::Size`] gives), and the groups of equal sizes: by one
+/// counting sort over every possible (tokens, tiles) pair, two passes over the entries, where
+/// there are at most [`MAX_DENSE_SIZES`] pairs and the items pack into words (every limit short
+/// of huge ones). `max`: the largest (index, tokens, tiles). `None`: use the general sort.
+fn group_by_size_dense(
+    entries: &[Entry],
+    max: (u32, u32, u32),
+) -> Option<(SortedItems, Vec<(u32, u32)>)> {
+    let (stride, rows) = (u64::from(max.2) + 1, u64::from(max.1) + 1);
+    if stride * rows > MAX_DENSE_SIZES {
+        return None;
+    }
+    let layout = PackedLayout::new(0, bits_of(max.0), bits_of(max.1), bits_of(max.2))?;
+    // Bucket 0 holds the largest sizes.
+    let bucket = |c: super::Cost| ((max.1 - c.tokens) * (max.2 + 1) + (max.2 - c.tiles)) as usize;
+    let mut next = vec![0u32; (stride * rows) as usize];
+    for (_, c) in fitting(entries) {
+        next[bucket(c)] += 1;
+    }
+    let mut groups = Vec::new();
+    let mut at = 0u32;
+    for n in next.iter_mut() {
+        let count = *n;
+        if count > 0 {
+            groups.push((at, at + count));
+        }
+        *n = at;
+        at += count;
+    }
+    let mut words = vec![0u64; at as usize];
+    for (idx, c) in fitting(entries) {
+        let b = bucket(c);
+        let item = Item {
+            idx,
+            p: c.tokens,
+            s: c.tiles,
+        };
+        words[next[b] as usize] = layout.pack(0, item);
+        next[b] += 1;
+    }
+    Some((SortedItems::Packed(words, layout), groups))
+}
+
 /// An item of these (primary, secondary) sizes, for computing the key of a size.
 fn item_of(size: (u32, u32)) -> Item {
     Item {
@@ -785,18 +840,14 @@ struct Candidate {
 ///
 /// Returns the packs and the pack of each entry (`u32::MAX`: none).
 pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, Vec<u32>) {
+    // Sums and the smallest and largest sizes, both dimensions, in one pass for all candidates.
     let (mut sum_tok, mut sum_til) = (0u128, 0u128);
-    let mut fit: Vec<Item> = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        if let Entry::Fits(c) = *e {
-            sum_tok += u128::from(c.tokens);
-            sum_til += u128::from(c.tiles);
-            fit.push(Item {
-                idx: i as u32,
-                p: c.tokens,
-                s: c.tiles,
-            });
-        }
+    let (mut min, mut max) = ((u32::MAX, u32::MAX), (0, 0));
+    for c in fitting(entries).map(|(_, c)| c) {
+        sum_tok += u128::from(c.tokens);
+        sum_til += u128::from(c.tiles);
+        min = (min.0.min(c.tokens), min.1.min(c.tiles));
+        max = (max.0.max(c.tokens), max.1.max(c.tiles));
     }
     // Σtiles/T > Σtokens/L, cross-multiplied to stay exact.
     let tiles_fuller = sum_til * u128::from(limits.tokens) > sum_tok * u128::from(limits.tiles);
@@ -813,12 +864,6 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
         tiles_primary: false,
         order: Order::Size,
     });
-    // Smallest and largest sizes, both dimensions, in one pass for all candidates.
-    let (mut min, mut max) = ((u32::MAX, u32::MAX), (0, 0));
-    for it in &fit {
-        min = (min.0.min(it.p), min.1.min(it.s));
-        max = (max.0.max(it.p), max.1.max(it.s));
-    }
     let dims_of = |tiles_primary: bool| {
         let flip = |x: (u32, u32)| if tiles_primary { (x.1, x.0) } else { x };
         let (cap, min, max) = (flip((limits.tokens, limits.tiles)), flip(min), flip(max));
@@ -828,23 +873,26 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
     };
     let max_idx = entries.len().saturating_sub(1) as u32;
     // Sorted once, by size (tokens, then tiles, descending); each candidate then only orders
-    // the groups of equal sizes (a few thousand) and copies them out in that order.
-    let base = {
-        let (d, min, max) = dims_of(false);
-        let key = |it: Item| Order::Size.key(it, d, max.1);
-        let bounds = (key(item_of(min)), key(item_of(max)));
-        let mut tmp = Vec::new();
-        sort_desc(
-            &fit,
-            key,
-            bounds,
-            (max_idx, max.0, max.1),
-            Vec::new(),
-            &mut tmp,
-        )
+    // the groups of equal sizes (tens of thousands) and copies them out in that order.
+    let (mut base, groups) = match group_by_size_dense(entries, (max_idx, max.0, max.1)) {
+        Some(grouped) => grouped,
+        None => {
+            let fit: Vec<Item> = fitting(entries)
+                .map(|(idx, c)| Item {
+                    idx,
+                    p: c.tokens,
+                    s: c.tiles,
+                })
+                .collect();
+            let (d, min, max) = dims_of(false);
+            let key = |it: Item| Order::Size.key(it, d, max.1);
+            let bounds = (key(item_of(min)), key(item_of(max)));
+            let max = (max_idx, max.0, max.1);
+            let base = sort_desc(&fit, key, bounds, max, Vec::new(), &mut Vec::new());
+            let groups = size_groups(&base);
+            (base, groups)
+        }
     };
-    let mut base = base;
-    let groups = size_groups(&base);
     // The order and bin buffers of the last losing candidate, reused by the next one.
     let (mut spare_sorted, mut spare_bin_at) = (Vec::new(), Vec::new());
     let mut best: Option<(Run, CapacityTree, SortedItems, Dims, bool)> = None;
@@ -1236,6 +1284,13 @@ mod tests {
                 &mut Vec::new(),
             );
             let groups = size_groups(&base);
+            // The counting sort gives the same base and groups (these small sizes are dense).
+            let dense = group_by_size_dense(&fits(&c), (c.len() as u32, base_max.0, base_max.1));
+            let Some((dense_base, dense_groups)) = dense else {
+                panic!("sizes up to {base_max:?} are dense");
+            };
+            assert_eq!(listed(&dense_base), listed(&base), "{limits:?}");
+            assert_eq!(dense_groups, groups, "{limits:?}");
             for order in [Order::Size, Order::Sum, Order::Max] {
                 let key = |it| order.key(it, d, max.1);
                 let bounds = (key(Item::default()), key(item_of(max)));
