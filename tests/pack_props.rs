@@ -129,8 +129,8 @@ proptest! {
         let pb = plan_packs(&costs, limits, Algo::Bfd, policy, &trunc, b).unwrap();
         let mut sa: Vec<_> = pa.packs.iter().collect();
         let mut sb: Vec<_> = pb.packs.iter().collect();
-        sa.sort_by(|x, y| x.samples.cmp(&y.samples));
-        sb.sort_by(|x, y| x.samples.cmp(&y.samples));
+        sa.sort_by(|x, y| x.samples.cmp(y.samples));
+        sb.sort_by(|x, y| x.samples.cmp(y.samples));
         prop_assert_eq!(sa, sb);
     }
 
