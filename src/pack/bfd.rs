@@ -831,8 +831,9 @@ struct Candidate {
 /// the last runs. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
 /// the post-pass of a losing candidate never made it win, so only the winner gets one.
 ///
-/// Speed (issue 3): the items are radix-sorted once, by size, and each candidate orders the
-/// groups of equal sizes ([`arrange`]); a run places a group's items into one bin while they fit
+/// Speed (issue 3): the items are sorted once, by size ([`group_by_size_dense`], a counting
+/// sort; a radix sort for huge sizes), and each candidate orders the groups of equal sizes
+/// ([`arrange`]); a run places a group's items into one bin while they fit
 /// (exactly what the tree would choose); a candidate stops as soon as it holds as many bins as
 /// the best so far (it could not win); buffers are reused across candidates. Only the first
 /// decides plans (the tie rule among equal keys); the others change neither the winner nor its
