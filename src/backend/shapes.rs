@@ -130,6 +130,24 @@ pub(crate) fn self_attention(qkv: Dims, batch: usize, seq: usize, heads: usize) 
     Ok(dim)
 }
 
+/// Self-attention of `qkv + bias` with one `bias [1, 3·dim]` for every row; returns `dim`.
+pub(crate) fn self_attention_biased(
+    qkv: Dims,
+    bias: Dims,
+    batch: usize,
+    seq: usize,
+    heads: usize,
+) -> Result<usize> {
+    let dim = self_attention(qkv, batch, seq, heads)?;
+    if bias != (1, qkv.1) {
+        return Err(refuse(
+            "self_attention",
+            format!("bias {}×{} for qkv {}×{}", bias.0, bias.1, qkv.0, qkv.1),
+        ));
+    }
+    Ok(dim)
+}
+
 /// Attention pooling: one query row `q [1, dim]` against `kv [batch·seq, 2·dim]`.
 pub(crate) fn pooled_attention(
     q: Dims,
@@ -261,6 +279,13 @@ mod tests {
         assert!(strided_rows(0, 5, 1, 0).is_ok());
         assert_eq!(self_attention((10, 72), 2, 5, 3).unwrap(), 24);
         assert!(self_attention((10, 72), 2, 5, 5).is_err());
+        assert_eq!(
+            self_attention_biased((10, 72), (1, 72), 2, 5, 3).unwrap(),
+            24
+        );
+        assert!(self_attention_biased((10, 72), (1, 71), 2, 5, 3).is_err());
+        assert!(self_attention_biased((10, 72), (2, 72), 2, 5, 3).is_err());
+        assert!(self_attention_biased((10, 72), (1, 72), 2, 5, 5).is_err());
         assert!(pooled_attention((1, 8), (6, 16), 2, 3, 2).is_ok());
         assert!(pooled_attention((2, 8), (6, 16), 2, 3, 2).is_err());
         assert!(patchify((2, 75), 3, 5, 5, 2).is_ok());

@@ -62,6 +62,22 @@ pub trait TensorOps: Sync {
         self.add_assign(acc, &y)
     }
 
+    /// `act(x · wᵀ + b)`: a linear layer and its activation (an MLP's first half). The default
+    /// runs [`linear`](Self::linear) then [`activate`](Self::activate); the CPU adds the bias
+    /// in the activation's pass instead of filling the output with it before the GEMM, which
+    /// saves one pass over the largest activation of the layer.
+    fn linear_activate(
+        &self,
+        x: &Self::Matrix,
+        w: &Self::Matrix,
+        b: &Self::Matrix,
+        act: Activation,
+    ) -> Result<Self::Matrix> {
+        let mut y = self.linear(x, w, Some(b))?;
+        self.activate(&mut y, act)?;
+        Ok(y)
+    }
+
     /// Layer norm over each row: `(x − mean) / √(var + eps) · gamma + beta`, biased variance.
     fn layer_norm(
         &self,
@@ -101,6 +117,23 @@ pub trait TensorOps: Sync {
         seq: usize,
         heads: usize,
     ) -> Result<Self::Matrix>;
+
+    /// [`self_attention`](Self::self_attention) of `qkv + bias`, the bias `[1, 3·dim]` added to
+    /// every row: the q, k, v projection then runs without its bias, and a backend that copies
+    /// each head out of `qkv` (the CPU) adds it during that copy instead of in a pass of its
+    /// own. The default adds it, then runs `self_attention`.
+    fn self_attention_biased(
+        &self,
+        qkv: Self::Matrix,
+        bias: &Self::Matrix,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<Self::Matrix> {
+        let mut qkv = qkv;
+        self.add_periodic_rows(&mut qkv, bias)?;
+        self.self_attention(&qkv, batch, seq, heads)
+    }
 
     /// Attention pooling: one query row `q [1, dim]`, shared by every sequence, against each
     /// sequence's keys and values `kv [batch × seq, 2·dim]` (k then v); returns `[batch, dim]`.

@@ -153,8 +153,7 @@ impl<M> Mlp<M> {
 
     /// `acc += forward(x)`: the MLP added onto the residual stream.
     fn forward_add<B: TensorOps<Matrix = M>>(&self, ops: &B, acc: &mut M, x: &M) -> Result<()> {
-        let mut h = self.fc1.forward(ops, x)?;
-        ops.activate(&mut h, self.act)?;
+        let h = ops.linear_activate(x, &self.fc1.w, &self.fc1.b, self.act)?;
         self.fc2.forward_add(ops, acc, &h)
     }
 }
@@ -214,8 +213,10 @@ impl<M> Encoder<M> {
     ) -> Result<M> {
         for layer in &self.layers {
             let h = layer.norm1.forward(ops, &x)?;
-            let qkv = layer.qkv.forward(ops, &h)?;
-            let attn = ops.self_attention(&qkv, batch, seq, self.heads)?;
+            // the q, k, v bias goes in with the attention's own pass over qkv (see
+            // `TensorOps::self_attention_biased`), not in a pass of the projection's
+            let qkv = ops.linear(&h, &layer.qkv.w, None)?;
+            let attn = ops.self_attention_biased(qkv, &layer.qkv.b, batch, seq, self.heads)?;
             layer.out.forward_add(ops, &mut x, &attn)?;
             let h = layer.norm2.forward(ops, &x)?;
             layer.mlp.forward_add(ops, &mut x, &h)?;
