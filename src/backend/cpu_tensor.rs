@@ -207,16 +207,29 @@ fn x_times_w_transposed_uninit(
         dst.fill(std::mem::MaybeUninit::new(0.0));
         return;
     }
-    // SAFETY: as in `x_times_w_transposed`: all indices lie inside the three buffers (asserted
-    // above); MaybeUninit<f32> has f32's layout, and gemm only writes dst (see above).
+    // SAFETY: the shapes were asserted above; MaybeUninit<f32> has f32's layout, and with
+    // `accumulate` false gemm only writes dst (see above).
+    unsafe { gemm_x_wt(dst.as_mut_ptr().cast::<f32>(), x, w, false) };
+}
+
+/// The one `gemm` call of both `x · wᵀ` forms: `x [n, k]` row-major (strides k, 1), `wᵀ [k, out]`
+/// read from `w [out, k]` with strides (1, k), `dst [n, out]` row-major, accumulated when asked.
+///
+/// # Safety
+/// `dst` must point to `x.rows · w.rows` writable f32 values (readable too when `accumulate`),
+/// and `x`, `w` must hold `rows · cols` values with `x.cols == w.cols`.
+unsafe fn gemm_x_wt(dst: *mut f32, x: &CpuMatrix, w: &CpuMatrix, accumulate: bool) {
+    let (n, k, out) = (x.rows, x.cols, w.rows);
+    // SAFETY: the caller guarantees the buffer sizes, so every index of the three strided
+    // views lies inside its buffer.
     unsafe {
         gemm_strided(
             n,
             out,
             k,
-            dst.as_mut_ptr().cast::<f32>(),
+            dst,
             (out as isize, 1),
-            false,
+            accumulate,
             x.data.as_ptr(),
             (k as isize, 1),
             w.data.as_ptr(),
@@ -239,24 +252,8 @@ fn x_times_w_transposed(dst: &mut [f32], x: &CpuMatrix, w: &CpuMatrix, accumulat
     if n == 0 || out == 0 || k == 0 {
         return;
     }
-    // SAFETY: x is n×k (strides k, 1), wᵀ is k×out read from w (out×k) with strides (1, k),
-    // dst is n×out (strides out, 1): all indices are inside the three buffers (asserted above).
-    unsafe {
-        gemm_strided(
-            n,
-            out,
-            k,
-            dst.as_mut_ptr(),
-            (out as isize, 1),
-            accumulate,
-            x.data.as_ptr(),
-            (k as isize, 1),
-            w.data.as_ptr(),
-            (1, k as isize),
-            1.0,
-            true,
-        )
-    };
+    // SAFETY: dst holds n·out initialized values and x, w their shapes (asserted above).
+    unsafe { gemm_x_wt(dst.as_mut_ptr(), x, w, accumulate) };
 }
 
 /// Self-attention of `qkv (+ bias)` (shapes checked by the caller), one rayon task per
