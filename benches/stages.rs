@@ -126,9 +126,23 @@ fn jobs(p: &TilePlan) -> Vec<((u32, u32), Region)> {
     jobs
 }
 
+/// Every job of a plan through `resize`, each into the front of `out`.
+fn resize_jobs(
+    jobs: &[((u32, u32), Region)],
+    out: &mut [u8],
+    mut resize: impl FnMut((u32, u32), Region, &mut [u8]) -> vlmprep::Result<()>,
+) {
+    for &(full, region) in jobs {
+        let dst = &mut out[..3 * (region.width * region.height) as usize];
+        resize(full, region, dst).unwrap();
+    }
+    black_box(out);
+}
+
 /// The resize alone (u8 tiles, one thread), through fast_image_resize (`fir`, the path before
 /// `resample_simd`) and through `resample_simd` (`simd`), on the same inputs in one run.
 fn bench_resize(c: &mut Criterion) {
+    use ResizeFilter::Bicubic;
     let internvl = TilingRule::InternVl(InternVlSettings::default());
     let fixed384 = TilePlan {
         resize: (384, 384),
@@ -170,19 +184,9 @@ fn bench_resize(c: &mut Criterion) {
         let mut fir = fast_image_resize::Resizer::new();
         group.bench_function(format!("{name}/fir"), |b| {
             b.iter(|| {
-                for &(full, region) in &jobs {
-                    let dst = &mut out[..3 * (region.width * region.height) as usize];
-                    resize_region_into_fir(
-                        &mut fir,
-                        &image,
-                        full,
-                        region,
-                        ResizeFilter::Bicubic,
-                        dst,
-                    )
-                    .unwrap();
-                }
-                black_box(&out);
+                resize_jobs(&jobs, &mut out, |full, region, dst| {
+                    resize_region_into_fir(&mut fir, &image, full, region, Bicubic, dst)
+                })
             })
         });
         // The kernels this CPU runs (AVX-512 where it has F/BW/VBMI), then AVX2 alone.
@@ -190,19 +194,9 @@ fn bench_resize(c: &mut Criterion) {
             let mut simd = Resampler::with_level(level);
             group.bench_function(format!("{name}/{label}"), |b| {
                 b.iter(|| {
-                    for &(full, region) in &jobs {
-                        let dst = &mut out[..3 * (region.width * region.height) as usize];
-                        resize_region_into(
-                            &mut simd,
-                            &image,
-                            full,
-                            region,
-                            ResizeFilter::Bicubic,
-                            dst,
-                        )
-                        .unwrap();
-                    }
-                    black_box(&out);
+                    resize_jobs(&jobs, &mut out, |full, region, dst| {
+                        resize_region_into(&mut simd, &image, full, region, Bicubic, dst)
+                    })
                 })
             });
         }

@@ -124,16 +124,6 @@ impl PackList {
     pub fn push(&mut self, samples: &[u32], cost: (u64, u64), oversize: bool) {
         let from = self.members.len();
         self.members.extend_from_slice(samples);
-        self.close(from, cost, oversize);
-    }
-
-    /// Appends a pack of one sample.
-    pub fn push_one(&mut self, sample: u32, cost: (u64, u64), oversize: bool) {
-        self.push(&[sample], cost, oversize);
-    }
-
-    /// Ends the pack whose members were appended from `from` on: sorts them, records the sums.
-    fn close(&mut self, from: usize, cost: (u64, u64), oversize: bool) {
         self.members[from..].sort_unstable();
         self.start.push(self.members.len() as u32);
         self.sums.push(Sums {
@@ -143,15 +133,9 @@ impl PackList {
         });
     }
 
-    /// Appends every pack of `other`, in order.
-    pub fn extend_from(&mut self, other: &PackList) {
-        for p in other {
-            self.push(
-                p.samples,
-                (u64::from(p.tokens), u64::from(p.tiles)),
-                p.oversize,
-            );
-        }
+    /// Appends a pack of one sample.
+    pub fn push_one(&mut self, sample: u32, cost: (u64, u64), oversize: bool) {
+        self.push(&[sample], cost, oversize);
     }
 }
 
@@ -224,16 +208,16 @@ mod tests {
     }
 
     #[test]
-    fn from_parts_and_extend_keep_every_pack() {
+    fn from_parts_keeps_every_pack() {
         let a = PackList::from_parts(
             vec![(3, 1, false), (8, 0, true)],
             vec![0, 2, 3],
             vec![4, 6, 1],
         );
-        let mut b = PackList::new();
-        b.push(&[0], (1, 1), false);
-        b.extend_from(&a);
-        let got: Vec<(Vec<u32>, u32)> = b.iter().map(|p| (p.samples.to_vec(), p.tokens)).collect();
-        assert_eq!(got, vec![(vec![0], 1), (vec![4, 6], 3), (vec![1], 8)]);
+        let got: Vec<(Vec<u32>, u32, bool)> = a
+            .iter()
+            .map(|p| (p.samples.to_vec(), p.tokens, p.oversize))
+            .collect();
+        assert_eq!(got, vec![(vec![4, 6], 3, false), (vec![1], 8, true)]);
     }
 }
