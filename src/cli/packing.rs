@@ -25,7 +25,8 @@ use crate::{InputArgs, PixelArgs, TilingArgs, print_problems, progress_bar};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AlgoArg {
-    /// Offline best-fit-decreasing over both limits: fewest packs; pack order shuffled by --seed.
+    /// Offline: best-fit-decreasing in several orders and a pack-by-pack fill over both
+    /// limits, the plan with the fewest packs kept; pack order shuffled by --seed.
     Bfd,
     /// Streaming with a bounded buffer (--buffer): packs come out while the pool is read.
     Online,

@@ -7,8 +7,10 @@
 //! fits. A segment tree indexed by remaining primary capacity answers that: each leaf holds the
 //! bins with that much room, grouped by secondary room, and each node keeps the largest
 //! secondary room below it, so the descent skips bins that have primary room but no secondary
-//! room. [`pack`] runs a few (primary, order) candidates and keeps the best.
+//! room. [`pack`] runs a few (primary, order) candidates, and a pack-by-pack fill
+//! ([`super::fill`]), and keeps the best.
 
+use super::fill;
 use super::max_tree::MaxTree;
 use super::{Entry, Limits, PackList, rng};
 
@@ -769,7 +771,7 @@ fn arrange(
     swap: bool,
     key: impl Fn(Item) -> u128,
     max: (u32, u32, u32),
-    mut spare: Vec<u64>,
+    spare: Vec<u64>,
 ) -> SortedItems {
     let orient = |it: Item| {
         if swap {
@@ -792,41 +794,113 @@ fn arrange(
         .collect();
     // (key, p, s) is distinct per group, so the group index never decides.
     order.sort_unstable_by(|x, y| y.cmp(x));
-    let ranges = order.iter().map(|&(.., g)| {
+    let positions = order.iter().flat_map(|&(.., g)| {
         let (a, b) = groups[g as usize];
         a as usize..b as usize
     });
+    gather(base, positions, orient, max, spare)
+}
+
+/// The items of `base` at `positions`, in that order, each through `orient`; `max` and `spare`
+/// as for [`arrange`].
+fn gather(
+    base: &SortedItems,
+    positions: impl Iterator<Item = usize>,
+    orient: impl Fn(Item) -> Item,
+    max: (u32, u32, u32),
+    mut spare: Vec<u64>,
+) -> SortedItems {
     spare.clear();
     match PackedLayout::new(0, bits_of(max.0), bits_of(max.1), bits_of(max.2)) {
         Some(layout) => {
             spare.reserve(base.len());
-            for r in ranges {
-                spare.extend(r.map(|k| layout.pack(0, orient(base.get(k)))));
-            }
+            spare.extend(positions.map(|k| layout.pack(0, orient(base.get(k)))));
             SortedItems::Packed(spare, layout)
         }
-        None => SortedItems::Plain(
-            ranges
-                .flat_map(|r| r.map(|k| orient(base.get(k))))
-                .collect(),
-        ),
+        None => SortedItems::Plain(positions.map(|k| orient(base.get(k))).collect()),
     }
 }
 
-/// One BFD candidate: which dimension is primary (best fit is tightest in it first) and the
-/// item order.
+/// The [`fill`] candidate as a finished run: its packs as bins, in the order it made them, with
+/// a tree over their rooms for [`empty_weak_bins`]; `sorted` lists the items pack by pack.
+/// Tokens are primary. `Err` gives the buffers back when it cannot win (`give_up`, as for
+/// [`run`]) or does not apply.
+#[allow(clippy::type_complexity)]
+fn run_fill(
+    base: &SortedItems,
+    groups: &[(u32, u32)],
+    d: Dims,
+    max: (u32, u32, u32),
+    give_up: usize,
+    (spare, mut bin_at): (Vec<u64>, Vec<u32>),
+) -> Result<(Run, CapacityTree, SortedItems), (Vec<u64>, Vec<u32>)> {
+    let sizes: Vec<(u32, u32, u32)> = groups
+        .iter()
+        .map(|&(a, b)| {
+            let it = base.get(a as usize);
+            (it.p, it.s, b - a)
+        })
+        .collect();
+    let Some(filled) = fill::fill(&sizes, d.cap, give_up) else {
+        return Err((spare, bin_at));
+    };
+    // Each group's items are taken in base (sample) order.
+    let mut cursor: Vec<u32> = groups.iter().map(|g| g.0).collect();
+    let positions = filled.picks.iter().map(|&g| {
+        let k = cursor[g as usize];
+        cursor[g as usize] += 1;
+        k as usize
+    });
+    let sorted = gather(base, positions, |it| it, max, spare);
+    let mut bins = Vec::with_capacity(filled.ends.len());
+    bin_at.clear();
+    bin_at.reserve(sorted.len());
+    let mut start = 0usize;
+    for &end in &filled.ends {
+        let b = bins.len() as u32;
+        let mut rem = d.cap;
+        for k in start..end as usize {
+            let it = sorted.get(k);
+            rem = (rem.0 - it.p, rem.1 - it.s);
+            bin_at.push(b);
+        }
+        bins.push(Bin {
+            rem,
+            ..Bin::default()
+        });
+        start = end as usize;
+    }
+    let mut tree = CapacityTree::new(d.cap, d.ignore_s);
+    for b in 0..bins.len() as u32 {
+        if d.usable(bins[b as usize].rem) {
+            tree.insert(b, &mut bins);
+        }
+    }
+    let live = bins.len();
+    let r = Run {
+        gone: vec![false; live],
+        bins,
+        bin_at,
+        live,
+    };
+    Ok((r, tree, sorted))
+}
+
+/// One candidate: a BFD run, with which dimension is primary (best fit is tightest in it first)
+/// and the item order, or a pack-by-pack [`fill`] (tokens primary).
 #[derive(Clone, Copy)]
-struct Candidate {
-    tiles_primary: bool,
-    order: Order,
+enum Candidate {
+    Bfd { tiles_primary: bool, order: Order },
+    Fill,
 }
 
 /// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (made after the
 /// BFD packs, in index order), then shuffles that creation order by `seed` ([`assemble`]).
 ///
-/// With both limits set, BFD runs three candidates and keeps the one with the fewest packs (ties:
-/// the earlier), then runs [`empty_weak_bins`] on it: normalized sum and normalized max, primary
-/// being the dimension the pool fills more of; and plain BFD by tokens (tokens descending, tokens
+/// With both limits set, it runs four candidates and keeps the one with the fewest packs (ties:
+/// the earlier), then runs [`empty_weak_bins`] on it: BFD by normalized sum and by normalized
+/// max, primary being the dimension the pool fills more of; the pack-by-pack [`fill::fill`]
+/// (where it applies: under 64 tile counts); and plain BFD by tokens (tokens descending, tokens
 /// primary), so Bfd never uses more packs than that classic packer (TRL's). With one limit only
 /// the last runs. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
 /// the post-pass of a losing candidate never made it win, so only the winner gets one.
@@ -853,15 +927,17 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
     // Σtiles/T > Σtokens/L, cross-multiplied to stay exact.
     let tiles_fuller = sum_til * u128::from(limits.tokens) > sum_tok * u128::from(limits.tiles);
     let mut cands = Vec::new();
-    if !limits.unlimited_tiles() && limits.tokens != u32::MAX {
+    let both_limits = !limits.unlimited_tiles() && limits.tokens != u32::MAX;
+    if both_limits {
         for order in [Order::Sum, Order::Max] {
-            cands.push(Candidate {
+            cands.push(Candidate::Bfd {
                 tiles_primary: tiles_fuller,
                 order,
             });
         }
+        cands.push(Candidate::Fill);
     }
-    cands.push(Candidate {
+    cands.push(Candidate::Bfd {
         tiles_primary: false,
         order: Order::Size,
     });
@@ -899,30 +975,48 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
     let mut best: Option<(Run, CapacityTree, SortedItems, Dims, bool)> = None;
     let n_cands = cands.len();
     for (k, c) in cands.into_iter().enumerate() {
-        let (d, _, max) = dims_of(c.tiles_primary);
-        let key = |it: Item| c.order.key(it, d, max.1);
-        let spare = std::mem::take(&mut spare_sorted);
-        let max = (max_idx, max.0, max.1);
-        // Plain BFD by tokens is the base order itself (its key is the base's, unique per
-        // size): the last candidate takes it instead of a copy.
-        let sorted = if k + 1 == n_cands && matches!(c.order, Order::Size) && !c.tiles_primary {
-            std::mem::take(&mut base)
-        } else {
-            arrange(&base, &groups, c.tiles_primary, key, max, spare)
-        };
         // A later candidate wins only with fewer bins than the best so far.
         let give_up = best.as_ref().map_or(usize::MAX, |b| b.0.live);
-        let ran = run(&sorted, d, std::mem::take(&mut spare_bin_at), give_up);
+        let spare = std::mem::take(&mut spare_sorted);
+        let spare_bins = std::mem::take(&mut spare_bin_at);
+        let (ran, d, tiles_primary) = match c {
+            Candidate::Fill => {
+                let (d, _, max) = dims_of(false);
+                let max = (max_idx, max.0, max.1);
+                let ran = run_fill(&base, &groups, d, max, give_up, (spare, spare_bins));
+                (ran, d, false)
+            }
+            Candidate::Bfd {
+                tiles_primary,
+                order,
+            } => {
+                let (d, _, max) = dims_of(tiles_primary);
+                let key = |it: Item| order.key(it, d, max.1);
+                let max = (max_idx, max.0, max.1);
+                // Plain BFD by tokens is the base order itself (its key is the base's, unique
+                // per size): the last candidate takes it instead of a copy.
+                let sorted = if k + 1 == n_cands && matches!(order, Order::Size) && !tiles_primary {
+                    std::mem::take(&mut base)
+                } else {
+                    arrange(&base, &groups, tiles_primary, key, max, spare)
+                };
+                let ran = match run(&sorted, d, spare_bins, give_up) {
+                    Ok((r, tree)) => Ok((r, tree, sorted)),
+                    Err(bin_at) => Err((sorted.into_words(), bin_at)),
+                };
+                (ran, d, tiles_primary)
+            }
+        };
         match ran {
-            Ok((r, tree)) if r.live < give_up => {
+            Ok((r, tree, sorted)) if r.live < give_up => {
                 if let Some((old, _, old_sorted, _, _)) =
-                    best.replace((r, tree, sorted, d, c.tiles_primary))
+                    best.replace((r, tree, sorted, d, tiles_primary))
                 {
                     (spare_sorted, spare_bin_at) = (old_sorted.into_words(), old.bin_at);
                 }
             }
-            Ok((r, _)) => (spare_sorted, spare_bin_at) = (sorted.into_words(), r.bin_at),
-            Err(bin_at) => (spare_sorted, spare_bin_at) = (sorted.into_words(), bin_at),
+            Ok((r, _, sorted)) => (spare_sorted, spare_bin_at) = (sorted.into_words(), r.bin_at),
+            Err(spares) => (spare_sorted, spare_bin_at) = spares,
         }
     }
     drop((spare_sorted, spare_bin_at, base, groups));

@@ -4,8 +4,9 @@
 //!
 //! Three algorithms ([`Algo`]):
 //! - [`Algo::Bfd`]: offline best-fit-decreasing over both limits with a segment tree over remaining
-//!   capacity (O(n log L)); packs are then shuffled by the seed so a trainer does not see them
-//!   sorted by size.
+//!   capacity (O(n log L)), in a few item orders, and a pack-by-pack greedy fill over the whole
+//!   pool; the plan with the fewest packs wins. Packs are then shuffled by the seed so a trainer
+//!   does not see them sorted by size.
 //! - [`Algo::Online`]: a streaming packer with a bounded buffer ([`OnlinePacker`]), for a trainer
 //!   that starts before the whole pool is read.
 //! - [`Algo::Ordered`]: next-fit in stream order, for data whose order matters.
@@ -23,6 +24,7 @@ pub mod balance;
 mod bfd;
 #[cfg(test)]
 mod bfd_reference;
+mod fill;
 mod max_tree;
 mod online;
 mod ordered;

@@ -1,0 +1,298 @@
+//! Pack-by-pack greedy fill over the whole pool, a candidate of [`super::bfd`].
+//!
+//! Best-fit-decreasing places item after item into whichever bin fits it best; this builds one
+//! pack at a time instead: it opens a pack and keeps adding, from all items not yet placed, the
+//! one that leaves the pack's normalized room `(a, b)` = (tokens left / L, tiles left / T)
+//! smallest: the smallest `max(a, b)`, then the smallest `a + b` (the online packer's rule, which
+//! fills whichever dimension has most room), until none fits; then the next pack. (Ranking by
+//! `a² + b²` instead won on one BENCHMARKS row, by 0.4%, and lost on three; not worth a second
+//! candidate's time.) On mixes where the tile limit is loose next to the token limit, or the items are all
+//! images, it needs fewer packs than every BFD order (BENCHMARKS.md, "Packing"); on others more,
+//! which is why it is one candidate among several.
+//!
+//! For one tile count, the item that leaves the least room is the one with the most tokens that
+//! still fit, so a step asks each tile count present for its largest fitting token count (a
+//! predecessor query in a two-level bitset over token counts) and compares those few. Items are
+//! handled as size groups (all items of equal (tokens, tiles) are interchangeable), so the cost is
+//! O(K) predecessor queries per placed item for K tile counts (at most [`MAX_CLASSES`]).
+
+/// Most distinct tile counts: one bit per tile count in a `u64`, the counts that still hold items.
+pub(super) const MAX_CLASSES: u32 = 64;
+
+/// Token counts present per tile count: a two-level bitset each.
+struct Presence {
+    /// 64-bit words of the lower level per tile count, and of the upper level.
+    w0: usize,
+    w1: usize,
+    bits0: Vec<u64>,
+    bits1: Vec<u64>,
+}
+
+impl Presence {
+    fn new(classes: usize, max_p: u32) -> Self {
+        let w0 = (max_p as usize) / 64 + 1;
+        let w1 = w0.div_ceil(64);
+        Self {
+            w0,
+            w1,
+            bits0: vec![0; classes * w0],
+            bits1: vec![0; classes * w1],
+        }
+    }
+
+    fn set(&mut self, s: usize, p: u32) {
+        let w = p as usize / 64;
+        self.bits0[s * self.w0 + w] |= 1 << (p % 64);
+        self.bits1[s * self.w1 + w / 64] |= 1 << (w % 64);
+    }
+
+    fn clear(&mut self, s: usize, p: u32) {
+        let w = p as usize / 64;
+        let word = &mut self.bits0[s * self.w0 + w];
+        *word &= !(1 << (p % 64));
+        if *word == 0 {
+            self.bits1[s * self.w1 + w / 64] &= !(1 << (w % 64));
+        }
+    }
+
+    #[inline]
+    fn has(&self, s: usize, p: u32) -> bool {
+        let w = p as usize / 64;
+        w < self.w0 && self.bits0[s * self.w0 + w] & (1 << (p % 64)) != 0
+    }
+
+    /// The largest token count ≤ `x` present for tile count `s`.
+    #[inline]
+    fn pred(&self, s: usize, x: u32) -> Option<u32> {
+        let (l0, l1) = (
+            &self.bits0[s * self.w0..(s + 1) * self.w0],
+            &self.bits1[s * self.w1..(s + 1) * self.w1],
+        );
+        let x = (x as usize).min(self.w0 * 64 - 1);
+        let w = x / 64;
+        let here = l0[w] & (u64::MAX >> (63 - x % 64));
+        if here != 0 {
+            return Some((w * 64 + 63 - here.leading_zeros() as usize) as u32);
+        }
+        // The highest non-empty lower word below `w`, from the upper level.
+        let (mut u, mut mask) = (w / 64, (1u64 << (w % 64)) - 1);
+        loop {
+            let upper = l1[u] & mask;
+            if upper != 0 {
+                let w = u * 64 + 63 - upper.leading_zeros() as usize;
+                return Some((w * 64 + 63 - l0[w].leading_zeros() as usize) as u32);
+            }
+            if u == 0 {
+                return None;
+            }
+            u -= 1;
+            mask = u64::MAX;
+        }
+    }
+}
+
+/// The packs built by [`fill`]: `picks` holds the size group of each placed item in placement
+/// order, and pack `k` is `picks[ends[k - 1]..ends[k]]` (`ends[-1]` = 0).
+pub(super) struct Filled {
+    pub picks: Vec<u32>,
+    pub ends: Vec<u32>,
+}
+
+/// Fills packs of capacity `cap` = (tokens, tiles) from `groups`, one (tokens, tiles, count) per
+/// size group (sizes distinct, each within `cap`). `None` when the tile counts do not fit
+/// [`MAX_CLASSES`] or the product of the limits reaches 2^31, or as soon as `give_up` packs are open (a candidate that cannot win).
+///
+/// Deterministic: among items that rank equal, the one with more tiles is taken.
+pub(super) fn fill(groups: &[(u32, u32, u32)], cap: (u32, u32), give_up: usize) -> Option<Filled> {
+    let max_s = groups.iter().map(|g| g.1).max()?;
+    let max_p = groups.iter().map(|g| g.0).max()?;
+    // Ranks are normalized rooms cross-multiplied by the limits: below 2^31 each, their sum
+    // fits a u32 comfortably and a u64 surely.
+    if max_s >= MAX_CLASSES || u64::from(cap.0) * u64::from(cap.1) >= 1 << 31 {
+        return None;
+    }
+    let classes = max_s as usize + 1;
+    let stride = max_p as usize + 1;
+    let mut presence = Presence::new(classes, max_p);
+    // Group of each (tiles, tokens) size, and items left per group.
+    let mut group_at = vec![u32::MAX; classes * stride];
+    let mut left: Vec<u32> = Vec::with_capacity(groups.len());
+    let mut class_mask = 0u64;
+    let mut remaining = 0u64;
+    for (g, &(p, s, n)) in groups.iter().enumerate() {
+        left.push(n);
+        if n == 0 {
+            continue;
+        }
+        group_at[s as usize * stride + p as usize] = g as u32;
+        presence.set(s as usize, p);
+        class_mask |= 1 << s;
+        remaining += u64::from(n);
+    }
+    let (cp, cs) = (u64::from(cap.0), u64::from(cap.1));
+    let mut out = Filled {
+        picks: Vec::with_capacity(remaining as usize),
+        ends: Vec::new(),
+    };
+    while remaining > 0 {
+        if out.ends.len() + 1 >= give_up {
+            return None;
+        }
+        let mut room = cap;
+        let mut known = [u32::MAX; MAX_CLASSES as usize];
+        loop {
+            // Tile counts that hold items and fit the pack's tile room.
+            let fits_s = if room.1 >= 63 {
+                u64::MAX
+            } else {
+                (1u64 << (room.1 + 1)) - 1
+            };
+            let mut mask = class_mask & fits_s;
+            let mut best: Option<((u64, u64), u32, u32)> = None;
+            // Most tiles first: the tile room an item leaves, `b`, bounds its rank from below
+            // and only grows as the tile count falls, so once `b` alone ranks worse than the
+            // best so far, no item with fewer tiles can win.
+            while mask != 0 {
+                let s = 63 - mask.leading_zeros();
+                mask &= !(1u64 << s);
+                // Normalized room left, cross-multiplied: a = (tokens left)·T, b = (tiles left)·L.
+                let b = u64::from(room.1 - s) * cp;
+                if best.is_some_and(|(r, ..)| b > r.0) {
+                    break;
+                }
+                // The largest fitting token count of the last step is still the largest while
+                // it fits and is present: rooms only shrink within a pack and items only leave.
+                let cached = known[s as usize];
+                let p = if cached <= room.0 && presence.has(s as usize, cached) {
+                    cached
+                } else {
+                    match presence.pred(s as usize, room.0) {
+                        Some(p) => p,
+                        None => continue,
+                    }
+                };
+                known[s as usize] = p;
+                let a = u64::from(room.0 - p) * cs;
+                let rank = (a.max(b), a + b);
+                if best.is_none_or(|(r, ..)| rank < r) {
+                    best = Some((rank, p, s));
+                }
+            }
+            let Some((_, p, s)) = best else { break };
+            let g = group_at[s as usize * stride + p as usize];
+            out.picks.push(g);
+            remaining -= 1;
+            room = (room.0 - p, room.1 - s);
+            let n = &mut left[g as usize];
+            *n -= 1;
+            if *n == 0 {
+                presence.clear(s as usize, p);
+                if presence.pred(s as usize, u32::MAX).is_none() {
+                    class_mask &= !(1 << s);
+                }
+            }
+        }
+        out.ends.push(out.picks.len() as u32);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::rng::SplitMix64;
+
+    /// The same greedy, by brute force over every item left.
+    fn naive(items: &[(u32, u32)], cap: (u32, u32)) -> Vec<Vec<(u32, u32)>> {
+        let mut left: Vec<(u32, u32)> = items.to_vec();
+        let mut packs = Vec::new();
+        let (cp, cs) = (u64::from(cap.0), u64::from(cap.1));
+        while !left.is_empty() {
+            let mut room = cap;
+            let mut pack = Vec::new();
+            loop {
+                let best = left
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &(p, s))| p <= room.0 && s <= room.1)
+                    .min_by_key(|&(_, &(p, s))| {
+                        let a = u64::from(room.0 - p) * cs;
+                        let b = u64::from(room.1 - s) * cp;
+                        (a.max(b), a + b, std::cmp::Reverse(s))
+                    })
+                    .map(|(k, _)| k);
+                let Some(k) = best else { break };
+                let (p, s) = left.swap_remove(k);
+                room = (room.0 - p, room.1 - s);
+                pack.push((p, s));
+            }
+            packs.push(pack);
+        }
+        packs
+    }
+
+    fn groups_of(items: &[(u32, u32)]) -> Vec<(u32, u32, u32)> {
+        let mut sizes: Vec<(u32, u32)> = items.to_vec();
+        sizes.sort_unstable();
+        let mut groups: Vec<(u32, u32, u32)> = Vec::new();
+        for (p, s) in sizes {
+            match groups.last_mut() {
+                Some(g) if (g.0, g.1) == (p, s) => g.2 += 1,
+                _ => groups.push((p, s, 1)),
+            }
+        }
+        groups
+    }
+
+    #[test]
+    fn equals_the_brute_force_greedy() {
+        let mut r = SplitMix64::new(5);
+        for case in 0..300 {
+            let cap = (1 + r.below(3000) as u32, 1 + r.below(40) as u32);
+            let n = r.below(200);
+            let items: Vec<(u32, u32)> = (0..n)
+                .map(|_| {
+                    (
+                        r.below(cap.0 as usize + 1) as u32,
+                        r.below(cap.1 as usize + 1) as u32,
+                    )
+                })
+                .collect();
+            let groups = groups_of(&items);
+            {
+                let got = fill(&groups, cap, usize::MAX);
+                let want = naive(&items, cap);
+                let Some(got) = got else {
+                    assert!(items.is_empty(), "case {case}: no fill for {n} items");
+                    continue;
+                };
+                let mut start = 0;
+                let got: Vec<Vec<(u32, u32)>> = got
+                    .ends
+                    .iter()
+                    .map(|&e| {
+                        let pack = got.picks[start..e as usize]
+                            .iter()
+                            .map(|&g| (groups[g as usize].0, groups[g as usize].1))
+                            .collect();
+                        start = e as usize;
+                        pack
+                    })
+                    .collect();
+                assert_eq!(got, want, "case {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn gives_up_at_the_pack_count_and_refuses_many_tile_counts() {
+        let groups = [(10, 1, 100)];
+        // 100 items of 10 tokens into packs of 50 tokens: 20 packs.
+        let all = fill(&groups, (50, 100), usize::MAX).unwrap();
+        assert_eq!(all.ends.len(), 20);
+        assert!(fill(&groups, (50, 100), 20).is_none());
+        assert!(fill(&groups, (50, 100), 21).is_some());
+        assert!(fill(&[(1, 64, 1)], (10, 100), usize::MAX).is_none());
+        assert!(fill(&groups, (1 << 26, 32), usize::MAX).is_none());
+    }
+}
