@@ -6,6 +6,11 @@ Generates two sample mixes with a fixed numpy seed (100k samples each), writes t
 Ordered) and three Python baselines written for this comparison, and prints a markdown table.
 
     python benches/pack_baselines.py [--bin target/release/examples/pack_lengths] [--out DIR]
+        [--lp GRID]
+
+`--lp GRID` adds the configuration-LP lower bound of benches/pack_lp_bound.py (tokens rounded
+down to multiples of GRID; needs scipy and `cargo build --release --example pack_lp_price`;
+minutes per two-limit row).
 
 Mixes (tokens = 256·tiles + 2·images + text tokens):
   mixed:  60% single-image, 15% multi-image (2-6 images), 25% text-only.
@@ -221,12 +226,18 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("VLMPREP_PACK_LENGTHS",
                                                     "target/release/examples/pack_lengths"))
     ap.add_argument("--out", default="target/pack_mixes")
+    ap.add_argument("--lp", type=int, default=0, metavar="GRID",
+                    help="also compute the configuration-LP bound, tokens rounded to GRID")
     args = ap.parse_args()
+    if args.lp:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from pack_lp_bound import lp_bound
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(20261122)
     limits_arg = ",".join(f"{l}x{t if t else '-'}" for l, t in LIMITS)
     rows = []
     strong = {}  # (mix, L, T) -> Martello–Toth L2 bound, max over the two dimensions
+    lp = {}  # (mix, L, T) -> configuration-LP bound (with --lp)
     for mix in ["mixed", "single"]:
         tok, til = make_mix(mix, rng)
         path = os.path.join(args.out, f"{mix}.txt")
@@ -246,6 +257,9 @@ def main():
             bound = max(-(-sum(kt) // L), -(-sum(kg) // Tn))
             strong[(mix, L, T)] = max(bound, l2_bound(kt, L),
                                       l2_bound(kg, Tn) if T else 0)
+            if args.lp and T:
+                lp[(mix, L, T)] = lp_bound(tok[keep], til[keep], L, T, args.lp)
+                print(f"{mix} {L}x{T}: LP bound {lp[(mix, L, T)]}", file=sys.stderr)
             for name, fn in BASELINES:
                 t0 = time.perf_counter()
                 packs = fn(kt, kg, L, Tn)
@@ -257,9 +271,11 @@ def main():
                 })
             print(f"{mix} {L}x{T}: baselines done", file=sys.stderr)
 
+    lp_head = (" LP bound | packs / LP |", "---:|---:|") if args.lp else ("", "")
     print("| mix | L × T | algo | packs | lower bound | packs / bound | token eff. | tile fill "
-          "| spread W=8 emitted → balanced (mean / worst) | samples/s | L2 bound | packs / L2 |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+          "| spread W=8 emitted → balanced (mean / worst) | samples/s | L2 bound | packs / L2 |"
+          + lp_head[0])
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|" + lp_head[1])
     for r in rows:
         lim = r["limits"]
         lt = f"{lim['tokens']} × {lim['tiles'] if lim['tiles'] else '∞'}"
@@ -273,7 +289,12 @@ def main():
         l2 = strong[(r["mix"], lim["tokens"], lim["tiles"])]
         print(f"| {r['mix']} | {lt} | {r['algo']} | {r['packs']} | {r['lower_bound']} | "
               f"{r['ratio']:.4f} | {eff} | {fill} | {spread} | {r['samples_per_s']:,.0f} | "
-              f"{l2} | {r['packs'] / l2:.4f} |")
+              f"{l2} | {r['packs'] / l2:.4f} |", end="")
+        key = (r["mix"], lim["tokens"], lim["tiles"])
+        if args.lp:
+            b = max(lp.get(key, 0), l2)
+            print(f" {b} | {r['packs'] / b:.4f} |" if key in lp else "  |  |", end="")
+        print()
     over = {(r["mix"], r["limits"]["tokens"], r["limits"]["tiles"]): r["oversize_packs"] for r in rows}
     print()
     for (mix, l, t), n in over.items():
