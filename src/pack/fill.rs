@@ -129,6 +129,11 @@ pub(super) fn fill(groups: &[(u32, u32, u32)], cap: (u32, u32), give_up: usize) 
         class_mask |= 1 << s;
         remaining += u64::from(n);
     }
+    // The most tokens present per tile count: what an empty pack's first step looks up.
+    let mut top = [u32::MAX; MAX_CLASSES as usize];
+    for (s, t) in top.iter_mut().enumerate().take(classes) {
+        *t = presence.pred(s, u32::MAX).unwrap_or(u32::MAX);
+    }
     let (cp, cs) = (u64::from(cap.0), u64::from(cap.1));
     let mut out = Filled {
         picks: Vec::with_capacity(remaining as usize),
@@ -139,7 +144,7 @@ pub(super) fn fill(groups: &[(u32, u32, u32)], cap: (u32, u32), give_up: usize) 
             return None;
         }
         let mut room = cap;
-        let mut known = [u32::MAX; MAX_CLASSES as usize];
+        let mut known = top;
         loop {
             // Tile counts that hold items and fit the pack's tile room.
             let fits_s = if room.1 >= 63 {
@@ -187,9 +192,13 @@ pub(super) fn fill(groups: &[(u32, u32, u32)], cap: (u32, u32), give_up: usize) 
             *n -= 1;
             if *n == 0 {
                 presence.clear(s as usize, p);
-                if presence.pred(s as usize, u32::MAX).is_none() {
-                    class_mask &= !(1 << s);
-                }
+                top[s as usize] = match presence.pred(s as usize, u32::MAX) {
+                    Some(q) => q,
+                    None => {
+                        class_mask &= !(1 << s);
+                        u32::MAX
+                    }
+                };
             }
         }
         out.ends.push(out.picks.len() as u32);
