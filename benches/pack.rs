@@ -47,6 +47,29 @@ fn bench_pack(c: &mut Criterion) {
             });
         }
     }
+    // Limits the mix fills about equally (Σtokens/L ≈ Σtiles/T): Bfd's pack-by-pack fill
+    // candidate runs too, so this is Bfd's slower case.
+    let balanced = Limits {
+        tokens: 8192,
+        tiles: 24,
+    };
+    g.bench_with_input(
+        BenchmarkId::new("bfd", "8192x24"),
+        &balanced,
+        |b, &limits| {
+            b.iter(|| {
+                plan_packs(
+                    black_box(&costs),
+                    limits,
+                    Algo::Bfd,
+                    OversizePolicy::Alone,
+                    &|_| None,
+                    1,
+                )
+                .expect("valid settings")
+            })
+        },
+    );
     g.finish();
 }
 
