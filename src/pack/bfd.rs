@@ -821,19 +821,24 @@ fn gather(
     }
 }
 
+/// A candidate's finished run: bins, their tree, the items in run order.
+type Finished = (Run, CapacityTree, SortedItems);
+
+/// The word and bin buffers of a candidate that lost, for the next one.
+type Spares = (Vec<u64>, Vec<u32>);
+
 /// The [`fill`] candidate as a finished run: its packs as bins, in the order it made them, with
 /// a tree over their rooms for [`empty_weak_bins`]; `sorted` lists the items pack by pack.
 /// Tokens are primary. `Err` gives the buffers back when it cannot win (`give_up`, as for
 /// [`run`]) or does not apply.
-#[allow(clippy::type_complexity)]
 fn run_fill(
     base: &SortedItems,
     groups: &[(u32, u32)],
     d: Dims,
     max: (u32, u32, u32),
     give_up: usize,
-    (spare, mut bin_at): (Vec<u64>, Vec<u32>),
-) -> Result<(Run, CapacityTree, SortedItems), (Vec<u64>, Vec<u32>)> {
+    (spare, mut bin_at): Spares,
+) -> Result<Finished, Spares> {
     let sizes: Vec<(u32, u32, u32)> = groups
         .iter()
         .map(|&(a, b)| {
