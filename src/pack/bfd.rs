@@ -914,12 +914,12 @@ enum Candidate {
 /// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (made after the
 /// BFD packs, in index order), then shuffles that creation order by `seed` ([`assemble`]).
 ///
-/// With both limits set, it runs four candidates and keeps the one with the fewest packs (ties:
-/// the earlier), then runs [`empty_weak_bins`] on it: BFD by normalized sum and by normalized
-/// max, primary being the dimension the pool fills more of; the pack-by-pack [`fill::fill`]
-/// (where it applies: under 64 tile counts, and [`balanced_limits`]); and plain BFD by tokens (tokens descending, tokens
-/// primary), so Bfd never uses more packs than that classic packer (TRL's). With one limit only
-/// the last runs. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
+/// With both limits set, it runs up to four candidates and keeps the one with the fewest packs
+/// (ties: the earlier), then runs [`empty_weak_bins`] on it: BFD by normalized sum and by
+/// normalized max, primary being the dimension the pool fills more of; the pack-by-pack
+/// [`fill::fill`] (where it applies: under 64 tile counts, and [`balanced_limits`]); and plain
+/// BFD by tokens (tokens descending, tokens primary), so Bfd never uses more packs than that
+/// classic packer (TRL's). With one limit only the last runs. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
 /// the post-pass of a losing candidate never made it win, so only the winner gets one.
 ///
 /// Speed (issue 3): the items are sorted once, by size ([`group_by_size_dense`], a counting

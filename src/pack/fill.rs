@@ -5,10 +5,10 @@
 //! one that leaves the pack's normalized room `(a, b)` = (tokens left / L, tiles left / T)
 //! smallest: the smallest `max(a, b)`, then the smallest `a + b` (the online packer's rule, which
 //! fills whichever dimension has most room), until none fits; then the next pack. (Ranking by
-//! `a² + b²` instead won on one BENCHMARKS row, by 0.4%, and lost on three; not worth a second
-//! candidate's time.) On mixes where the tile limit is loose next to the token limit, or the items are all
-//! images, it needs fewer packs than every BFD order (BENCHMARKS.md, "Packing"); on others more,
-//! which is why it is one candidate among several.
+//! `a² + b²` instead would have taken one other BENCHMARKS row, by 0.08%, and done worse on two
+//! that this rule takes; not worth a second candidate's time.) Where the pool fills both limits
+//! about equally it often needs fewer packs than every BFD order (BENCHMARKS.md, "Packing"); on
+//! other mixes more, which is why it is one candidate among several.
 //!
 //! For one tile count, the item that leaves the least room is the one with the most tokens that
 //! still fit, so a step asks each tile count present for its largest fitting token count (a
@@ -100,7 +100,8 @@ pub(super) struct Filled {
 
 /// Fills packs of capacity `cap` = (tokens, tiles) from `groups`, one (tokens, tiles, count) per
 /// size group (sizes distinct, each within `cap`). `None` when the tile counts do not fit
-/// [`MAX_CLASSES`] or the product of the limits reaches 2^31, or as soon as `give_up` packs are open (a candidate that cannot win).
+/// [`MAX_CLASSES`] or the product of the limits reaches 2^31, or as soon as `give_up` packs
+/// are open (a candidate that cannot win).
 ///
 /// Deterministic: among items that rank equal, the one with more tiles is taken.
 pub(super) fn fill(groups: &[(u32, u32, u32)], cap: (u32, u32), give_up: usize) -> Option<Filled> {
