@@ -538,7 +538,9 @@ impl PackedLayout {
     }
 
     fn pack(self, key: u32, it: Item) -> u64 {
-        (u64::from(key) << self.key_shift())
+        // Index and sizes can take all 64 bits when the key takes none (a key of 0): a shift
+        // by 64 would overflow.
+        u64::from(key).checked_shl(self.key_shift()).unwrap_or(0)
             | (u64::from(it.idx) << (self.s_bits + self.p_bits))
             | (u64::from(it.p) << self.s_bits)
             | u64::from(it.s)
@@ -1344,6 +1346,20 @@ mod tests {
                 "{limits:?} {c:?}"
             );
         }
+    }
+
+    #[test]
+    fn packed_layout_with_no_key_bits_uses_all_64() {
+        // Found by the packer fuzz target: index, primary and secondary of 32, 16 and 16 bits
+        // leave no room for a key, and a key of 0 must not shift by 64.
+        let layout = PackedLayout::new(0, 32, 16, 16).expect("fits 64 bits");
+        let it = Item {
+            idx: u32::MAX,
+            p: 0xffff,
+            s: 0x8001,
+        };
+        let back = layout.unpack(layout.pack(0, it));
+        assert_eq!((back.idx, back.p, back.s), (it.idx, it.p, it.s));
     }
 
     #[test]
