@@ -537,18 +537,21 @@ impl PackedLayout {
         self.s_bits + self.p_bits + self.idx_bits
     }
 
+    // A field of 0 bits (a key of 0, or an index of 0 when there is one sample) can sit at bit
+    // 64, where a plain shift would overflow: such a field is 0, so it reads and writes as 0.
     fn pack(self, key: u32, it: Item) -> u64 {
-        // Index and sizes can take all 64 bits when the key takes none (a key of 0): a shift
-        // by 64 would overflow.
-        u64::from(key).checked_shl(self.key_shift()).unwrap_or(0)
-            | (u64::from(it.idx) << (self.s_bits + self.p_bits))
-            | (u64::from(it.p) << self.s_bits)
+        let at = |x: u32, shift: u32| u64::from(x).checked_shl(shift).unwrap_or(0);
+        at(key, self.key_shift())
+            | at(it.idx, self.s_bits + self.p_bits)
+            | at(it.p, self.s_bits)
             | u64::from(it.s)
     }
 
     #[inline]
     fn unpack(self, w: u64) -> Item {
-        let field = |shift: u32, bits: u32| ((w >> shift) & ((1u64 << bits) - 1)) as u32;
+        let field = |shift: u32, bits: u32| {
+            (w.checked_shr(shift).unwrap_or(0) & ((1u64 << bits) - 1)) as u32
+        };
         Item {
             idx: field(self.s_bits + self.p_bits, self.idx_bits),
             p: field(self.s_bits, self.p_bits),
@@ -1349,7 +1352,7 @@ mod tests {
     }
 
     #[test]
-    fn packed_layout_with_no_key_bits_uses_all_64() {
+    fn packed_layout_fields_may_sit_at_bit_64() {
         // Found by the packer fuzz target: index, primary and secondary of 32, 16 and 16 bits
         // leave no room for a key, and a key of 0 must not shift by 64.
         let layout = PackedLayout::new(0, 32, 16, 16).expect("fits 64 bits");
@@ -1357,6 +1360,15 @@ mod tests {
             idx: u32::MAX,
             p: 0xffff,
             s: 0x8001,
+        };
+        let back = layout.unpack(layout.pack(0, it));
+        assert_eq!((back.idx, back.p, back.s), (it.idx, it.p, it.s));
+        // Then one sample (index bits 0) with 32-bit sizes: the index sits at bit 64.
+        let layout = PackedLayout::new(0, 0, 32, 32).expect("fits 64 bits");
+        let it = Item {
+            idx: 0,
+            p: u32::MAX,
+            s: 7,
         };
         let back = layout.unpack(layout.pack(0, it));
         assert_eq!((back.idx, back.p, back.s), (it.idx, it.p, it.s));
