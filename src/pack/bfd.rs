@@ -538,9 +538,10 @@ impl PackedLayout {
     }
 
     // A field of 0 bits (a key of 0, or an index of 0 when there is one sample) can sit at bit
-    // 64, where a plain shift would overflow: such a field is 0, so it reads and writes as 0.
+    // 64, where a plain shift overflows. Such a field's value is 0 and its mask is 0, so a
+    // wrapping shift (by 64 mod 64 = 0) writes and reads it correctly, at no cost.
     fn pack(self, key: u32, it: Item) -> u64 {
-        let at = |x: u32, shift: u32| u64::from(x).checked_shl(shift).unwrap_or(0);
+        let at = |x: u32, shift: u32| u64::from(x).wrapping_shl(shift);
         at(key, self.key_shift())
             | at(it.idx, self.s_bits + self.p_bits)
             | at(it.p, self.s_bits)
@@ -549,9 +550,7 @@ impl PackedLayout {
 
     #[inline]
     fn unpack(self, w: u64) -> Item {
-        let field = |shift: u32, bits: u32| {
-            (w.checked_shr(shift).unwrap_or(0) & ((1u64 << bits) - 1)) as u32
-        };
+        let field = |shift: u32, bits: u32| (w.wrapping_shr(shift) & ((1u64 << bits) - 1)) as u32;
         Item {
             idx: field(self.s_bits + self.p_bits, self.idx_bits),
             p: field(self.s_bits, self.p_bits),
