@@ -704,7 +704,11 @@ fn group_by_size_dense(
     max: (u32, u32, u32),
 ) -> Option<(SortedItems, Vec<(u32, u32)>)> {
     let (stride, rows) = (u64::from(max.2) + 1, u64::from(max.1) + 1);
-    if stride * rows > MAX_DENSE_SIZES {
+    // Both can be 2^32 (sizes of u32::MAX): their product would overflow a u64.
+    if stride
+        .checked_mul(rows)
+        .is_none_or(|pairs| pairs > MAX_DENSE_SIZES)
+    {
         return None;
     }
     let layout = PackedLayout::new(0, bits_of(max.0), bits_of(max.1), bits_of(max.2))?;
@@ -1237,6 +1241,22 @@ mod tests {
                 .iter()
                 .any(|p| p.samples == [1, 2, 3] && p.tokens == limits.tokens)
         );
+    }
+
+    #[test]
+    fn sizes_of_u32_max_in_both_dimensions_pack() {
+        // Found by the packer fuzz target: the count of (tokens, tiles) pairs, 2^32 · 2^32,
+        // overflowed a u64 before the dense grouping was refused.
+        let limits = Limits {
+            tokens: u32::MAX,
+            tiles: u32::MAX - 1,
+        };
+        let entries = fits(&[(u32::MAX, 1), (1, u32::MAX - 1), (0, 0)]);
+        let packs = pack(&entries, limits);
+        let mut placed: Vec<u32> = packs.iter().flat_map(|p| p.samples.to_vec()).collect();
+        placed.sort_unstable();
+        assert_eq!(placed, [0, 1, 2]);
+        assert_eq!(packs.len(), 2, "{packs:?}");
     }
 
     #[test]
