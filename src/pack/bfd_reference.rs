@@ -198,15 +198,17 @@ fn reference_pack(entries: &[Entry], limits: Limits) -> (Vec<OwnedPack>, u8) {
     if !limits.unlimited_tiles() && limits.tokens != u32::MAX {
         cands.push((tiles_fuller, 1));
         cands.push((tiles_fuller, 2));
-        // The fill applies below 64 tile counts and a product of the limits below 2^31, when
-        // Σtokens/L and Σtiles/T are within a factor 1.25.
+        // The fill applies below 64 tile counts, 2^22 (tiles, tokens) cells and a product of
+        // the limits below 2^31, when Σtokens/L and Σtiles/T are within a factor 1.25.
         let max_tiles = fit.iter().map(|it| it.s).max().unwrap_or(0);
         let (tok, til) = (
             sum_tok * u128::from(limits.tiles),
             sum_til * u128::from(limits.tokens),
         );
+        let max_tokens = fit.iter().map(|it| it.p).max().unwrap_or(0);
         if !fit.is_empty()
             && max_tiles < 64
+            && (max_tiles as usize + 1) * (max_tokens as usize + 1) <= 1 << 22
             && u64::from(limits.tokens) * u64::from(limits.tiles) < 1 << 31
             && tok.max(til) * 4 <= tok.min(til) * 5
         {

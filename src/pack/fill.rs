@@ -19,6 +19,10 @@
 /// Most distinct tile counts: one bit per tile count in a `u64`, the counts that still hold items.
 pub(super) const MAX_CLASSES: u32 = 64;
 
+/// Most (tile count, token count) cells of the group table: 2^22, 16 MiB, e.g. 64 tile counts
+/// of up to 65,535 tokens. Larger sizes get no fill (a huge table per plan).
+pub(super) const MAX_SIZES: usize = 1 << 22;
+
 /// Token counts present per tile count: a two-level bitset each.
 struct Presence {
     /// 64-bit words of the lower level per tile count, and of the upper level.
@@ -100,8 +104,8 @@ pub(super) struct Filled {
 
 /// Fills packs of capacity `cap` = (tokens, tiles) from `groups`, one (tokens, tiles, count) per
 /// size group (sizes distinct, each within `cap`). `None` when the tile counts do not fit
-/// [`MAX_CLASSES`] or the product of the limits reaches 2^31, or as soon as `give_up` packs
-/// are open (a candidate that cannot win).
+/// [`MAX_CLASSES`], the sizes [`MAX_SIZES`], or the product of the limits reaches 2^31, or as
+/// soon as `give_up` packs are open (a candidate that cannot win).
 ///
 /// Deterministic: among items that rank equal, the one with more tiles is taken.
 pub(super) fn fill(groups: &[(u32, u32, u32)], cap: (u32, u32), give_up: usize) -> Option<Filled> {
@@ -114,6 +118,10 @@ pub(super) fn fill(groups: &[(u32, u32, u32)], cap: (u32, u32), give_up: usize) 
     }
     let classes = max_s as usize + 1;
     let stride = max_p as usize + 1;
+    // The (tiles, tokens) table: at most MAX_SIZES cells (16 MiB), or no fill.
+    if classes * stride > MAX_SIZES {
+        return None;
+    }
     let mut presence = Presence::new(classes, max_p);
     // Group of each (tiles, tokens) size, and items left per group.
     let mut group_at = vec![u32::MAX; classes * stride];
@@ -304,5 +312,7 @@ mod tests {
         assert!(fill(&groups, (50, 100), 21).is_some());
         assert!(fill(&[(1, 64, 1)], (10, 100), usize::MAX).is_none());
         assert!(fill(&groups, (1 << 26, 32), usize::MAX).is_none());
+        // 2 tile counts of up to 2^22 tokens: a table over MAX_SIZES.
+        assert!(fill(&[(1 << 22, 1, 1)], (1 << 22, 1), usize::MAX).is_none());
     }
 }
