@@ -341,7 +341,9 @@ fn attend_sequence(
     // SAFETY: the loops above wrote every one of the len values: each (part, head, row)
     // block of hd values once, 3 · heads · seq · hd = len in all.
     unsafe { split.set_len(len) };
-    let mut scores = vec![0.0f32; seq * seq];
+    // From the pool too: seq² scores are 2.1 MB at so400m-384 (seq 729), as fresh pages per
+    // sequence per layer otherwise.
+    let mut scores = buffer_pool::take_zeroed(seq * seq);
     let mut inv_sums = vec![0.0f32; seq];
     for h in 0..heads {
         let block = |part: usize| &split[(part * heads + h) * seq * hd..][..seq * hd];
@@ -389,6 +391,7 @@ fn attend_sequence(
         }
     }
     buffer_pool::recycle(split);
+    buffer_pool::recycle(scores);
 }
 
 impl Drop for CpuMatrix {
