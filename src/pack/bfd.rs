@@ -10,9 +10,9 @@
 //! room. [`pack`] runs a few (primary, order) candidates, and a pack-by-pack fill
 //! ([`super::fill`]), and keeps the best.
 
-use super::fill;
 use super::max_tree::MaxTree;
 use super::{Entry, Limits, PackList, rng};
+use super::{fill, pattern};
 
 /// Capacities above 2^16 share leaves (buckets); the bucket holding the query is then checked
 /// bin by bin, so answers stay exact, only "tightest" becomes approximate inside a bucket. The
@@ -332,24 +332,49 @@ fn run(
     give_up: usize,
 ) -> Result<(Run, CapacityTree), Vec<u32>> {
     let mut tree = CapacityTree::new(d.cap, d.ignore_s);
+    let mut bins: Vec<Bin> = Vec::new();
+    bin_at.clear();
+    bin_at.reserve(sorted.len());
+    if !place(sorted, 0, d, &mut bins, &mut tree, &mut bin_at, give_up) {
+        return Err(bin_at);
+    }
+    let live = bins.len();
+    let r = Run {
+        gone: vec![false; bins.len()],
+        bins,
+        bin_at,
+        live,
+    };
+    Ok((r, tree))
+}
+
+/// Best fit of `sorted[from..]` in that order into `bins` (the usable ones in `tree`), opening
+/// bins as needed; each item's bin is pushed to `bin_at`. `false`: gave up, at `give_up` bins
+/// (see [`run`]).
+fn place(
+    sorted: &SortedItems,
+    from: usize,
+    d: Dims,
+    bins: &mut Vec<Bin>,
+    tree: &mut CapacityTree,
+    bin_at: &mut Vec<u32>,
+    give_up: usize,
+) -> bool {
     // Where cells are exact, a bin that took an item and still holds another of the same sizes
     // is that item's best fit again: it was the tightest that fitted, and it only got tighter.
     // A run of equal items then fills it without asking the tree.
     let fill_runs = tree.exact();
-    let mut bins: Vec<Bin> = Vec::new();
-    bin_at.clear();
-    bin_at.reserve(sorted.len());
-    let mut k = 0;
+    let mut k = from;
     while k < sorted.len() {
         let it = sorted.get(k);
-        let b = match tree.best_fit(it.p, it.s, &bins) {
+        let b = match tree.best_fit(it.p, it.s, bins) {
             Some(b) => {
-                tree.remove(b, &mut bins);
+                tree.remove(b, bins);
                 b
             }
             None => {
                 if bins.len() + 1 >= give_up {
-                    return Err(bin_at);
+                    return false;
                 }
                 bins.push(Bin {
                     rem: d.cap,
@@ -372,17 +397,10 @@ fn run(
             k += 1;
         }
         if d.usable(*rem) {
-            tree.insert(b, &mut bins);
+            tree.insert(b, bins);
         }
     }
-    let live = bins.len();
-    let r = Run {
-        gone: vec![false; bins.len()],
-        bins,
-        bin_at,
-        live,
-    };
-    Ok((r, tree))
+    true
 }
 
 /// Post-pass: tries the bins from the least filled (normalized primary + secondary fill) up, and
@@ -835,11 +853,20 @@ type Finished = (Run, CapacityTree, SortedItems);
 /// The word and bin buffers of a candidate that lost, for the next one.
 type Spares = (Vec<u64>, Vec<u32>);
 
-/// The [`fill`] candidate as a finished run: its packs as bins, in the order it made them, with
-/// a tree over their rooms for [`empty_weak_bins`]; `sorted` lists the items pack by pack.
-/// Tokens are primary. `Err` gives the buffers back when it cannot win (`give_up`, as for
-/// [`run`]) or does not apply.
-fn run_fill(
+/// The pack-by-pack candidates: [`fill`] and [`pattern`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ByPack {
+    Fill,
+    Pattern,
+}
+
+/// A pack-by-pack candidate as a finished run: its packs as bins, in the order it made them,
+/// then best fit (tokens primary, size order) of what it left, with a tree over the bins' rooms
+/// for [`empty_weak_bins`]; `sorted` lists the items pack by pack, then the rest. Tokens are
+/// primary. `Err` gives the buffers back when it cannot win (`give_up`, as for [`run`]) or does
+/// not apply.
+fn run_by_pack(
+    kind: ByPack,
     base: &SortedItems,
     groups: &[(u32, u32)],
     d: Dims,
@@ -854,17 +881,38 @@ fn run_fill(
             (it.p, it.s, b - a)
         })
         .collect();
-    let Some(filled) = fill::fill(&sizes, d.cap, give_up) else {
+    let made = match kind {
+        ByPack::Fill => fill::fill(&sizes, d.cap, give_up).map(|f| (f, false)),
+        ByPack::Pattern => pattern::pattern_fill(&sizes, d.cap, give_up).map(|f| (f, true)),
+    };
+    let Some((filled, has_rest)) = made else {
         return Err((spare, bin_at));
     };
-    // Each group's items are taken in base (sample) order.
+    // Each group's items are taken in base (sample) order; what the packs did not take follows,
+    // group by group in base order.
     let mut cursor: Vec<u32> = groups.iter().map(|g| g.0).collect();
-    let positions = filled.picks.iter().map(|&g| {
-        let k = cursor[g as usize];
-        cursor[g as usize] += 1;
-        k as usize
-    });
-    let sorted = gather(base, positions, |it| it, max, spare);
+    let mut positions: Vec<u32> = filled
+        .picks
+        .iter()
+        .map(|&g| {
+            let k = cursor[g as usize];
+            cursor[g as usize] += 1;
+            k
+        })
+        .collect();
+    if has_rest {
+        for (&(_, end), &from) in groups.iter().zip(&cursor) {
+            positions.extend(from..end);
+        }
+    }
+    let sorted = gather(
+        base,
+        positions.iter().map(|&k| k as usize),
+        |it| it,
+        max,
+        spare,
+    );
+    drop(positions);
     let mut bins = Vec::with_capacity(filled.ends.len());
     bin_at.clear();
     bin_at.reserve(sorted.len());
@@ -889,6 +937,17 @@ fn run_fill(
             tree.insert(b, &mut bins);
         }
     }
+    if !place(
+        &sorted,
+        start,
+        d,
+        &mut bins,
+        &mut tree,
+        &mut bin_at,
+        give_up,
+    ) {
+        return Err((sorted.into_words(), bin_at));
+    }
     let live = bins.len();
     let r = Run {
         gone: vec![false; live],
@@ -911,12 +970,27 @@ fn balanced_limits(sum_tok: u128, sum_til: u128, limits: Limits) -> bool {
     4 * tok.max(til) <= 5 * tok.min(til)
 }
 
+/// Whether the tile-bearing items are small against the tile limit: their mean tile count at
+/// most a third of T (three or more per pack). Only then does the [`pattern`] candidate run. With
+/// two to a pack (InternVL tiles under T = 16), a pattern is a pair and the tokens decide the
+/// pairing more than the tile totals do; there it lost on both BENCHMARKS rows (by 1.7% and
+/// 2.0%), and won every row with three or more (T ≥ 24).
+fn many_per_pack(sum_til: u128, with_tiles: u128, limits: Limits) -> bool {
+    with_tiles > 0 && 3 * sum_til <= with_tiles * u128::from(limits.tiles)
+}
+
+/// max(⌈Σtokens/L⌉, ⌈Σtiles/T⌉): no plan of the fitting items has fewer packs.
+fn lower_bound(sum_tok: u128, sum_til: u128, limits: Limits) -> u128 {
+    let need = |sum: u128, cap: u32| sum.div_ceil(u128::from(cap.max(1)));
+    need(sum_tok, limits.tokens).max(need(sum_til, limits.tiles))
+}
+
 /// One candidate: a BFD run, with which dimension is primary (best fit is tightest in it first)
 /// and the item order, or a pack-by-pack [`fill`] (tokens primary).
 #[derive(Clone, Copy)]
 enum Candidate {
     Bfd { tiles_primary: bool, order: Order },
-    Fill,
+    ByPack(ByPack),
 }
 
 /// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (made after the
@@ -943,9 +1017,11 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
     // Sums and the smallest and largest sizes, both dimensions, in one pass for all candidates.
     let (mut sum_tok, mut sum_til) = (0u128, 0u128);
     let (mut min, mut max) = ((u32::MAX, u32::MAX), (0, 0));
+    let mut with_tiles = 0u128;
     for c in fitting(entries).map(|(_, c)| c) {
         sum_tok += u128::from(c.tokens);
         sum_til += u128::from(c.tiles);
+        with_tiles += u128::from(c.tiles > 0);
         min = (min.0.min(c.tokens), min.1.min(c.tiles));
         max = (max.0.max(c.tokens), max.1.max(c.tiles));
     }
@@ -954,6 +1030,9 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
     let mut cands = Vec::new();
     let both_limits = !limits.unlimited_tiles() && limits.tokens != u32::MAX;
     if both_limits {
+        if tiles_fuller && many_per_pack(sum_til, with_tiles, limits) {
+            cands.push(Candidate::ByPack(ByPack::Pattern));
+        }
         for order in [Order::Sum, Order::Max] {
             cands.push(Candidate::Bfd {
                 tiles_primary: tiles_fuller,
@@ -961,7 +1040,7 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
             });
         }
         if balanced_limits(sum_tok, sum_til, limits) {
-            cands.push(Candidate::Fill);
+            cands.push(Candidate::ByPack(ByPack::Fill));
         }
     }
     cands.push(Candidate::Bfd {
@@ -1001,16 +1080,21 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
     let (mut spare_sorted, mut spare_bin_at) = (Vec::new(), Vec::new());
     let mut best: Option<(Run, CapacityTree, SortedItems, Dims, bool)> = None;
     let n_cands = cands.len();
+    let bound = lower_bound(sum_tok, sum_til, limits);
     for (k, c) in cands.into_iter().enumerate() {
+        if best.as_ref().is_some_and(|b| b.0.live as u128 <= bound) {
+            // At the lower bound: no candidate can have fewer packs.
+            break;
+        }
         // A later candidate wins only with fewer bins than the best so far.
         let give_up = best.as_ref().map_or(usize::MAX, |b| b.0.live);
         let spare = std::mem::take(&mut spare_sorted);
         let spare_bins = std::mem::take(&mut spare_bin_at);
         let (ran, d, tiles_primary) = match c {
-            Candidate::Fill => {
+            Candidate::ByPack(kind) => {
                 let (d, _, max) = dims_of(false);
                 let max = (max_idx, max.0, max.1);
-                let ran = run_fill(&base, &groups, d, max, give_up, (spare, spare_bins));
+                let ran = run_by_pack(kind, &base, &groups, d, max, give_up, (spare, spare_bins));
                 (ran, d, false)
             }
             Candidate::Bfd {

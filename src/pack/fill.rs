@@ -19,81 +19,11 @@
 /// Most distinct tile counts: one bit per tile count in a `u64`, the counts that still hold items.
 pub(super) const MAX_CLASSES: u32 = 64;
 
+use super::presence::Presence;
+
 /// Most (tile count, token count) cells of the group table: 2^22, 16 MiB, e.g. 64 tile counts
 /// of up to 65,535 tokens. Larger sizes get no fill (a huge table per plan).
 pub(super) const MAX_SIZES: usize = 1 << 22;
-
-/// Token counts present per tile count: a two-level bitset each.
-struct Presence {
-    /// 64-bit words of the lower level per tile count, and of the upper level.
-    w0: usize,
-    w1: usize,
-    bits0: Vec<u64>,
-    bits1: Vec<u64>,
-}
-
-impl Presence {
-    fn new(classes: usize, max_p: u32) -> Self {
-        let w0 = (max_p as usize) / 64 + 1;
-        let w1 = w0.div_ceil(64);
-        Self {
-            w0,
-            w1,
-            bits0: vec![0; classes * w0],
-            bits1: vec![0; classes * w1],
-        }
-    }
-
-    fn set(&mut self, s: usize, p: u32) {
-        let w = p as usize / 64;
-        self.bits0[s * self.w0 + w] |= 1 << (p % 64);
-        self.bits1[s * self.w1 + w / 64] |= 1 << (w % 64);
-    }
-
-    fn clear(&mut self, s: usize, p: u32) {
-        let w = p as usize / 64;
-        let word = &mut self.bits0[s * self.w0 + w];
-        *word &= !(1 << (p % 64));
-        if *word == 0 {
-            self.bits1[s * self.w1 + w / 64] &= !(1 << (w % 64));
-        }
-    }
-
-    #[inline]
-    fn has(&self, s: usize, p: u32) -> bool {
-        let w = p as usize / 64;
-        w < self.w0 && self.bits0[s * self.w0 + w] & (1 << (p % 64)) != 0
-    }
-
-    /// The largest token count ≤ `x` present for tile count `s`.
-    #[inline]
-    fn pred(&self, s: usize, x: u32) -> Option<u32> {
-        let (l0, l1) = (
-            &self.bits0[s * self.w0..(s + 1) * self.w0],
-            &self.bits1[s * self.w1..(s + 1) * self.w1],
-        );
-        let x = (x as usize).min(self.w0 * 64 - 1);
-        let w = x / 64;
-        let here = l0[w] & (u64::MAX >> (63 - x % 64));
-        if here != 0 {
-            return Some((w * 64 + 63 - here.leading_zeros() as usize) as u32);
-        }
-        // The highest non-empty lower word below `w`, from the upper level.
-        let (mut u, mut mask) = (w / 64, (1u64 << (w % 64)) - 1);
-        loop {
-            let upper = l1[u] & mask;
-            if upper != 0 {
-                let w = u * 64 + 63 - upper.leading_zeros() as usize;
-                return Some((w * 64 + 63 - l0[w].leading_zeros() as usize) as u32);
-            }
-            if u == 0 {
-                return None;
-            }
-            u -= 1;
-            mask = u64::MAX;
-        }
-    }
-}
 
 /// The packs built by [`fill`]: `picks` holds the size group of each placed item in placement
 /// order, and pack `k` is `picks[ends[k - 1]..ends[k]]` (`ends[-1]` = 0).

@@ -29,6 +29,8 @@ mod max_tree;
 mod online;
 mod ordered;
 mod pack_list;
+mod pattern;
+mod presence;
 pub mod rng;
 pub mod sample_cost;
 mod sample_json;

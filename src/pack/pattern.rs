@@ -1,0 +1,462 @@
+//! Pack-by-pack tile patterns, a candidate of [`super::bfd`] for pools whose tiles bind.
+//!
+//! Where Σtiles/T is well above Σtokens/L, nearly every pack ends full of tiles, and the pack
+//! count is decided by how well the items' tile counts add up to T: a one-dimensional bin
+//! packing over a handful of distinct sizes (InternVL's 1, 3, 4, …, 13). Greedy orders leave
+//! packs a tile or two short once the small fillers are gone (about 2,000 of 22,685 packs on
+//! BENCHMARKS' single 16384 × 32). This builds one pack at a time from a *pattern*, a multiset
+//! of tile counts: the largest tile total ≤ T that the items left can make, and among the
+//! patterns that make it, the one with the most of the tile count that holds the most tiles
+//! left, then of the next, and so on. Taking from where most tiles are keeps the counts left in
+//! proportion, so the last packs can still be completed; taking the largest tile counts first
+//! (the "minimum bin slack" rule) used up the fillers early and left ~900 packs 4 tiles short
+//! on mixed 16384 × 32.
+//!
+//! Tokens shape the pattern too: a pattern counts only if its slots' smallest token counts
+//! (per tile count, the fewest tokens an item left has, times the slots) fit the room. The
+//! search is a bounded knapsack over tile totals 0..=T keeping the fewest tokens per total.
+//! Then each slot, largest tile count first, takes the item with the most tokens that leaves
+//! the later slots their smallest; a slot with no such item stays empty.
+//!
+//! Items with more than half the token limit come first, largest first, a pack each (no two
+//! share a pack), each pack completed by a pattern within its room: left to the end, the
+//! largest found no room in packs already full of tiles. Items without tiles, and whatever the
+//! patterns do not place, are left for best fit by tokens ([`super::bfd`]).
+//!
+//! A pattern is reused for the next pack while it stays feasible, and searched again every
+//! [`RESEARCH_EVERY`] packs (the order of the tile counts moves as they are used) or when it
+//! is not: a search is ~T²·log T steps, a pack a few presence queries.
+
+use super::fill::{Filled, MAX_CLASSES, MAX_SIZES};
+use super::presence::Presence;
+
+/// Largest tile limit: the search's table is (tile counts) × (T + 1) entries.
+const MAX_TILE_LIMIT: u32 = 255;
+
+/// Packs between two searches while the pattern stays feasible. On the BENCHMARKS rows, 1 to 64
+/// give pack counts within ±0.03% of each other; 16 keeps the searches' cost small.
+const RESEARCH_EVERY: usize = 16;
+
+/// No total: more tokens than any pack holds.
+const UNREACHABLE: u64 = u64::MAX;
+
+/// Items left, per tile count: how many, and the fewest tokens among them (from `presence`).
+struct Classes {
+    count: Vec<u64>,
+    least: Vec<u64>,
+}
+
+/// The pattern search (module docs): `table[c][r]` is the fewest tokens (slots × smallest token
+/// count) with which tile counts 1..=c make the total r, [`UNREACHABLE`] when they cannot.
+struct Search {
+    t: usize,
+    table: Vec<u64>,
+}
+
+impl Search {
+    fn new(classes: usize, t: u32) -> Self {
+        let t = t as usize;
+        Self {
+            t,
+            table: vec![UNREACHABLE; classes * (t + 1)],
+        }
+    }
+
+    /// The pattern for the counts left, as tile counts largest first, into `slots`; empty when
+    /// no item with tiles fits `tokens`.
+    fn choose(&mut self, cl: &Classes, tokens: u64, tiles: usize, slots: &mut Vec<u32>) {
+        let w = self.t + 1;
+        let classes = cl.count.len();
+        // The decomposition decides the tile counts in this order, each taking as many as
+        // still let the rest complete the total: most tiles left first (ties: the larger tile
+        // count). Walked backwards below, so the table's rows go in reverse.
+        let mut order: Vec<usize> = (1..classes).filter(|&c| cl.count[c] > 0).collect();
+        order.sort_unstable_by_key(|&c| (cl.count[c] * c as u64, c));
+        let rows = order.len() + 1;
+        if self.table.len() < rows * w {
+            self.table.resize(rows * w, UNREACHABLE);
+        }
+        let table = &mut self.table;
+        table[..w].fill(UNREACHABLE);
+        table[0] = 0;
+        for (i, &c) in order.iter().enumerate() {
+            let (prev, row) = table[i * w..(i + 2) * w].split_at_mut(w);
+            row.copy_from_slice(prev);
+            let least = cl.least[c];
+            if cl.count[c] >= (self.t / c) as u64 {
+                // As many as any total can use: the unbounded recurrence, one pass.
+                for r in c..w {
+                    let more = row[r - c].saturating_add(least);
+                    row[r] = row[r].min(more);
+                }
+            } else {
+                let most = cl.count[c] as usize;
+                for r in c..w {
+                    let mut best = row[r];
+                    for k in 1..=most.min(r / c) {
+                        let base = prev[r - k * c];
+                        best = best.min(base.saturating_add(k as u64 * least));
+                    }
+                    row[r] = best;
+                }
+            }
+        }
+        slots.clear();
+        let last = &table[(rows - 1) * w..rows * w];
+        let Some(target) = (1..=tiles.min(self.t)).rev().find(|&r| last[r] <= tokens) else {
+            return;
+        };
+        let (mut rest, mut budget) = (target, tokens);
+        for (i, &c) in order.iter().enumerate().rev() {
+            if rest == 0 {
+                break;
+            }
+            let prev = &table[i * w..(i + 1) * w];
+            let most = cl.count[c].min((rest / c) as u64) as usize;
+            let k = (0..=most)
+                .rev()
+                .find(|&k| {
+                    let base = prev[rest - k * c];
+                    base != UNREACHABLE && base + k as u64 * cl.least[c] <= budget
+                })
+                .unwrap_or(0);
+            slots.extend(std::iter::repeat_n(c as u32, k));
+            rest -= k * c;
+            budget -= k as u64 * cl.least[c];
+        }
+        slots.sort_unstable_by(|a, b| b.cmp(a));
+    }
+}
+
+/// Whether `slots` (tile counts, largest first, as [`Search::choose`] gives them) can still be
+/// filled: enough items of each tile count, and their smallest token counts fit `tokens`.
+fn still_feasible(slots: &[u32], cl: &Classes, tokens: u64) -> bool {
+    let mut need = 0u64;
+    let mut j = 0;
+    while j < slots.len() {
+        let c = slots[j] as usize;
+        let k = slots[j..].iter().take_while(|&&x| x as usize == c).count();
+        if cl.count[c] < k as u64 {
+            return false;
+        }
+        need += k as u64 * cl.least[c];
+        j += k;
+    }
+    need <= tokens
+}
+
+/// The items left: per size group, per tile count, and which token counts are present.
+struct Pool {
+    presence: Presence,
+    group_at: Vec<u32>,
+    stride: usize,
+    left: Vec<u32>,
+    cl: Classes,
+    /// Per slot of the pack being filled, its tile count's smallest token count at the start.
+    reserve: Vec<u64>,
+}
+
+impl Pool {
+    /// Takes one item of tile count `s` and token count `p` (present); returns its group.
+    fn take(&mut self, s: usize, p: u32) -> u32 {
+        let g = self.group_at[s * self.stride + p as usize];
+        self.cl.count[s] -= 1;
+        let n = &mut self.left[g as usize];
+        *n -= 1;
+        if *n == 0 {
+            self.presence.clear(s, p);
+            if u64::from(p) == self.cl.least[s] {
+                self.cl.least[s] = self.presence.min(s).map_or(0, u64::from);
+            }
+        }
+        g
+    }
+
+    /// Fills `slots` (tile counts, largest first) within `room` tokens: each takes the item with
+    /// the most tokens that leaves the later slots their smallest token counts; picks go to
+    /// `picks`. Returns how many slots took an item.
+    fn fill_slots(&mut self, slots: &[u32], mut room: u64, picks: &mut Vec<u32>) -> usize {
+        // The later slots' smallest token counts as they are when the pack starts (a take can
+        // raise its tile count's smallest; the later slots' reserve stays as planned).
+        self.reserve.clear();
+        self.reserve
+            .extend(slots.iter().map(|&c| self.cl.least[c as usize]));
+        let mut need_after: u64 = self.reserve.iter().sum();
+        let mut taken = 0;
+        for (j, &c) in slots.iter().enumerate() {
+            let s = c as usize;
+            need_after -= self.reserve[j];
+            let Some(budget) = room.checked_sub(need_after) else {
+                continue;
+            };
+            let Some(p) = self
+                .presence
+                .pred(s, budget.min(u64::from(u32::MAX)) as u32)
+            else {
+                continue;
+            };
+            picks.push(self.take(s, p));
+            room -= u64::from(p);
+            taken += 1;
+        }
+        taken
+    }
+}
+
+/// Builds packs of capacity `cap` = (tokens, tiles) by tile patterns from `groups`, one
+/// (tokens, tiles, count) per size group (sizes distinct, each within `cap`). `None` when the
+/// tile counts do not fit [`MAX_CLASSES`], the tile limit [`MAX_TILE_LIMIT`], the sizes
+/// [`MAX_SIZES`], or as soon as `give_up` packs are open (a candidate that cannot win).
+///
+/// Items with more than half the token limit come first, largest first, one pack each (no two
+/// share a pack; this is where best fit puts them too), each pack then completed by a pattern
+/// within its room. Left to the end, the largest would find no room in packs already full of
+/// tiles, and open packs with few tiles in them.
+///
+/// Deterministic: one group per size, so a slot's choice is one token count.
+pub(super) fn pattern_fill(
+    groups: &[(u32, u32, u32)],
+    cap: (u32, u32),
+    give_up: usize,
+) -> Option<Filled> {
+    let max_s = groups.iter().map(|g| g.1).max()?;
+    let max_p = groups.iter().map(|g| g.0).max()?;
+    if max_s >= MAX_CLASSES || cap.1 > MAX_TILE_LIMIT {
+        return None;
+    }
+    let classes = max_s as usize + 1;
+    let stride = max_p as usize + 1;
+    if classes * stride > MAX_SIZES {
+        return None;
+    }
+    let mut pool = Pool {
+        presence: Presence::new(classes, max_p),
+        group_at: vec![u32::MAX; classes * stride],
+        stride,
+        left: Vec::with_capacity(groups.len()),
+        cl: Classes {
+            count: vec![0; classes],
+            least: vec![0; classes],
+        },
+        reserve: Vec::with_capacity(cap.1 as usize),
+    };
+    for (g, &(p, s, n)) in groups.iter().enumerate() {
+        pool.left.push(n);
+        if n == 0 {
+            continue;
+        }
+        pool.group_at[s as usize * stride + p as usize] = g as u32;
+        pool.presence.set(s as usize, p);
+        pool.cl.count[s as usize] += u64::from(n);
+    }
+    for s in 0..classes {
+        pool.cl.least[s] = pool.presence.min(s).map_or(0, u64::from);
+    }
+    let with_tiles: u64 = pool.cl.count[1..].iter().sum();
+    let mut out = Filled {
+        picks: Vec::with_capacity(with_tiles as usize),
+        ends: Vec::new(),
+    };
+    let tokens = u64::from(cap.0);
+    let mut search = Search::new(classes, cap.1);
+    let mut slots: Vec<u32> = Vec::with_capacity(cap.1 as usize);
+    // The large items, largest first (sizes are distinct, so the order is fixed).
+    let mut large: Vec<(u32, u32, u32)> = groups
+        .iter()
+        .filter(|g| u64::from(g.0) * 2 > tokens && g.2 > 0)
+        .copied()
+        .collect();
+    large.sort_unstable_by(|x, y| (y.0, y.1).cmp(&(x.0, x.1)));
+    for &(p, s, n) in &large {
+        for _ in 0..n {
+            if out.ends.len() + 1 >= give_up {
+                return None;
+            }
+            out.picks.push(pool.take(s as usize, p));
+            let room = (tokens - u64::from(p), (cap.1 - s) as usize);
+            search.choose(&pool.cl, room.0, room.1, &mut slots);
+            pool.fill_slots(&slots, room.0, &mut out.picks);
+            out.ends.push(out.picks.len() as u32);
+        }
+    }
+    slots.clear();
+    loop {
+        if pool.cl.count[1..].iter().all(|&n| n == 0) {
+            break;
+        }
+        if out.ends.len() + 1 >= give_up {
+            return None;
+        }
+        let due = out.ends.len() % RESEARCH_EVERY == 0;
+        if due || slots.is_empty() || !still_feasible(&slots, &pool.cl, tokens) {
+            search.choose(&pool.cl, tokens, cap.1 as usize, &mut slots);
+            if slots.is_empty() {
+                break;
+            }
+        }
+        // The pattern fitted by its smallest token counts, so its first slot takes an item.
+        if pool.fill_slots(&slots, tokens, &mut out.picks) == 0 {
+            break;
+        }
+        out.ends.push(out.picks.len() as u32);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::rng::SplitMix64;
+
+    /// Size groups (tokens, tiles, count) of `items`, sorted by size.
+    fn groups_of(items: &[(u32, u32)]) -> Vec<(u32, u32, u32)> {
+        let mut sizes = items.to_vec();
+        sizes.sort_unstable();
+        let mut groups: Vec<(u32, u32, u32)> = Vec::new();
+        for (p, s) in sizes {
+            match groups.last_mut() {
+                Some(g) if (g.0, g.1) == (p, s) => g.2 += 1,
+                _ => groups.push((p, s, 1)),
+            }
+        }
+        groups
+    }
+
+    /// Every pack within both limits and non-empty, no group used more than it holds, and placed
+    /// exactly the items with tiles and the tile-less ones over half the token limit.
+    fn check(groups: &[(u32, u32, u32)], cap: (u32, u32), f: &Filled) {
+        let mut used = vec![0u32; groups.len()];
+        let mut start = 0;
+        for &end in &f.ends {
+            assert!(end as usize > start, "an empty pack");
+            let (mut tok, mut til) = (0u64, 0u64);
+            for &g in &f.picks[start..end as usize] {
+                used[g as usize] += 1;
+                tok += u64::from(groups[g as usize].0);
+                til += u64::from(groups[g as usize].1);
+            }
+            assert!(
+                tok <= u64::from(cap.0) && til <= u64::from(cap.1),
+                "{tok} {til} {cap:?}"
+            );
+            start = end as usize;
+        }
+        assert_eq!(start, f.picks.len());
+        for (g, &(p, s, n)) in groups.iter().enumerate() {
+            let want = if s > 0 || 2 * u64::from(p) > u64::from(cap.0) {
+                n
+            } else {
+                0
+            };
+            assert_eq!(used[g], want, "group {g} {:?}", groups[g]);
+        }
+    }
+
+    #[test]
+    fn packs_fit_and_place_every_item_with_tiles() {
+        let mut r = SplitMix64::new(31);
+        for _ in 0..300 {
+            let cap = (1 + r.below(3000) as u32, 1 + r.below(60) as u32);
+            let n = r.below(300);
+            let items: Vec<(u32, u32)> = (0..n)
+                .map(|_| {
+                    let s = r.below(cap.1 as usize + 1) as u32 >> r.below(3);
+                    (r.below(cap.0 as usize + 1) as u32 >> r.below(4), s)
+                })
+                .collect();
+            let groups = groups_of(&items);
+            if let Some(f) = pattern_fill(&groups, cap, usize::MAX) {
+                check(&groups, cap, &f);
+            } else {
+                assert!(items.is_empty());
+            }
+        }
+    }
+
+    /// A pool made of packs whose tile counts sum exactly to T, tokens loose: the patterns find
+    /// such packs again (the lower bound, Σtiles/T, or one more).
+    #[test]
+    fn a_pool_of_exact_packs_packs_at_the_bound() {
+        let mut r = SplitMix64::new(8);
+        let palette = [1u32, 3, 4, 5, 7, 9, 10, 13];
+        let (t, packs) = (32u32, 500);
+        let mut items = Vec::new();
+        for _ in 0..packs {
+            let mut room = t;
+            while room > 0 {
+                let fits: Vec<u32> = palette.iter().copied().filter(|&c| c <= room).collect();
+                let c = fits[r.below(fits.len())];
+                items.push((256 * c + r.below(600) as u32, c));
+                room -= c;
+            }
+        }
+        let cap = (1 << 15, t);
+        let groups = groups_of(&items);
+        let f = pattern_fill(&groups, cap, usize::MAX).expect("applies");
+        check(&groups, cap, &f);
+        assert!(f.ends.len() <= packs + 1, "{} packs", f.ends.len());
+    }
+
+    /// InternVL's tile counts drawn independently, with the frequencies of the BENCHMARKS mixes
+    /// (1 tile 10%, 7 tiles 25%, 13 tiles 17%, ...), tokens loose: the patterns reach the bound,
+    /// Σtiles/T, or one more. (Taking the largest tile counts first instead ends 2 over it here.)
+    #[test]
+    fn independent_internvl_tile_counts_pack_at_the_bound() {
+        let mut r = SplitMix64::new(9);
+        // (tile count, weight in percent)
+        let freq = [
+            (1u32, 10),
+            (3, 10),
+            (4, 5),
+            (5, 10),
+            (6, 2),
+            (7, 25),
+            (9, 10),
+            (10, 8),
+            (11, 3),
+            (13, 17),
+        ];
+        let items: Vec<(u32, u32)> = (0..20_000)
+            .map(|_| {
+                let mut x = r.below(100);
+                let &(c, _) = freq
+                    .iter()
+                    .find(|&&(_, w)| {
+                        let hit = x < w;
+                        x = x.saturating_sub(w);
+                        hit
+                    })
+                    .expect("weights sum to 100");
+                (256 * c + 2 + r.below(400) as u32, c)
+            })
+            .collect();
+        let cap = (1 << 15, 32);
+        let bound = items
+            .iter()
+            .map(|it| u64::from(it.1))
+            .sum::<u64>()
+            .div_ceil(32) as usize;
+        let groups = groups_of(&items);
+        let f = pattern_fill(&groups, cap, usize::MAX).expect("applies");
+        check(&groups, cap, &f);
+        assert!(
+            f.ends.len() <= bound + 1,
+            "{} packs, bound {bound}",
+            f.ends.len()
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_cover_and_gives_up() {
+        let groups = [(10, 2, 100)];
+        // 100 items of 2 tiles into packs of 8 tiles: 25 packs.
+        let all = pattern_fill(&groups, (1000, 8), usize::MAX).unwrap();
+        assert_eq!(all.ends.len(), 25);
+        assert!(pattern_fill(&groups, (1000, 8), 25).is_none());
+        assert!(pattern_fill(&groups, (1000, 8), 26).is_some());
+        assert!(pattern_fill(&[(1, 64, 1)], (10, 100), usize::MAX).is_none());
+        assert!(pattern_fill(&groups, (1000, 256), usize::MAX).is_none());
+        assert!(pattern_fill(&[(1 << 22, 1, 1)], (1 << 22, 1), usize::MAX).is_none());
+        assert!(pattern_fill(&[], (10, 10), usize::MAX).is_none());
+    }
+}
