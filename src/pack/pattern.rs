@@ -266,7 +266,7 @@ pub(super) fn pattern_fill(
         .filter(|g| u64::from(g.0) * 2 > tokens && g.2 > 0)
         .copied()
         .collect();
-    large.sort_unstable_by(|x, y| (y.0, y.1).cmp(&(x.0, x.1)));
+    large.sort_unstable_by_key(|g| std::cmp::Reverse((g.0, g.1)));
     for &(p, s, n) in &large {
         for _ in 0..n {
             if out.ends.len() + 1 >= give_up {
@@ -287,7 +287,7 @@ pub(super) fn pattern_fill(
         if out.ends.len() + 1 >= give_up {
             return None;
         }
-        let due = out.ends.len() % RESEARCH_EVERY == 0;
+        let due = out.ends.len().is_multiple_of(RESEARCH_EVERY);
         if due || slots.is_empty() || !still_feasible(&slots, &pool.cl, tokens) {
             search.choose(&pool.cl, tokens, cap.1 as usize, &mut slots);
             if slots.is_empty() {
