@@ -160,18 +160,44 @@ fn fill_run(items: &[Item], cap: (u32, u32)) -> (Vec<Item>, Vec<usize>, Vec<(u32
     (placed, bin_at, rooms)
 }
 
+/// The `k` smallest token counts of the items of tile count `c` in `left`, ascending (fewer
+/// when fewer are left).
+fn smallest(left: &[Item], c: u32, k: usize) -> Vec<u64> {
+    let mut v: Vec<u64> = left
+        .iter()
+        .filter(|it| it.s == c)
+        .map(|it| u64::from(it.p))
+        .collect();
+    v.sort_unstable();
+    v.truncate(k);
+    v
+}
+
 /// The pattern search (`pattern::Search::choose`) by enumeration: every multiset of tile counts
-/// (at most the items left of each) whose total fits `tiles` and whose slots' smallest token
-/// counts fit `tokens`; the largest total; among those, the most of the tile count holding the
-/// most tiles left (ties: the larger count), then the next. Tile counts largest first.
-fn pattern_choose(count: &[u64], least: &[u64], tokens: u64, tiles: u64) -> Vec<u32> {
-    let mut order: Vec<usize> = (1..count.len()).filter(|&c| count[c] > 0).collect();
+/// whose total fits `tiles` and whose slots, each tile count's k slots at its k smallest token
+/// counts left, fit `tokens`; the largest total; among those, the most of the tile count holding
+/// the most tiles left (ties: the larger count), then the next. Tile counts largest first.
+fn pattern_choose(left: &[Item], tokens: u64, tiles: u64) -> Vec<u32> {
+    let classes = left.iter().map(|it| it.s).max().unwrap_or(0) as usize + 1;
+    let mut count = vec![0u64; classes];
+    left.iter().for_each(|it| count[it.s as usize] += 1);
+    let mut order: Vec<usize> = (1..classes).filter(|&c| count[c] > 0).collect();
     order.sort_by_key(|&c| std::cmp::Reverse((count[c] * c as u64, c)));
+    // Per tile count of the order, the cost of k slots: its k smallest token counts.
+    let costs: Vec<Vec<u64>> = order
+        .iter()
+        .map(|&c| {
+            let mut acc = vec![0u64];
+            for p in smallest(left, c as u32, usize::MAX) {
+                acc.push(acc[acc.len() - 1] + p);
+            }
+            acc
+        })
+        .collect();
     // Every feasible multiset as counts in `order`; the best by (total, counts in order).
     fn walk(
         i: usize,
-        order: &[usize],
-        (count, least): (&[u64], &[u64]),
+        (order, costs): (&[usize], &[Vec<u64>]),
         room: (u64, u64),
         ks: &mut Vec<u64>,
         best: &mut Option<(u64, Vec<u64>)>,
@@ -184,21 +210,21 @@ fn pattern_choose(count: &[u64], least: &[u64], tokens: u64, tiles: u64) -> Vec<
             return;
         }
         let c = order[i] as u64;
-        for k in 0..=count[order[i]] {
-            if k * c > room.1 || k * least[order[i]] > room.0 {
+        for (k, &cost) in costs[i].iter().enumerate() {
+            let k = k as u64;
+            if k * c > room.1 || cost > room.0 {
                 break;
             }
             ks.push(k);
-            let left = (room.0 - k * least[order[i]], room.1 - k * c);
-            walk(i + 1, order, (count, least), left, ks, best, total + k * c);
+            let left = (room.0 - cost, room.1 - k * c);
+            walk(i + 1, (order, costs), left, ks, best, total + k * c);
             ks.pop();
         }
     }
     let mut best = None;
     walk(
         0,
-        &order,
-        (count, least),
+        (&order, &costs),
         (tokens, tiles),
         &mut Vec::new(),
         &mut best,
@@ -214,29 +240,37 @@ fn pattern_choose(count: &[u64], least: &[u64], tokens: u64, tiles: u64) -> Vec<
     slots
 }
 
+/// What `pattern::Pool::plan` keeps per slot: each run of k equal tile counts its k smallest
+/// token counts, the largest for its first slot; `None` when a run lacks items or the kept
+/// tokens pass `tokens`.
+fn pattern_plan(left: &[Item], slots: &[u32], tokens: u64) -> Option<Vec<u64>> {
+    let mut reserve = Vec::new();
+    let mut j = 0;
+    while j < slots.len() {
+        let k = slots[j..].iter().take_while(|&&x| x == slots[j]).count();
+        let mut v = smallest(left, slots[j], k);
+        if v.len() < k {
+            return None;
+        }
+        v.reverse();
+        reserve.extend(v);
+        j += k;
+    }
+    (reserve.iter().sum::<u64>() <= tokens).then_some(reserve)
+}
+
 /// The pattern candidate (`pattern::pattern_fill`, then best fit by tokens of the rest): items in
-/// placement order, the bin of each, and the bins (pattern packs first, in pack order).
+/// placement order and the bin of each; the bins go to `b` (pattern packs first, in pack order).
 fn pattern_run(items: &[Item], cap: (u32, u32), b: &mut Bins) -> (Vec<Item>, Vec<usize>) {
     let mut left: Vec<Item> = items.to_vec();
-    let classes = items.iter().map(|it| it.s).max().unwrap_or(0) as usize + 1;
-    let stats = |left: &[Item]| {
-        let mut count = vec![0u64; classes];
-        let mut least = vec![u64::MAX; classes];
-        for it in left {
-            count[it.s as usize] += 1;
-            least[it.s as usize] = least[it.s as usize].min(u64::from(it.p));
-        }
-        least
-            .iter_mut()
-            .for_each(|l| *l = if *l == u64::MAX { 0 } else { *l });
-        (count, least)
-    };
     let (mut placed, mut bin_at, mut rooms) = (Vec::new(), Vec::new(), Vec::new());
-    // Fills one pack's slots: each takes the most tokens that leave the later slots the smallest
-    // token counts of the pack's start (equal sizes: the lower sample index).
-    let fill = |slots: &[u32], room: u64, left: &mut Vec<Item>, placed: &mut Vec<Item>| {
-        let (_, least) = stats(left);
-        let reserve: Vec<u64> = slots.iter().map(|&c| least[c as usize]).collect();
+    // Fills one pack's slots: each takes the most tokens that leave the later slots what the
+    // plan kept for them (equal sizes: the lower sample index).
+    let fill = |slots: &[u32],
+                reserve: &[u64],
+                room: u64,
+                left: &mut Vec<Item>,
+                placed: &mut Vec<Item>| {
         let mut room = room;
         let mut taken = 0;
         for j in 0..slots.len() {
@@ -267,34 +301,24 @@ fn pattern_run(items: &[Item], cap: (u32, u32), b: &mut Bins) -> (Vec<Item>, Vec
         let start = placed.len();
         left.retain(|it| it.idx != big.idx);
         placed.push(big);
-        let (count, least) = stats(&left);
         let room = tokens - u64::from(big.p);
-        let slots = pattern_choose(&count, &least, room, u64::from(cap.1 - big.s));
-        fill(&slots, room, &mut left, &mut placed);
+        let slots = pattern_choose(&left, room, u64::from(cap.1 - big.s));
+        if let Some(reserve) = pattern_plan(&left, &slots, room) {
+            fill(&slots, &reserve, room, &mut left, &mut placed);
+        }
         bin_at.resize(placed.len(), rooms.len());
         rooms.push(placed_room(&placed[start..], cap));
     }
     let mut slots: Vec<u32> = Vec::new();
     while left.iter().any(|it| it.s > 0) {
-        let (count, least) = stats(&left);
-        let feasible = {
-            let mut need = 0u64;
-            let mut ok = true;
-            for c in 1..classes {
-                let k = slots.iter().filter(|&&x| x as usize == c).count() as u64;
-                ok &= count[c] >= k;
-                need += k * least[c];
-            }
-            ok && need <= tokens
-        };
-        if rooms.len() % 16 == 0 || slots.is_empty() || !feasible {
-            slots = pattern_choose(&count, &least, tokens, u64::from(cap.1));
-            if slots.is_empty() {
-                break;
-            }
+        let mut plan = pattern_plan(&left, &slots, tokens).filter(|_| !slots.is_empty());
+        if rooms.len() % 16 == 0 || plan.is_none() {
+            slots = pattern_choose(&left, tokens, u64::from(cap.1));
+            plan = pattern_plan(&left, &slots, tokens).filter(|_| !slots.is_empty());
         }
+        let Some(reserve) = plan else { break };
         let start = placed.len();
-        if fill(&slots, tokens, &mut left, &mut placed) == 0 {
+        if fill(&slots, &reserve, tokens, &mut left, &mut placed) == 0 {
             break;
         }
         bin_at.resize(placed.len(), rooms.len());
@@ -682,7 +706,7 @@ fn bfd_plans_equal_the_pinned_fingerprints() {
         0x330f_39d2_ccc1_aaed,
         0x7099_cfba_cefe_ec50,
         0x03b2_d9b9_3a70_5227,
-        0xa3b1_adad_8102_a21b,
+        0xd8b4_f4f7_a4a4_2f89,
         0xcb3f_fe2b_50c6_9cc0,
         0x1430_0931_c7d5_bba8,
     ];

@@ -75,13 +75,37 @@ impl Presence {
 
     /// The smallest token count present for tile count `s`.
     pub(super) fn min(&self, s: usize) -> Option<u32> {
+        self.succ(s, 0)
+    }
+
+    /// The smallest token count ≥ `x` present for tile count `s`.
+    pub(super) fn succ(&self, s: usize, x: u32) -> Option<u32> {
         let (l0, l1) = (
             &self.bits0[s * self.w0..(s + 1) * self.w0],
             &self.bits1[s * self.w1..(s + 1) * self.w1],
         );
-        let u = l1.iter().position(|&x| x != 0)?;
-        let w = u * 64 + l1[u].trailing_zeros() as usize;
-        Some((w * 64 + l0[w].trailing_zeros() as usize) as u32)
+        let w = x as usize / 64;
+        if w >= self.w0 {
+            return None;
+        }
+        let here = l0[w] & (u64::MAX << (x % 64));
+        if here != 0 {
+            return Some((w * 64 + here.trailing_zeros() as usize) as u32);
+        }
+        // The lowest non-empty lower word above `w`, from the upper level.
+        let (mut u, mut mask) = (w / 64, u64::MAX.checked_shl(w as u32 % 64 + 1).unwrap_or(0));
+        loop {
+            let upper = l1[u] & mask;
+            if upper != 0 {
+                let w = u * 64 + upper.trailing_zeros() as usize;
+                return Some((w * 64 + l0[w].trailing_zeros() as usize) as u32);
+            }
+            u += 1;
+            if u >= self.w1 {
+                return None;
+            }
+            mask = u64::MAX;
+        }
     }
 }
 
@@ -115,6 +139,8 @@ mod tests {
                     let x = r.below(max_p as usize + 100) as u32;
                     let want = (0..=x.min(max_p)).rev().find(|&q| present[q as usize]);
                     assert_eq!(p.pred(s, x), want, "case {case} class {s} x {x}");
+                    let up = (x..=max_p).find(|&q| present[q as usize]);
+                    assert_eq!(p.succ(s, x), up, "case {case} class {s} x {x}");
                     assert_eq!(p.has(s, x), x <= max_p && present[x as usize]);
                 }
             }
