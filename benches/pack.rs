@@ -47,16 +47,12 @@ fn bench_pack(c: &mut Criterion) {
             });
         }
     }
-    // Limits the mix fills about equally (Σtokens/L ≈ Σtiles/T): Bfd's pack-by-pack fill
-    // candidate runs too, so this is Bfd's slower case.
-    let balanced = Limits {
-        tokens: 8192,
-        tiles: 24,
-    };
-    g.bench_with_input(
-        BenchmarkId::new("bfd", "8192x24"),
-        &balanced,
-        |b, &limits| {
+    // Bfd's slower cases. 8192 x 24: limits the mix fills about equally (Σtokens/L ≈ Σtiles/T),
+    // so the pack-by-pack fill candidate runs too. 16384 x 32: tiles bind with several items
+    // per pack, so the pattern candidate runs first.
+    for (name, tokens, tiles) in [("8192x24", 8192, 24), ("16384x32", 16384, 32)] {
+        let limits = Limits { tokens, tiles };
+        g.bench_with_input(BenchmarkId::new("bfd", name), &limits, |b, &limits| {
             b.iter(|| {
                 plan_packs(
                     black_box(&costs),
@@ -68,8 +64,8 @@ fn bench_pack(c: &mut Criterion) {
                 )
                 .expect("valid settings")
             })
-        },
-    );
+        });
+    }
     g.finish();
 }
 
