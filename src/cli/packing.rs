@@ -25,8 +25,9 @@ use crate::{InputArgs, PixelArgs, TilingArgs, print_problems, progress_bar};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AlgoArg {
-    /// Offline: best-fit-decreasing in several orders and a pack-by-pack fill over both
-    /// limits, the plan with the fewest packs kept; pack order shuffled by --seed.
+    /// Offline: best-fit-decreasing in several orders, a pack-by-pack fill and (where tiles
+    /// bind) tile patterns, over both limits; the plan with the fewest packs kept; pack order
+    /// shuffled by --seed.
     Bfd,
     /// Streaming with a bounded buffer (--buffer): packs come out while the pool is read.
     Online,

@@ -986,7 +986,7 @@ fn lower_bound(sum_tok: u128, sum_til: u128, limits: Limits) -> u128 {
 }
 
 /// One candidate: a BFD run, with which dimension is primary (best fit is tightest in it first)
-/// and the item order, or a pack-by-pack [`fill`] (tokens primary).
+/// and the item order, or a pack-by-pack candidate ([`fill`] or [`pattern`], tokens primary).
 #[derive(Clone, Copy)]
 enum Candidate {
     Bfd { tiles_primary: bool, order: Order },
@@ -996,12 +996,15 @@ enum Candidate {
 /// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (made after the
 /// BFD packs, in index order), then shuffles that creation order by `seed` ([`assemble`]).
 ///
-/// With both limits set, it runs up to four candidates and keeps the one with the fewest packs
-/// (ties: the earlier), then runs [`empty_weak_bins`] on it: BFD by normalized sum and by
-/// normalized max, primary being the dimension the pool fills more of; the pack-by-pack
-/// [`fill::fill`] (where it applies: under 64 tile counts, and [`balanced_limits`]); and plain
-/// BFD by tokens (tokens descending, tokens primary), so Bfd never uses more packs than that
-/// classic packer (TRL's). With one limit only the last runs. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
+/// With both limits set, it runs up to five candidates and keeps the one with the fewest packs
+/// (ties: the earlier), then runs [`empty_weak_bins`] on it: the tile patterns of
+/// [`pattern::pattern_fill`] (where tiles are the fuller dimension and [`many_per_pack`]; under
+/// 64 tile counts and T ≤ 255); BFD by normalized sum and by normalized max, primary being the
+/// dimension the pool fills more of; the pack-by-pack [`fill::fill`] (where it applies: under
+/// 64 tile counts, and [`balanced_limits`]); and plain BFD by tokens (tokens descending, tokens
+/// primary), so Bfd never uses more packs than that classic packer (TRL's). With one limit only
+/// the last runs. A candidate at the lower bound max(⌈Σtokens/L⌉, ⌈Σtiles/T⌉) ends the search:
+/// none can do better. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
 /// the post-pass of a losing candidate never made it win, so only the winner gets one.
 ///
 /// Speed (issue 3): the items are sorted once, by size ([`group_by_size_dense`], a counting

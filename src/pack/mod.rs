@@ -4,8 +4,9 @@
 //!
 //! Three algorithms ([`Algo`]):
 //! - [`Algo::Bfd`]: offline best-fit-decreasing over both limits with a segment tree over remaining
-//!   capacity (O(n log L)), in a few item orders, and a pack-by-pack greedy fill over the whole
-//!   pool; the plan with the fewest packs wins. Packs are then shuffled by the seed so a trainer
+//!   capacity (O(n log L)), in a few item orders, a pack-by-pack greedy fill over the whole
+//!   pool, and packs built from tile patterns that add up to the tile limit where tiles bind;
+//!   the plan with the fewest packs wins. Packs are then shuffled by the seed so a trainer
 //!   does not see them sorted by size.
 //! - [`Algo::Online`]: a streaming packer with a bounded buffer ([`OnlinePacker`]), for a trainer
 //!   that starts before the whole pool is read.
