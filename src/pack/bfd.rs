@@ -7,8 +7,8 @@
 //! fits. A segment tree indexed by remaining primary capacity answers that: each leaf holds the
 //! bins with that much room, grouped by secondary room, and each node keeps the largest
 //! secondary room below it, so the descent skips bins that have primary room but no secondary
-//! room. [`pack`] runs a few (primary, order) candidates, and a pack-by-pack fill
-//! ([`super::fill`]), and keeps the best.
+//! room. [`pack`] runs a few (primary, order) candidates and two pack-by-pack ones (a greedy fill,
+//! [`super::fill`], and tile patterns, [`super::pattern`]), and keeps the best.
 
 use super::max_tree::MaxTree;
 use super::{Entry, Limits, PackList, rng};

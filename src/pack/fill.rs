@@ -145,6 +145,22 @@ pub(super) fn fill(groups: &[(u32, u32, u32)], cap: (u32, u32), give_up: usize) 
     Some(out)
 }
 
+/// Test helper: the size groups (tokens, tiles, count) of `items`, sorted by size, as the
+/// pack-by-pack candidates take them.
+#[cfg(test)]
+pub(super) fn groups_of(items: &[(u32, u32)]) -> Vec<(u32, u32, u32)> {
+    let mut sizes: Vec<(u32, u32)> = items.to_vec();
+    sizes.sort_unstable();
+    let mut groups: Vec<(u32, u32, u32)> = Vec::new();
+    for (p, s) in sizes {
+        match groups.last_mut() {
+            Some(g) if (g.0, g.1) == (p, s) => g.2 += 1,
+            _ => groups.push((p, s, 1)),
+        }
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,19 +193,6 @@ mod tests {
             packs.push(pack);
         }
         packs
-    }
-
-    fn groups_of(items: &[(u32, u32)]) -> Vec<(u32, u32, u32)> {
-        let mut sizes: Vec<(u32, u32)> = items.to_vec();
-        sizes.sort_unstable();
-        let mut groups: Vec<(u32, u32, u32)> = Vec::new();
-        for (p, s) in sizes {
-            match groups.last_mut() {
-                Some(g) if (g.0, g.1) == (p, s) => g.2 += 1,
-                _ => groups.push((p, s, 1)),
-            }
-        }
-        groups
     }
 
     #[test]

@@ -35,8 +35,9 @@ use super::presence::Presence;
 /// Largest tile limit: the search's table is (tile counts) × (T + 1) entries.
 const MAX_TILE_LIMIT: u32 = 255;
 
-/// Packs between two searches while the pattern stays feasible. On the BENCHMARKS rows, 1 to 64
-/// give pack counts within ±0.03% of each other; 16 keeps the searches' cost small.
+/// Packs between two searches while the pattern stays feasible. On the BENCHMARKS rows 1 to 64
+/// gave pack counts within ±0.03% of each other (measured with an earlier token reserve,
+/// k × the smallest); 16 keeps the searches' cost small.
 const RESEARCH_EVERY: usize = 16;
 
 /// No total: more tokens than any pack holds.
@@ -329,22 +330,9 @@ pub(super) fn pattern_fill(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fill::groups_of;
     use super::*;
     use crate::pack::rng::SplitMix64;
-
-    /// Size groups (tokens, tiles, count) of `items`, sorted by size.
-    fn groups_of(items: &[(u32, u32)]) -> Vec<(u32, u32, u32)> {
-        let mut sizes = items.to_vec();
-        sizes.sort_unstable();
-        let mut groups: Vec<(u32, u32, u32)> = Vec::new();
-        for (p, s) in sizes {
-            match groups.last_mut() {
-                Some(g) if (g.0, g.1) == (p, s) => g.2 += 1,
-                _ => groups.push((p, s, 1)),
-            }
-        }
-        groups
-    }
 
     /// Every pack within both limits and non-empty, no group used more than it holds, and placed
     /// exactly the items with tiles and the tile-less ones over half the token limit.
