@@ -46,7 +46,8 @@ const UNREACHABLE: u64 = u64::MAX;
 /// The pattern search (module docs): `table[i][r]` is the fewest tokens with which the first
 /// `i` tile counts of the search's order make the total r (each count's k slots at its k
 /// smallest token counts left), [`UNREACHABLE`] when they cannot.
-struct Search {
+#[derive(Debug, Clone)]
+pub(super) struct Search {
     t: usize,
     table: Vec<u64>,
     /// Per tile count of the order, the prefix sums of its smallest token counts (k = 0..),
@@ -56,8 +57,30 @@ struct Search {
     smallest: Vec<u64>,
 }
 
+/// What the search reads: per tile count (1 ≤ c < [`TileCounts::classes`]) how many samples
+/// are left and their smallest token counts.
+pub(super) trait TileCounts {
+    fn classes(&self) -> usize;
+    fn count(&self, c: usize) -> u64;
+    /// Appends the `k` smallest token counts of tile count `c`, ascending (fewer when fewer
+    /// are left).
+    fn smallest_into(&self, c: usize, k: usize, out: &mut Vec<u64>);
+}
+
+impl TileCounts for Pool {
+    fn classes(&self) -> usize {
+        self.count.len()
+    }
+    fn count(&self, c: usize) -> u64 {
+        self.count[c]
+    }
+    fn smallest_into(&self, c: usize, k: usize, out: &mut Vec<u64>) {
+        Pool::smallest_into(self, c, k, out);
+    }
+}
+
 impl Search {
-    fn new(classes: usize, t: u32) -> Self {
+    pub(super) fn new(classes: usize, t: u32) -> Self {
         let t = t as usize;
         Self {
             t,
@@ -70,16 +93,21 @@ impl Search {
 
     /// The pattern for the items left in `pool` within (`tokens`, `tiles`), as tile counts
     /// largest first, into `slots`; empty when no item with tiles fits.
-    fn choose(&mut self, pool: &Pool, tokens: u64, tiles: usize, slots: &mut Vec<u32>) {
+    pub(super) fn choose(
+        &mut self,
+        pool: &impl TileCounts,
+        tokens: u64,
+        tiles: usize,
+        slots: &mut Vec<u32>,
+    ) {
         let w = tiles.min(self.t) + 1;
-        let count = &pool.count;
         // The decomposition decides the tile counts in this order, each taking as many as
         // still let the rest complete the total: most tiles left first (ties: the larger tile
         // count). Walked backwards below, so the table's rows go in reverse.
-        let mut order: Vec<usize> = (1..count.len())
-            .filter(|&c| count[c] > 0 && c < w)
+        let mut order: Vec<usize> = (1..pool.classes().min(w))
+            .filter(|&c| pool.count(c) > 0)
             .collect();
-        order.sort_unstable_by_key(|&c| (count[c] * c as u64, c));
+        order.sort_unstable_by_key(|&c| (pool.count(c) * c as u64, c));
         self.sums.clear();
         self.starts.clear();
         for &c in &order {
