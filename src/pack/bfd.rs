@@ -979,12 +979,6 @@ fn many_per_pack(sum_til: u128, with_tiles: u128, limits: Limits) -> bool {
     with_tiles > 0 && 3 * sum_til <= with_tiles * u128::from(limits.tiles)
 }
 
-/// max(⌈Σtokens/L⌉, ⌈Σtiles/T⌉): no plan of the fitting items has fewer packs.
-fn lower_bound(sum_tok: u128, sum_til: u128, limits: Limits) -> u128 {
-    let need = |sum: u128, cap: u32| sum.div_ceil(u128::from(cap.max(1)));
-    need(sum_tok, limits.tokens).max(need(sum_til, limits.tiles))
-}
-
 /// One candidate: a BFD run, with which dimension is primary (best fit is tightest in it first)
 /// and the item order, or a pack-by-pack candidate ([`fill`] or [`pattern`], tokens primary).
 #[derive(Clone, Copy)]
@@ -1083,7 +1077,7 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
     let (mut spare_sorted, mut spare_bin_at) = (Vec::new(), Vec::new());
     let mut best: Option<(Run, CapacityTree, SortedItems, Dims, bool)> = None;
     let n_cands = cands.len();
-    let bound = lower_bound(sum_tok, sum_til, limits);
+    let bound = super::bound_of_sums(sum_tok, sum_til, limits);
     for (k, c) in cands.into_iter().enumerate() {
         if best.as_ref().is_some_and(|b| b.0.live as u128 <= bound) {
             // At the lower bound: no candidate can have fewer packs.

@@ -190,14 +190,18 @@ impl PackPlan {
 /// The lower bound on the number of packs for samples of these costs:
 /// `max(ceil(Σtokens / L), ceil(Σtiles / T))`.
 pub fn lower_bound(costs: impl IntoIterator<Item = Cost>, limits: Limits) -> u64 {
-    let (mut tok, mut til) = (0u64, 0u64);
+    let (mut tok, mut til) = (0u128, 0u128);
     for c in costs {
-        tok += u64::from(c.tokens);
-        til += u64::from(c.tiles);
+        tok += u128::from(c.tokens);
+        til += u128::from(c.tiles);
     }
-    let l = u64::from(limits.tokens.max(1));
-    let t = u64::from(limits.tiles.max(1));
-    tok.div_ceil(l).max(til.div_ceil(t))
+    u64::try_from(bound_of_sums(tok, til, limits)).unwrap_or(u64::MAX)
+}
+
+/// [`lower_bound`] from the sums Σtokens and Σtiles.
+pub(crate) fn bound_of_sums(sum_tok: u128, sum_til: u128, limits: Limits) -> u128 {
+    let need = |sum: u128, cap: u32| sum.div_ceil(u128::from(cap.max(1)));
+    need(sum_tok, limits.tokens).max(need(sum_til, limits.tiles))
 }
 
 /// How a sample enters the packers, after the oversize policy.

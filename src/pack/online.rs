@@ -13,7 +13,7 @@
 //! largest total ≤ T whose smallest samples fit L, each slot taking the sample with the most
 //! tokens that leaves the later slots theirs; the greedy then tops the pack up. On the BENCHMARKS
 //! rows where it applies it takes 1–2% fewer packs (single 8192 × 24: 30825 → 30515 at buffer
-//! 1024), at about half the speed there.
+//! 1024), at 0.5–1.0× the speed there (BENCHMARKS "Packing", samples/s of the stop-19 and stop-20 runs).
 //!
 //! The buffer is indexed by tile count, each with a token-sorted list, so one pick costs
 //! O(K log B) for K distinct tile counts (about 14 with InternVL tiling). To bound how long a
@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use super::pattern::{Search, TileCounts};
+use super::pattern::{Search, TileCounts, keep_for_slots};
 use super::{Cost, Limits, PackList};
 use crate::error::{Error, Result};
 
@@ -42,6 +42,8 @@ pub struct OnlinePacker {
     sums: (u128, u128, u128),
     /// The tile-pattern search, where the tile limit allows one (≤ 255).
     search: Option<Search>,
+    /// A pattern's slots and the tokens kept for them, buffers reused across packs.
+    scratch: (Vec<u32>, Vec<u64>),
 }
 
 impl OnlinePacker {
@@ -63,6 +65,7 @@ impl OnlinePacker {
             sums: (0, 0, 0),
             search: (limits.tiles <= MAX_PATTERN_TILES && limits.tokens != u32::MAX)
                 .then(|| Search::new(limits.tiles as usize + 1, limits.tiles)),
+            scratch: (Vec::new(), Vec::new()),
         })
     }
 
@@ -155,28 +158,24 @@ impl OnlinePacker {
         // then the greedy below tops the pack up.
         let patterns = self.patterns_apply();
         if let Some(mut search) = self.search.take_if(|_| patterns) {
-            let mut slots = Vec::new();
+            let (mut slots, mut kept) = std::mem::take(&mut self.scratch);
             let buffered = Buffered(&self.by_tiles);
             search.choose(&buffered, u64::from(room_t), room_i as usize, &mut slots);
-            // Kept per slot: each run of k equal tile counts its k smallest token counts, the
-            // largest of them for its first slot.
-            let mut reserve: Vec<u64> = Vec::with_capacity(slots.len());
-            for run in slots.chunk_by(|a, b| a == b) {
-                let from = reserve.len();
-                buffered.smallest_into(run[0] as usize, run.len(), &mut reserve);
-                reserve[from..].reverse();
-            }
-            let mut need_after: u64 = reserve.iter().sum();
-            for (&c, &kept) in slots.iter().zip(&reserve) {
-                need_after -= kept;
-                let Some(budget) = u64::from(room_t).checked_sub(need_after) else {
-                    continue;
-                };
-                let budget = budget.min(u64::from(u32::MAX)) as u32;
-                if let Some(seq) = self.largest_fitting(c, budget) {
-                    add(self, seq, &mut room_t, &mut room_i);
+            // The search only plans slots the buffer holds samples for, so the keep succeeds.
+            if keep_for_slots(&buffered, &slots, &mut kept) {
+                let mut need_after: u64 = kept.iter().sum();
+                for (&c, &k) in slots.iter().zip(&kept) {
+                    need_after -= k;
+                    let Some(budget) = u64::from(room_t).checked_sub(need_after) else {
+                        continue;
+                    };
+                    let budget = budget.min(u64::from(u32::MAX)) as u32;
+                    if let Some(seq) = self.largest_fitting(c, budget) {
+                        add(self, seq, &mut room_t, &mut room_i);
+                    }
                 }
             }
+            self.scratch = (slots, kept);
             self.search = Some(search);
         }
         loop {

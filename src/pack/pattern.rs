@@ -37,7 +37,8 @@ const MAX_TILE_LIMIT: u32 = 255;
 
 /// Packs between two searches while the pattern stays feasible. On the BENCHMARKS rows 1 to 64
 /// gave pack counts within ±0.03% of each other (measured with an earlier token reserve,
-/// k × the smallest); 16 keeps the searches' cost small.
+/// k × the smallest, through a temporary switch not committed); 16 keeps the searches' cost
+/// small.
 const RESEARCH_EVERY: usize = 16;
 
 /// No total: more tokens than any pack holds.
@@ -55,6 +56,8 @@ pub(super) struct Search {
     sums: Vec<u64>,
     starts: Vec<usize>,
     smallest: Vec<u64>,
+    /// The tile counts in the decomposition's order (a buffer kept across searches).
+    order: Vec<usize>,
 }
 
 /// What the search reads: per tile count (1 ≤ c < [`TileCounts::classes`]) how many samples
@@ -88,6 +91,7 @@ impl Search {
             sums: Vec::new(),
             starts: Vec::new(),
             smallest: Vec::with_capacity(t),
+            order: Vec::new(),
         }
     }
 
@@ -104,9 +108,9 @@ impl Search {
         // The decomposition decides the tile counts in this order, each taking as many as
         // still let the rest complete the total: most tiles left first (ties: the larger tile
         // count). Walked backwards below, so the table's rows go in reverse.
-        let mut order: Vec<usize> = (1..pool.classes().min(w))
-            .filter(|&c| pool.count(c) > 0)
-            .collect();
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend((1..pool.classes().min(w)).filter(|&c| pool.count(c) > 0));
         order.sort_unstable_by_key(|&c| (pool.count(c) * c as u64, c));
         self.sums.clear();
         self.starts.clear();
@@ -140,9 +144,8 @@ impl Search {
         }
         slots.clear();
         let last = &table[(rows - 1) * w..rows * w];
-        let Some(target) = (1..w).rev().find(|&r| last[r] <= tokens) else {
-            return;
-        };
+        // No total reachable: no slots.
+        let target = (1..w).rev().find(|&r| last[r] <= tokens).unwrap_or(0);
         let (mut rest, mut budget) = (target, tokens);
         for (i, &c) in order.iter().enumerate().rev() {
             if rest == 0 {
@@ -160,7 +163,24 @@ impl Search {
             budget -= sums[k];
         }
         slots.sort_unstable_by(|a, b| b.cmp(a));
+        self.order = order;
     }
+}
+
+/// What a pattern keeps per slot, into `out`: each run of k equal tile counts in `slots`
+/// (largest first) its k smallest token counts in `src`, the largest of them for its first slot.
+/// `false` when a run has fewer than k samples.
+pub(super) fn keep_for_slots(src: &impl TileCounts, slots: &[u32], out: &mut Vec<u64>) -> bool {
+    out.clear();
+    for run in slots.chunk_by(|a, b| a == b) {
+        let from = out.len();
+        src.smallest_into(run[0] as usize, run.len(), out);
+        if out.len() - from < run.len() {
+            return false;
+        }
+        out[from..].reverse();
+    }
+    true
 }
 
 /// The items left: per size group, per tile count, and which token counts are present.
@@ -209,22 +229,9 @@ impl Pool {
     /// them for its first slot. Whether every slot has an item and the kept tokens fit
     /// `tokens`.
     fn plan(&mut self, slots: &[u32], tokens: u64) -> bool {
-        self.reserve.clear();
         let mut reserve = std::mem::take(&mut self.reserve);
-        let mut j = 0;
-        while j < slots.len() {
-            let c = slots[j] as usize;
-            let k = slots[j..].iter().take_while(|&&x| x as usize == c).count();
-            let from = reserve.len();
-            self.smallest_into(c, k, &mut reserve);
-            if reserve.len() - from < k {
-                self.reserve = reserve;
-                return false;
-            }
-            reserve[from..].reverse();
-            j += k;
-        }
-        let fits = reserve.iter().sum::<u64>() <= tokens;
+        let fits =
+            keep_for_slots(self, slots, &mut reserve) && reserve.iter().sum::<u64>() <= tokens;
         self.reserve = reserve;
         fits
     }
