@@ -319,24 +319,27 @@ impl Dims {
     }
 }
 
-/// Best fit of `sorted` in that order; the tree is kept for [`empty_weak_bins`]. `bin_at` is a
-/// buffer to reuse (its contents are replaced).
+/// Best fit of `sorted` in that order; the tree is kept for [`empty_weak_bins`]. `bin_at` and
+/// `bins` are buffers to reuse (their contents are replaced); `expect_bins` is reserved up front,
+/// so the bins are not copied as they grow (fresh pages cost a fault each).
 ///
-/// `give_up`: the run stops, returning `bin_at` back, as soon as it holds that many bins. Bins are never
-/// closed, so such a run would end with at least that many: a candidate that cannot win any more
-/// need not finish.
+/// `give_up`: the run stops, returning the buffers back, as soon as it holds that many bins.
+/// Bins are never closed, so such a run would end with at least that many: a candidate that
+/// cannot win any more need not finish.
 fn run(
     sorted: &SortedItems,
     d: Dims,
-    mut bin_at: Vec<u32>,
+    (mut bin_at, mut bins): (Vec<u32>, Vec<Bin>),
     give_up: usize,
-) -> Result<(Run, CapacityTree), Vec<u32>> {
+    expect_bins: usize,
+) -> Result<(Run, CapacityTree), (Vec<u32>, Vec<Bin>)> {
     let mut tree = CapacityTree::new(d.cap, d.ignore_s);
-    let mut bins: Vec<Bin> = Vec::new();
     bin_at.clear();
     bin_at.reserve(sorted.len());
+    bins.clear();
+    bins.reserve(expect_bins);
     if !place(sorted, 0, d, &mut bins, &mut tree, &mut bin_at, give_up) {
-        return Err(bin_at);
+        return Err((bin_at, bins));
     }
     let live = bins.len();
     let r = Run {
@@ -429,12 +432,16 @@ fn empty_weak_bins(r: &mut Run, tree: &mut CapacityTree, sorted: &SortedItems, d
         members[fill[b as usize] as usize] = k as u32;
         fill[b as usize] += 1;
     }
+    // Fill normalized by both limits, cross-multiplied: exact in a u64 (half the bytes of a u128
+    // to sort) while 2·L·T < 2^64, every limit short of huge ones; above, the low bits go.
+    let (cp, cs) = (u128::from(d.cap.0), u128::from(d.cap.1));
+    let shift = (128 - (2 * cp * cs).leading_zeros()).saturating_sub(64);
     let weight = |b: usize| {
         let (rp, rs) = r.bins[b].rem;
         let used = (u128::from(d.cap.0 - rp), u128::from(d.cap.1 - rs));
-        used.0 * u128::from(d.cap.1) + used.1 * u128::from(d.cap.0)
+        ((used.0 * cs + used.1 * cp) >> shift) as u64
     };
-    let mut cand: Vec<(u128, u32)> = (0..nb as u32).map(|b| (weight(b as usize), b)).collect();
+    let mut cand: Vec<(u64, u32)> = (0..nb as u32).map(|b| (weight(b as usize), b)).collect();
     // Usually only the lightest few hundred bins are tried before the run of failures ends the
     // pass: sort them in chunks taken by partial selection, not all bins at once.
     let (mut next, mut sorted_to) = (0, 0);
@@ -850,8 +857,8 @@ fn gather(
 /// A candidate's finished run: bins, their tree, the items in run order.
 type Finished = (Run, CapacityTree, SortedItems);
 
-/// The word and bin buffers of a candidate that lost, for the next one.
-type Spares = (Vec<u64>, Vec<u32>);
+/// The word, bin-of-item and bin buffers of a candidate that lost, for the next one.
+type Spares = (Vec<u64>, Vec<u32>, Vec<Bin>);
 
 /// The pack-by-pack candidates: [`fill`] and [`pattern`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -872,7 +879,7 @@ fn run_by_pack(
     d: Dims,
     max: (u32, u32, u32),
     give_up: usize,
-    (spare, mut bin_at): Spares,
+    (spare, mut bin_at, mut bins): Spares,
 ) -> Result<Finished, Spares> {
     let sizes: Vec<(u32, u32, u32)> = groups
         .iter()
@@ -886,7 +893,7 @@ fn run_by_pack(
         ByPack::Pattern => pattern::pattern_fill(&sizes, d.cap, give_up).map(|f| (f, true)),
     };
     let Some((filled, has_rest)) = made else {
-        return Err((spare, bin_at));
+        return Err((spare, bin_at, bins));
     };
     // Each group's items are taken in base (sample) order; what the packs did not take follows,
     // group by group in base order.
@@ -913,7 +920,8 @@ fn run_by_pack(
         spare,
     );
     drop(positions);
-    let mut bins = Vec::with_capacity(filled.ends.len());
+    bins.clear();
+    bins.reserve(filled.ends.len() + filled.ends.len() / 64);
     bin_at.clear();
     bin_at.reserve(sorted.len());
     let mut start = 0usize;
@@ -946,7 +954,7 @@ fn run_by_pack(
         &mut bin_at,
         give_up,
     ) {
-        return Err((sorted.into_words(), bin_at));
+        return Err((sorted.into_words(), bin_at, bins));
     }
     let live = bins.len();
     let r = Run {
@@ -1073,8 +1081,8 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
             (base, groups)
         }
     };
-    // The order and bin buffers of the last losing candidate, reused by the next one.
-    let (mut spare_sorted, mut spare_bin_at) = (Vec::new(), Vec::new());
+    // The buffers of the last losing candidate, reused by the next one.
+    let mut spares: Spares = Default::default();
     let mut best: Option<(Run, CapacityTree, SortedItems, Dims, bool)> = None;
     let n_cands = cands.len();
     let bound = super::bound_of_sums(sum_tok, sum_til, limits);
@@ -1085,13 +1093,18 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
         }
         // A later candidate wins only with fewer bins than the best so far.
         let give_up = best.as_ref().map_or(usize::MAX, |b| b.0.live);
-        let spare = std::mem::take(&mut spare_sorted);
-        let spare_bins = std::mem::take(&mut spare_bin_at);
+        // The first candidate's bins: the bound and some slack (the BENCHMARKS rows end 0–6%
+        // over it; more only grows the vector once).
+        let expect_bins = give_up
+            .min(base.len())
+            .min(bound as usize + bound as usize / 16 + 64);
+        let (spare, spare_bin_at, spare_bins) = std::mem::take(&mut spares);
         let (ran, d, tiles_primary) = match c {
             Candidate::ByPack(kind) => {
                 let (d, _, max) = dims_of(false);
                 let max = (max_idx, max.0, max.1);
-                let ran = run_by_pack(kind, &base, &groups, d, max, give_up, (spare, spare_bins));
+                let spares = (spare, spare_bin_at, spare_bins);
+                let ran = run_by_pack(kind, &base, &groups, d, max, give_up, spares);
                 (ran, d, false)
             }
             Candidate::Bfd {
@@ -1108,9 +1121,9 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
                 } else {
                     arrange(&base, &groups, tiles_primary, key, max, spare)
                 };
-                let ran = match run(&sorted, d, spare_bins, give_up) {
+                let ran = match run(&sorted, d, (spare_bin_at, spare_bins), give_up, expect_bins) {
                     Ok((r, tree)) => Ok((r, tree, sorted)),
-                    Err(bin_at) => Err((sorted.into_words(), bin_at)),
+                    Err((bin_at, bins)) => Err((sorted.into_words(), bin_at, bins)),
                 };
                 (ran, d, tiles_primary)
             }
@@ -1120,14 +1133,14 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
                 if let Some((old, _, old_sorted, _, _)) =
                     best.replace((r, tree, sorted, d, tiles_primary))
                 {
-                    (spare_sorted, spare_bin_at) = (old_sorted.into_words(), old.bin_at);
+                    spares = (old_sorted.into_words(), old.bin_at, old.bins);
                 }
             }
-            Ok((r, _, sorted)) => (spare_sorted, spare_bin_at) = (sorted.into_words(), r.bin_at),
-            Err(spares) => (spare_sorted, spare_bin_at) = spares,
+            Ok((r, _, sorted)) => spares = (sorted.into_words(), r.bin_at, r.bins),
+            Err(back) => spares = back,
         }
     }
-    drop((spare_sorted, spare_bin_at, base, groups));
+    drop((spares, base, groups));
     let Some((mut r, mut tree, sorted, d, tiles_primary)) = best else {
         let none = SortedItems::default();
         return assemble(entries, seed, &none, &Run::default(), (0, 0), false);
@@ -1440,7 +1453,7 @@ mod tests {
                 Vec::new(),
                 &mut Vec::new(),
             );
-            let Ok((run, _)) = run(&sorted, d, Vec::new(), usize::MAX) else {
+            let Ok((run, _)) = run(&sorted, d, Default::default(), usize::MAX, 0) else {
                 panic!("no limit to give up at");
             };
             assert_eq!(

@@ -134,12 +134,17 @@ impl Search {
             let (prev, row) = table[i * w..(i + 2) * w].split_at_mut(w);
             row.copy_from_slice(prev);
             let sums = &self.sums[self.starts[i]..self.starts[i + 1]];
-            for r in c..w {
-                let mut best = row[r];
-                for (k, &cost) in sums.iter().enumerate().take(r / c + 1).skip(1) {
-                    best = best.min(prev[r - k * c].saturating_add(cost));
+            // row[r] = min over k of prev[r − k·c] + sums[k]; by k, each a pass over a shifted
+            // slice with no dependency between totals (a min chain per total was the cost of
+            // a search).
+            for (k, &cost) in sums.iter().enumerate().skip(1) {
+                let shift = k * c;
+                if shift >= w {
+                    break;
                 }
-                row[r] = best;
+                for (x, &p) in row[shift..].iter_mut().zip(&prev[..w - shift]) {
+                    *x = (*x).min(p.saturating_add(cost));
+                }
             }
         }
         slots.clear();
