@@ -621,7 +621,7 @@ fn bfd_equals_the_reference_on_a_realistic_mix() {
 }
 
 /// The benchmark's mix (benches/pack.rs): 60% single-image, 15% multi-image, 25% text-only.
-fn bench_mix(n: usize, seed: u64) -> Vec<Cost> {
+pub(super) fn bench_mix(n: usize, seed: u64) -> Vec<Cost> {
     let mut r = SplitMix64::new(seed);
     let uniform = |r: &mut SplitMix64| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     let lognormal = |r: &mut SplitMix64, mu: f64, lo: f64, hi: f64| {
@@ -653,7 +653,7 @@ fn bench_mix(n: usize, seed: u64) -> Vec<Cost> {
 }
 
 /// FNV-1a over a whole plan: every pack in order (members, sums, flag) and every placement.
-fn fingerprint(plan: &super::PackPlan) -> u64 {
+pub(super) fn fingerprint(plan: &super::PackPlan) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let mut eat = |x: u64| {
         for b in x.to_le_bytes() {

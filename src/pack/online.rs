@@ -347,6 +347,42 @@ mod tests {
         assert!(out.len() <= bound + 2, "{} packs, bound {bound}", out.len());
     }
 
+    /// Whole streams of the benchmark's mix, pinned by fingerprints (the plan's packs in
+    /// order and every placement), so speed work on the packer cannot change a plan unnoticed:
+    /// the max/sum greedy alone (8192 × 16, 8192 × 24 and 16384 × 48 at buffer 256, tokens
+    /// only), with the tile patterns (16384 × 32), and samples over a limit. Taken 2026-12-01.
+    #[test]
+    fn online_plans_equal_the_pinned_fingerprints() {
+        use crate::pack::bfd_reference::{bench_mix, fingerprint};
+        use crate::pack::{Algo, OversizePolicy, plan_packs};
+        let costs = bench_mix(100_000, 11);
+        let cases = [
+            (8192, 16, 1024),
+            (8192, 24, 1024),
+            (16384, 32, 1024),
+            (16384, 48, 256),
+            (8192, u32::MAX, 1024),
+            (4096, 12, 64),
+        ];
+        let mut got = Vec::new();
+        for (tokens, tiles, buffer) in cases {
+            let limits = Limits { tokens, tiles };
+            let algo = Algo::Online { buffer };
+            let plan = plan_packs(&costs, limits, algo, OversizePolicy::Alone, &|_| None, 1)
+                .expect("valid settings");
+            got.push(fingerprint(&plan));
+        }
+        let want = [
+            0x43d5_6014_21ff_9d8f,
+            0xcb58_d302_44bb_4d16,
+            0xb968_46f8_07b4_3093,
+            0xb282_af86_ea06_b4c1,
+            0x1ebd_a468_0031_2e7d,
+            0xd857_073f_d8f5_b498,
+        ];
+        assert_eq!(got, want, "{got:#x?}");
+    }
+
     #[test]
     fn oversize_is_emitted_alone_at_once() {
         let mut p = OnlinePacker::new(Limits::tokens_only(10), 4).unwrap();
