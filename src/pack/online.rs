@@ -16,10 +16,11 @@
 //! 1024), at 0.5–1.0× the speed there (BENCHMARKS "Packing", samples/s of the stop-19 and stop-20 runs).
 //!
 //! The buffer is indexed by tile count, each with a token-sorted list, so one pick costs
-//! O(K log B) for K distinct tile counts (about 14 with InternVL tiling). To bound how long a
-//! sample can wait, a sample older than `4·buffer` pushes seeds the next pack.
+//! O(K log B) for K distinct tile counts (about 14 with InternVL tiling), fewer where the tile
+//! room alone rules out the smaller tile counts; samples by arrival sit in a ring. To bound how
+//! long a sample can wait, a sample older than `4·buffer` pushes seeds the next pack.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use super::pattern::{Search, TileCounts, keep_for_slots};
 use super::{Cost, Limits, PackList};
@@ -33,17 +34,27 @@ pub struct OnlinePacker {
     capacity: usize,
     max_age: u64,
     next_seq: u64,
-    /// Arrival number → (sample index, cost) of every buffered sample; its first key is the oldest.
-    alive: BTreeMap<u64, (u32, Cost)>,
-    /// Tile count → (tokens, arrival) of the buffered samples with that many tiles, ascending.
-    by_tiles: BTreeMap<u32, Vec<(u32, u64)>>,
+    /// The buffered samples by arrival: (sample index, cost) of arrival `first_seq + i` at `i`,
+    /// `None` once taken; the front is always a buffered sample (the oldest), or the ring is
+    /// empty. A ring instead of an ordered map: arrivals only grow, so pushing is an append and
+    /// taking a slot write.
+    alive: VecDeque<Option<(u32, Cost)>>,
+    first_seq: u64,
+    /// How many samples are buffered (the `Some` slots of `alive`).
+    buffered: usize,
+    /// The buffered samples by tile count: (tiles, their (tokens, arrival) ascending), ordered by
+    /// tiles, only tile counts with samples. A flat list: there are a few dozen tile counts at
+    /// most in practice, and the greedy scans them all for every pick.
+    by_tiles: Vec<(u32, Vec<(u32, u64)>)>,
     /// Σtokens, Σtiles and the number of tile-bearing samples in the buffer, for
     /// [`OnlinePacker::patterns_apply`].
     sums: (u128, u128, u128),
     /// The tile-pattern search, where the tile limit allows one (≤ 255).
     search: Option<Search>,
-    /// A pattern's slots and the tokens kept for them, buffers reused across packs.
+    /// A pattern's slots and the tokens kept for them, and the members of the pack being
+    /// built: buffers reused across packs.
     scratch: (Vec<u32>, Vec<u64>),
+    members: Vec<u32>,
 }
 
 impl OnlinePacker {
@@ -60,23 +71,26 @@ impl OnlinePacker {
             capacity: buffer,
             max_age: 4 * buffer as u64,
             next_seq: 0,
-            alive: BTreeMap::new(),
-            by_tiles: BTreeMap::new(),
+            alive: VecDeque::new(),
+            first_seq: 0,
+            buffered: 0,
+            by_tiles: Vec::new(),
             sums: (0, 0, 0),
             search: (limits.tiles <= MAX_PATTERN_TILES && limits.tokens != u32::MAX)
                 .then(|| Search::new(limits.tiles as usize + 1, limits.tiles)),
             scratch: (Vec::new(), Vec::new()),
+            members: Vec::new(),
         })
     }
 
     /// How many samples are buffered.
     pub fn len(&self) -> usize {
-        self.alive.len()
+        self.buffered
     }
 
     /// Whether no sample is buffered.
     pub fn is_empty(&self) -> bool {
-        self.alive.is_empty()
+        self.buffered == 0
     }
 
     /// Adds sample `index` of cost `cost`; appends the pack this completes, if any, to `out`
@@ -90,13 +104,23 @@ impl OnlinePacker {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.alive.insert(seq, (index, cost));
+        if self.alive.is_empty() {
+            self.first_seq = seq;
+        }
+        self.alive.push_back(Some((index, cost)));
+        self.buffered += 1;
         self.count_in(cost, true);
-        let list = self.by_tiles.entry(cost.tiles).or_default();
+        let list = match self.class_at(cost.tiles) {
+            Ok(k) => &mut self.by_tiles[k].1,
+            Err(k) => {
+                self.by_tiles.insert(k, (cost.tiles, Vec::new()));
+                &mut self.by_tiles[k].1
+            }
+        };
         // Arrival numbers grow, so (tokens, seq) lands after every equal-token entry.
         let at = list.partition_point(|&(t, _)| t <= cost.tokens);
         list.insert(at, (cost.tokens, seq));
-        let full = self.alive.len() >= self.capacity;
+        let full = self.buffered >= self.capacity;
         if full {
             self.emit(out);
         }
@@ -105,19 +129,32 @@ impl OnlinePacker {
 
     /// Appends the packs of everything still buffered to `out`.
     pub fn finish(&mut self, out: &mut PackList) {
-        while !self.alive.is_empty() {
+        while !self.is_empty() {
             self.emit(out);
         }
     }
 
+    /// Where tile count `tiles` is (or would go) in `by_tiles`.
+    fn class_at(&self, tiles: u32) -> std::result::Result<usize, usize> {
+        self.by_tiles.binary_search_by_key(&tiles, |c| c.0)
+    }
+
     fn take(&mut self, seq: u64) -> Option<(u32, Cost)> {
-        let (index, cost) = self.alive.remove(&seq)?;
+        let slot = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        let (index, cost) = self.alive.get_mut(slot)?.take()?;
+        self.buffered -= 1;
+        // Keep the front a buffered sample: drop the taken slots before it.
+        while self.alive.front().is_some_and(Option::is_none) {
+            self.alive.pop_front();
+            self.first_seq += 1;
+        }
         self.count_in(cost, false);
-        if let Some(list) = self.by_tiles.get_mut(&cost.tiles) {
+        if let Ok(k) = self.class_at(cost.tiles) {
+            let list = &mut self.by_tiles[k].1;
             let at = list.partition_point(|&e| e < (cost.tokens, seq));
             list.remove(at);
             if list.is_empty() {
-                self.by_tiles.remove(&cost.tiles);
+                self.by_tiles.remove(k);
             }
         }
         Some((index, cost))
@@ -138,7 +175,8 @@ impl OnlinePacker {
             1.0 / f64::from(t)
         };
         let (mut room_t, mut room_i) = (l, t);
-        let mut samples = Vec::new();
+        let mut samples = std::mem::take(&mut self.members);
+        samples.clear();
         let mut sums = (0u64, 0u64);
         let mut add = |this: &mut Self, seq: u64, room_t: &mut u32, room_i: &mut u32| {
             let Some((index, cost)) = this.take(seq) else {
@@ -150,7 +188,7 @@ impl OnlinePacker {
             sums.1 += u64::from(cost.tiles);
             samples.push(index);
         };
-        let oldest = self.alive.first_key_value().map(|(&s, _)| s);
+        let oldest = (!self.alive.is_empty()).then_some(self.first_seq);
         if let Some(seq) = oldest.filter(|&s| self.next_seq - s > self.max_age) {
             add(self, seq, &mut room_t, &mut room_i);
         }
@@ -179,39 +217,76 @@ impl OnlinePacker {
             self.search = Some(search);
         }
         loop {
-            let mut best: Option<((f64, f64, u64), u64)> = None;
-            for (&tiles, list) in self.by_tiles.range(..=room_i) {
-                let Some((tok, seq)) = largest_in(list, room_t) else {
+            // The best (max, sum, arrival) so far, and the list and token count it came from;
+            // the arrival (the oldest of that token count, a second search) is only looked up
+            // where the scores tie or at the end.
+            let mut best: Option<((f64, f64), usize, u32)> = None;
+            let mut best_seq: Option<u64> = None;
+            let fits = self.by_tiles.partition_point(|c| c.0 <= room_i);
+            // Most tiles first: the tile room a sample leaves, `b`, only grows as the tile
+            // count falls and bounds its score from below, so once `b` alone is worse than the
+            // best so far, no tile count left can win (nor tie).
+            for (k, (tiles, list)) in self.by_tiles[..fits].iter().enumerate().rev() {
+                let b = f64::from(room_i - tiles) * wi;
+                if best.is_some_and(|(s, ..)| b > s.0) {
+                    break;
+                }
+                let Some(tok) = largest_token(list, room_t) else {
                     continue;
                 };
                 let a = f64::from(room_t - tok) * wt;
-                let b = f64::from(room_i - tiles) * wi;
-                let score = (a.max(b), a + b, seq);
-                if best.is_none_or(|(s, _)| score < s) {
-                    best = Some((score, seq));
+                let score = (a.max(b), a + b);
+                let better = match best {
+                    None => true,
+                    Some((s, bk, btok)) => match score.partial_cmp(&s) {
+                        Some(std::cmp::Ordering::Less) => true,
+                        Some(std::cmp::Ordering::Equal) => {
+                            let seq = oldest_with(list, tok);
+                            let held = *best_seq
+                                .get_or_insert_with(|| oldest_with(&self.by_tiles[bk].1, btok));
+                            seq < held
+                        }
+                        _ => false,
+                    },
+                };
+                if better {
+                    best = Some((score, k, tok));
+                    best_seq = None;
                 }
             }
             match best {
-                Some((_, seq)) => add(self, seq, &mut room_t, &mut room_i),
+                Some((_, k, tok)) => {
+                    let seq = best_seq.unwrap_or_else(|| oldest_with(&self.by_tiles[k].1, tok));
+                    add(self, seq, &mut room_t, &mut room_i)
+                }
                 None => break,
             }
         }
         out.push(&samples, sums, false);
+        self.members = samples;
     }
 }
 
 /// The buffer as the pattern search reads it.
-struct Buffered<'a>(&'a BTreeMap<u32, Vec<(u32, u64)>>);
+struct Buffered<'a>(&'a [(u32, Vec<(u32, u64)>)]);
+
+impl Buffered<'_> {
+    fn list(&self, c: usize) -> Option<&[(u32, u64)]> {
+        let c = u32::try_from(c).ok()?;
+        let k = self.0.binary_search_by_key(&c, |x| x.0).ok()?;
+        Some(&self.0[k].1)
+    }
+}
 
 impl TileCounts for Buffered<'_> {
     fn classes(&self) -> usize {
-        self.0.keys().next_back().map_or(0, |&c| c as usize + 1)
+        self.0.last().map_or(0, |c| c.0 as usize + 1)
     }
     fn count(&self, c: usize) -> u64 {
-        self.0.get(&(c as u32)).map_or(0, |l| l.len() as u64)
+        self.list(c).map_or(0, |l| l.len() as u64)
     }
     fn smallest_into(&self, c: usize, k: usize, out: &mut Vec<u64>) {
-        if let Some(l) = self.0.get(&(c as u32)) {
+        if let Some(l) = self.list(c) {
             out.extend(l.iter().take(k).map(|&(tok, _)| u64::from(tok)));
         }
     }
@@ -220,13 +295,22 @@ impl TileCounts for Buffered<'_> {
 /// Largest tile limit with tile patterns (the search's table grows with T²).
 const MAX_PATTERN_TILES: u32 = 255;
 
+/// The largest token count ≤ `room` in a token-sorted list.
+fn largest_token(list: &[(u32, u64)], room: u32) -> Option<u32> {
+    let end = list.partition_point(|&(tok, _)| tok <= room);
+    Some(list.get(end.checked_sub(1)?)?.0)
+}
+
+/// The arrival of the oldest sample with `tok` tokens in a token-sorted list (which has one).
+fn oldest_with(list: &[(u32, u64)], tok: u32) -> u64 {
+    list[list.partition_point(|&(x, _)| x < tok)].1
+}
+
 /// The largest token count ≤ `room` in a token-sorted list, and among equal ones the oldest:
 /// (tokens, arrival).
 fn largest_in(list: &[(u32, u64)], room: u32) -> Option<(u32, u64)> {
-    let end = list.partition_point(|&(tok, _)| tok <= room);
-    let tok = list.get(end.checked_sub(1)?)?.0;
-    let first = list.partition_point(|&(x, _)| x < tok);
-    Some((tok, list[first].1))
+    let tok = largest_token(list, room)?;
+    Some((tok, oldest_with(list, tok)))
 }
 
 impl OnlinePacker {
@@ -258,7 +342,8 @@ impl OnlinePacker {
 
     /// The oldest of the samples of `tiles` tiles with the most tokens ≤ `room`.
     fn largest_fitting(&self, tiles: u32, room: u32) -> Option<u64> {
-        largest_in(self.by_tiles.get(&tiles)?, room).map(|(_, seq)| seq)
+        let k = self.class_at(tiles).ok()?;
+        largest_in(&self.by_tiles[k].1, room).map(|(_, seq)| seq)
     }
 }
 
