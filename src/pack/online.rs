@@ -231,6 +231,14 @@ impl OnlinePacker {
                 if best.is_some_and(|(s, ..)| b > s.0) {
                     break;
                 }
+                // Without tile weight the score is the token room left alone: a list whose
+                // largest sample has fewer tokens than the best's cannot win (nor tie).
+                if wi == 0.0
+                    && wt > 0.0
+                    && best.is_some_and(|(.., btok)| list.last().is_none_or(|e| e.0 < btok))
+                {
+                    continue;
+                }
                 let Some(tok) = largest_token(list, room_t) else {
                     continue;
                 };
