@@ -17,10 +17,9 @@ Needs: numpy, opencv-python-headless (and Pillow for compare_decode_tile's refer
 import argparse
 import pathlib
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from compare_decode_tile import opencv_one  # noqa: E402 (the same OpenCV pipeline as the table)
+from compare_decode_tile import opencv_one, time_python  # noqa: E402 (the table's pipeline and timer)
 
 
 def decode_only(data, _mode):
@@ -34,14 +33,6 @@ def decode_rgb(data, _mode):
     import numpy as np
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def rate(fn, blobs, mode, repeat):
-    start = time.perf_counter()
-    for _ in range(repeat):
-        for data in blobs:
-            fn(data, mode)
-    return len(blobs) * repeat / (time.perf_counter() - start)
 
 
 def main():
@@ -59,9 +50,11 @@ def main():
     cases = [("decode only", decode_only, None), ("decode + RGB", decode_rgb, None)]
     cases += [(f"OpenCV {m}", opencv_one, m) for m in ("internvl", "qwen2vl", "fixed")]
     runs = {name: [] for name, _, _ in cases}
+    for _, fn, mode in cases:  # warm-up: the first pass of a process runs slower
+        time_python(fn, blobs, mode, 1)
     for _ in range(args.rounds):
         for name, fn, mode in cases:
-            runs[name].append(rate(fn, blobs, mode, args.repeat))
+            runs[name].append(time_python(fn, blobs, mode, args.repeat))
     print(f"{len(blobs)} JPEGs from {args.folder}, one core, {args.rounds} rounds of {args.repeat}")
     print("| pipeline | images/s, median (min-max) |")
     print("|---|---:|")
