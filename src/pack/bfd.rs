@@ -860,10 +860,12 @@ type Finished = (Run, CapacityTree, SortedItems);
 /// The word, bin-of-item and bin buffers of a candidate that lost, for the next one.
 type Spares = (Vec<u64>, Vec<u32>, Vec<Bin>);
 
-/// The pack-by-pack candidates: [`fill`] and [`pattern`].
+/// The pack-by-pack candidates: [`fill`], plain and seeded with the largest item, and
+/// [`pattern`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum ByPack {
     Fill,
+    SeededFill,
     Pattern,
 }
 
@@ -889,7 +891,8 @@ fn run_by_pack(
         })
         .collect();
     let made = match kind {
-        ByPack::Fill => fill::fill(&sizes, d.cap, give_up).map(|f| (f, false)),
+        ByPack::Fill => fill::fill(&sizes, d.cap, give_up, false).map(|f| (f, false)),
+        ByPack::SeededFill => fill::fill(&sizes, d.cap, give_up, true).map(|f| (f, false)),
         ByPack::Pattern => pattern::pattern_fill(&sizes, d.cap, give_up).map(|f| (f, true)),
     };
     let Some((filled, has_rest)) = made else {
@@ -967,11 +970,11 @@ fn run_by_pack(
 }
 
 /// Whether the pool fills both limits about equally: the larger of Σtokens/L and Σtiles/T at
-/// most 1.25 times the smaller. Only then does the [`fill`] candidate run. Its edge is packs that
+/// most 1.25 times the smaller. Only then do the [`fill`] candidates run. Their edge is packs that
 /// end near both limits; where one dimension's total is well over the other's, nearly every pack
 /// is full in that one, the BFD orders fill it tightly, and on every such BENCHMARKS row (four,
-/// 1.47–1.64 apart) the fill lost, while it won on three of the four rows within 1.10; skipping
-/// it there saves its time (about a sixth of Bfd's).
+/// 1.47–1.64 apart) the fill lost, while it won on three of the four rows within 1.10 (before
+/// the seeded fill existed; that one won a fourth); skipping them there saves their time.
 fn balanced_limits(sum_tok: u128, sum_til: u128, limits: Limits) -> bool {
     let tok = sum_tok * u128::from(limits.tiles);
     let til = sum_til * u128::from(limits.tokens);
@@ -998,12 +1001,13 @@ enum Candidate {
 /// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (made after the
 /// BFD packs, in index order), then shuffles that creation order by `seed` ([`assemble`]).
 ///
-/// With both limits set, it runs up to five candidates and keeps the one with the fewest packs
+/// With both limits set, it runs up to six candidates and keeps the one with the fewest packs
 /// (ties: the earlier), then runs [`empty_weak_bins`] on it: the tile patterns of
 /// [`pattern::pattern_fill`] (where tiles are the fuller dimension and [`many_per_pack`]; under
 /// 64 tile counts and T ≤ 255); BFD by normalized sum and by normalized max, primary being the
-/// dimension the pool fills more of; the pack-by-pack [`fill::fill`] (where it applies: under
-/// 64 tile counts, and [`balanced_limits`]); and plain BFD by tokens (tokens descending, tokens
+/// dimension the pool fills more of; the pack-by-pack [`fill::fill`], plain, then seeded with
+/// the largest item (where they apply: under 64 tile counts, and [`balanced_limits`]); and plain
+/// BFD by tokens (tokens descending, tokens
 /// primary), so Bfd never uses more packs than that classic packer (TRL's). With one limit only
 /// the last runs. A candidate at the lower bound max(⌈Σtokens/L⌉, ⌈Σtiles/T⌉) ends the search:
 /// none can do better. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
@@ -1038,14 +1042,17 @@ pub(super) fn pack(entries: &[Entry], limits: Limits, seed: u64) -> (PackList, V
         if tiles_fuller && many_per_pack(sum_til, with_tiles, limits) {
             cands.push(Candidate::ByPack(ByPack::Pattern));
         }
+        // Where they run, the fills go first: they win most such pools, and the BFD runs
+        // after a winner give up early (at its pack count) instead of finishing.
+        if balanced_limits(sum_tok, sum_til, limits) {
+            cands.push(Candidate::ByPack(ByPack::SeededFill));
+            cands.push(Candidate::ByPack(ByPack::Fill));
+        }
         for order in [Order::Sum, Order::Max] {
             cands.push(Candidate::Bfd {
                 tiles_primary: tiles_fuller,
                 order,
             });
-        }
-        if balanced_limits(sum_tok, sum_til, limits) {
-            cands.push(Candidate::ByPack(ByPack::Fill));
         }
     }
     cands.push(Candidate::Bfd {
