@@ -133,57 +133,52 @@ pub(super) fn fill(
             best
         });
         loop {
-            if let Some((p, s)) = seed.take() {
-                room = (room.0 - p, room.1 - s);
-                take(
-                    &mut out.picks,
-                    &mut presence,
-                    &mut class_mask,
-                    &mut top,
-                    p,
-                    s,
-                );
-                remaining -= 1;
-                continue;
-            }
-            // Tile counts that hold items and fit the pack's tile room.
-            let fits_s = if room.1 >= 63 {
-                u64::MAX
-            } else {
-                (1u64 << (room.1 + 1)) - 1
-            };
-            let mut mask = class_mask & fits_s;
-            let mut best: Option<((u64, u64), u32, u32)> = None;
-            // Most tiles first: the tile room an item leaves, `b`, bounds its rank from below
-            // and only grows as the tile count falls, so once `b` alone ranks worse than the
-            // best so far, no item with fewer tiles can win.
-            while mask != 0 {
-                let s = 63 - mask.leading_zeros();
-                mask &= !(1u64 << s);
-                // Normalized room left, cross-multiplied: a = (tokens left)·T, b = (tiles left)·L.
-                let b = u64::from(room.1 - s) * cp;
-                if best.is_some_and(|(r, ..)| b > r.0) {
-                    break;
-                }
-                // The largest fitting token count of the last step is still the largest while
-                // it fits and is present: rooms only shrink within a pack and items only leave.
-                let cached = known[s as usize];
-                let p = if cached <= room.0 && presence.has(s as usize, cached) {
-                    cached
-                } else {
-                    match presence.pred(s as usize, room.0) {
-                        Some(p) => p,
-                        None => continue,
+            let (p, s) = match seed.take() {
+                Some(first) => first,
+                None => {
+                    // Tile counts that hold items and fit the pack's tile room.
+                    let fits_s = if room.1 >= 63 {
+                        u64::MAX
+                    } else {
+                        (1u64 << (room.1 + 1)) - 1
+                    };
+                    let mut mask = class_mask & fits_s;
+                    let mut best: Option<((u64, u64), u32, u32)> = None;
+                    // Most tiles first: the tile room an item leaves, `b`, bounds its rank
+                    // from below and only grows as the tile count falls, so once `b` alone
+                    // ranks worse than the best so far, no item with fewer tiles can win.
+                    while mask != 0 {
+                        let s = 63 - mask.leading_zeros();
+                        mask &= !(1u64 << s);
+                        // Normalized room left, cross-multiplied: a = (tokens left)·T,
+                        // b = (tiles left)·L.
+                        let b = u64::from(room.1 - s) * cp;
+                        if best.is_some_and(|(r, ..)| b > r.0) {
+                            break;
+                        }
+                        // The largest fitting token count of the last step is still the
+                        // largest while it fits and is present: rooms only shrink within a
+                        // pack and items only leave.
+                        let cached = known[s as usize];
+                        let p = if cached <= room.0 && presence.has(s as usize, cached) {
+                            cached
+                        } else {
+                            match presence.pred(s as usize, room.0) {
+                                Some(p) => p,
+                                None => continue,
+                            }
+                        };
+                        known[s as usize] = p;
+                        let a = u64::from(room.0 - p) * cs;
+                        let rank = (a.max(b), a + b);
+                        if best.is_none_or(|(r, ..)| rank < r) {
+                            best = Some((rank, p, s));
+                        }
                     }
-                };
-                known[s as usize] = p;
-                let a = u64::from(room.0 - p) * cs;
-                let rank = (a.max(b), a + b);
-                if best.is_none_or(|(r, ..)| rank < r) {
-                    best = Some((rank, p, s));
+                    let Some((_, p, s)) = best else { break };
+                    (p, s)
                 }
-            }
-            let Some((_, p, s)) = best else { break };
+            };
             take(
                 &mut out.picks,
                 &mut presence,

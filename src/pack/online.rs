@@ -13,7 +13,8 @@
 //! largest total ≤ T whose smallest samples fit L, each slot taking the sample with the most
 //! tokens that leaves the later slots theirs; the greedy then tops the pack up. On the BENCHMARKS
 //! rows where it applies it takes 1–2% fewer packs (single 8192 × 24: 30825 → 30515 at buffer
-//! 1024), at 0.5–1.0× the speed there (BENCHMARKS "Packing", samples/s of the stop-19 and stop-20 runs).
+//! 1024), at 0.5–1.0× the speed there (BENCHMARKS "Packing", samples/s of the stop-19 and
+//! stop-20 runs).
 //!
 //! The buffer is indexed by tile count, each with a token-sorted list, so one pick costs
 //! O(K log B) for K distinct tile counts (about 14 with InternVL tiling), fewer where the tile
