@@ -1001,15 +1001,14 @@ enum Candidate {
 /// Packs the fitting entries by BFD and gives each `Alone` entry a pack of its own (made after the
 /// BFD packs, in index order), then shuffles that creation order by `seed` ([`assemble`]).
 ///
-/// With both limits set, it runs up to six candidates and keeps the one with the fewest packs
-/// (ties: the earlier), then runs [`empty_weak_bins`] on it: the tile patterns of
-/// [`pattern::pattern_fill`] (where tiles are the fuller dimension and [`many_per_pack`]; under
-/// 64 tile counts and T ≤ 255); BFD by normalized sum and by normalized max, primary being the
-/// dimension the pool fills more of; the pack-by-pack [`fill::fill`], plain, then seeded with
-/// the largest item (where they apply: under 64 tile counts, and [`balanced_limits`]); and plain
-/// BFD by tokens (tokens descending, tokens
-/// primary), so Bfd never uses more packs than that classic packer (TRL's). With one limit only
-/// the last runs. A candidate at the lower bound max(⌈Σtokens/L⌉, ⌈Σtiles/T⌉) ends the search:
+/// With both limits set, it runs up to six candidates, in this order, and keeps the one with
+/// the fewest packs (ties: the earlier), then runs [`empty_weak_bins`] on it: the tile patterns
+/// of [`pattern::pattern_fill`] (where tiles are the fuller dimension and [`many_per_pack`];
+/// under 64 tile counts and T ≤ 255); the pack-by-pack [`fill::fill`], seeded with the largest
+/// item, then plain (where they apply: under 64 tile counts, and [`balanced_limits`]); BFD by
+/// normalized sum and by normalized max, primary being the dimension the pool fills more of;
+/// and plain BFD by tokens (tokens descending, tokens primary), so Bfd never uses more packs
+/// than that classic packer (TRL's). With one limit only the last runs. A candidate at the lower bound max(⌈Σtokens/L⌉, ⌈Σtiles/T⌉) ends the search:
 /// none can do better. On the BENCHMARKS mixes the winner's post-pass never changed its count, and
 /// the post-pass of a losing candidate never made it win, so only the winner gets one.
 ///

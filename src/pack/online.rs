@@ -35,12 +35,11 @@ pub struct OnlinePacker {
     capacity: usize,
     max_age: u64,
     next_seq: u64,
-    /// The buffered samples by arrival: (sample index, cost) of arrival `first_seq + i` at `i`,
-    /// `None` once taken; the front is always a buffered sample (the oldest), or the ring is
-    /// empty. A ring instead of an ordered map: arrivals only grow, so pushing is an append and
-    /// taking a slot write.
+    /// The buffered samples by arrival: (sample index, cost) of arrival
+    /// [`OnlinePacker::first_seq`]` + i` at `i`, `None` once taken; the front is always a
+    /// buffered sample (the oldest), or the ring is empty. A ring instead of an ordered map:
+    /// arrivals only grow, so pushing is an append and taking a slot write.
     alive: VecDeque<Option<(u32, Cost)>>,
-    first_seq: u64,
     /// How many samples are buffered (the `Some` slots of `alive`).
     buffered: usize,
     /// The buffered samples by tile count: (tiles, their (tokens, arrival) ascending), ordered by
@@ -73,7 +72,6 @@ impl OnlinePacker {
             max_age: 4 * buffer as u64,
             next_seq: 0,
             alive: VecDeque::new(),
-            first_seq: 0,
             buffered: 0,
             by_tiles: Vec::new(),
             sums: (0, 0, 0),
@@ -105,9 +103,6 @@ impl OnlinePacker {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        if self.alive.is_empty() {
-            self.first_seq = seq;
-        }
         self.alive.push_back(Some((index, cost)));
         self.buffered += 1;
         self.count_in(cost, true);
@@ -140,14 +135,19 @@ impl OnlinePacker {
         self.by_tiles.binary_search_by_key(&tiles, |c| c.0)
     }
 
+    /// The arrival of the ring's front: every arrival gets a slot and slots leave from the
+    /// front only, so the ring holds exactly the arrivals since it.
+    fn first_seq(&self) -> u64 {
+        self.next_seq - self.alive.len() as u64
+    }
+
     fn take(&mut self, seq: u64) -> Option<(u32, Cost)> {
-        let slot = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        let slot = usize::try_from(seq.checked_sub(self.first_seq())?).ok()?;
         let (index, cost) = self.alive.get_mut(slot)?.take()?;
         self.buffered -= 1;
         // Keep the front a buffered sample: drop the taken slots before it.
         while self.alive.front().is_some_and(Option::is_none) {
             self.alive.pop_front();
-            self.first_seq += 1;
         }
         self.count_in(cost, false);
         if let Ok(k) = self.class_at(cost.tiles) {
@@ -189,7 +189,7 @@ impl OnlinePacker {
             sums.1 += u64::from(cost.tiles);
             samples.push(index);
         };
-        let oldest = (!self.alive.is_empty()).then_some(self.first_seq);
+        let oldest = (!self.alive.is_empty()).then(|| self.first_seq());
         if let Some(seq) = oldest.filter(|&s| self.next_seq - s > self.max_age) {
             add(self, seq, &mut room_t, &mut room_i);
         }
@@ -245,22 +245,23 @@ impl OnlinePacker {
                 };
                 let a = f64::from(room_t - tok) * wt;
                 let score = (a.max(b), a + b);
+                // Some(the arrival, where it was looked up) when this list's sample is better.
                 let better = match best {
-                    None => true,
+                    None => Some(None),
                     Some((s, bk, btok)) => match score.partial_cmp(&s) {
-                        Some(std::cmp::Ordering::Less) => true,
+                        Some(std::cmp::Ordering::Less) => Some(None),
                         Some(std::cmp::Ordering::Equal) => {
                             let seq = oldest_with(list, tok);
                             let held = *best_seq
                                 .get_or_insert_with(|| oldest_with(&self.by_tiles[bk].1, btok));
-                            seq < held
+                            (seq < held).then_some(Some(seq))
                         }
-                        _ => false,
+                        _ => None,
                     },
                 };
-                if better {
+                if let Some(seq) = better {
                     best = Some((score, k, tok));
-                    best_seq = None;
+                    best_seq = seq;
                 }
             }
             match best {
@@ -315,13 +316,6 @@ fn oldest_with(list: &[(u32, u64)], tok: u32) -> u64 {
     list[list.partition_point(|&(x, _)| x < tok)].1
 }
 
-/// The largest token count ≤ `room` in a token-sorted list, and among equal ones the oldest:
-/// (tokens, arrival).
-fn largest_in(list: &[(u32, u64)], room: u32) -> Option<(u32, u64)> {
-    let tok = largest_token(list, room)?;
-    Some((tok, oldest_with(list, tok)))
-}
-
 impl OnlinePacker {
     /// Counts `cost` into (`add`) or out of the buffer's sums.
     fn count_in(&mut self, cost: Cost, add: bool) {
@@ -351,8 +345,8 @@ impl OnlinePacker {
 
     /// The oldest of the samples of `tiles` tiles with the most tokens ≤ `room`.
     fn largest_fitting(&self, tiles: u32, room: u32) -> Option<u64> {
-        let k = self.class_at(tiles).ok()?;
-        largest_in(&self.by_tiles[k].1, room).map(|(_, seq)| seq)
+        let list = &self.by_tiles[self.class_at(tiles).ok()?].1;
+        Some(oldest_with(list, largest_token(list, room)?))
     }
 }
 
