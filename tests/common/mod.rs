@@ -3,8 +3,11 @@
 //! adapter (`wgpu`, with the feature).
 #![allow(dead_code)] // each test crate uses a subset
 
+#[cfg(feature = "cuda")]
+pub mod cuda_emu;
 pub mod images;
 pub mod parity;
+pub mod tile_parity;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
