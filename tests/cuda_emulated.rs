@@ -9,11 +9,9 @@
 #![cfg(feature = "cuda")]
 
 mod common;
-use common::cuda_emu::{EmuModule, arg};
+use common::cuda_emu::{EmuModule, arg, family};
 use common::images::pattern;
 use common::tile_parity::{SIZES, check_against_pillow_and_cpu};
-
-use std::sync::OnceLock;
 
 use vlmprep::backend::cuda::kernels::KernelFamily;
 use vlmprep::backend::cuda::tile::{
@@ -24,22 +22,7 @@ use vlmprep::image::RgbImage;
 use vlmprep::image::orientation::apply_orientation;
 use vlmprep::image::tiling::TilePlan;
 
-/// Each family compiled once per test binary (tests run on parallel threads; the emulator
-/// serialises launches itself).
-fn module(family: KernelFamily) -> Option<&'static EmuModule> {
-    static TILE: OnceLock<Option<EmuModule>> = OnceLock::new();
-    static SIGLIP: OnceLock<Option<EmuModule>> = OnceLock::new();
-    static DECODE: OnceLock<Option<EmuModule>> = OnceLock::new();
-    let cell = match family {
-        KernelFamily::Tile => &TILE,
-        KernelFamily::Siglip => &SIGLIP,
-        KernelFamily::Decode => &DECODE,
-    };
-    cell.get_or_init(|| EmuModule::compile(family.file_name(), family.source()))
-        .as_ref()
-}
-
-/// `tile_hpass` then `tile_vpass` over host memory, planned by the backend's own `TileJobs`.
+/// `tile_first_pass` then `tile_second_pass` over host memory, planned by the backend's own `TileJobs`.
 fn emulated_tiles(
     m: &EmuModule,
     images: &[&RgbImage],
@@ -68,7 +51,13 @@ fn emulated_tiles(
                 "tile_first_pass",
                 (jobs.first_blocks, 1, 1),
                 block,
-                &[arg(&first), arg(&n_first), arg(&pos), arg(&weights), arg(&scratch_ptr)],
+                &[
+                    arg(&first),
+                    arg(&n_first),
+                    arg(&pos),
+                    arg(&weights),
+                    arg(&scratch_ptr),
+                ],
             );
             m.launch_independent(
                 "tile_second_pass",
@@ -97,7 +86,9 @@ fn emulated_tiles(
 
 #[test]
 fn tile_kernels_match_pillow_and_the_cpu_backend() {
-    let Some(m) = module(KernelFamily::Tile) else { return };
+    let Some(m) = family(KernelFamily::Tile) else {
+        return;
+    };
     let started = std::time::Instant::now();
     let failures = check_against_pillow_and_cpu(&SIZES, |images, plans, spec| {
         emulated_tiles(m, images, plans, spec)
@@ -108,7 +99,9 @@ fn tile_kernels_match_pillow_and_the_cpu_backend() {
 
 #[test]
 fn orient_rgb8_applies_every_exif_orientation_as_the_cpu_does() {
-    let Some(m) = module(KernelFamily::Decode) else { return };
+    let Some(m) = family(KernelFamily::Decode) else {
+        return;
+    };
     let img = pattern(37, 21, 3);
     for orientation in 0..=9 {
         let want = apply_orientation(img.clone(), orientation);
@@ -132,7 +125,9 @@ fn orient_rgb8_applies_every_exif_orientation_as_the_cpu_does() {
 
 #[test]
 fn gray_to_rgb8_replicates_the_plane_honouring_its_pitch() {
-    let Some(m) = module(KernelFamily::Decode) else { return };
+    let Some(m) = family(KernelFamily::Decode) else {
+        return;
+    };
     let (w, h, pitch) = (13u32, 7u32, 16u32);
     let plane: Vec<u8> = (0..pitch * h).map(|i| (i * 37 % 251) as u8).collect();
     let mut out = vec![0u8; (3 * w * h) as usize];
@@ -155,4 +150,3 @@ fn gray_to_rgb8_replicates_the_plane_honouring_its_pitch() {
         }
     }
 }
-

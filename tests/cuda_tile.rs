@@ -22,12 +22,11 @@ use common::tile_parity::{
 
 use vlmprep::backend::cuda::CudaBackend;
 use vlmprep::backend::cuda::DeviceImage;
-use vlmprep::backend::{Backend, CpuBackend, HostTiles, TileLayout, TileSpec};
+use vlmprep::backend::{Backend, CpuBackend, TileLayout, TileSpec};
 use vlmprep::image::RgbImage;
-use vlmprep::image::normalize::{Dtype, Normalization, NormalizeTable, write_chw};
-use vlmprep::image::pillow_resample::resize_like_pillow;
+use vlmprep::image::normalize::{Dtype, Normalization};
 use vlmprep::image::resize::ResizeFilter;
-use vlmprep::image::tiling::{InternVlSettings, Qwen2VlSettings, TilePlan, Tiler, TilingRule};
+use vlmprep::image::tiling::{InternVlSettings, TilePlan, TilingRule};
 
 fn gpu_or_skip() -> Option<CudaBackend> {
     match CudaBackend::new(0) {

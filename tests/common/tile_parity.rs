@@ -21,7 +21,11 @@ pub fn tolerance(dtype: Dtype) -> f32 {
 
 /// Pillow's u8 HWC tiles, in batch order: the whole image resized exactly as Pillow does, tiles
 /// cut from it, the thumbnail resized alone.
-pub fn pillow_tiles(images: &[&RgbImage], plans: &[TilePlan], filter: ResizeFilter) -> Vec<Vec<u8>> {
+pub fn pillow_tiles(
+    images: &[&RgbImage],
+    plans: &[TilePlan],
+    filter: ResizeFilter,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (img, plan) in images.iter().zip(plans) {
         let full = resize_like_pillow(img, plan.resize.0, plan.resize.1, filter).unwrap();

@@ -497,9 +497,6 @@ mod tests {
     //! job arrays are run through the real kernels by tests/cuda_emulated.rs.
 
     use super::*;
-    use crate::backend::CpuBackend;
-    use crate::image::normalize::Normalization;
-    use crate::image::tiling::{InternVlSettings, Qwen2VlSettings, Tiler, TilingRule};
 
     #[test]
     fn weights_sum_to_one_and_stay_inside_the_source() {
