@@ -1,7 +1,8 @@
 //! The CUDA kernels of `cuda/`, run by the CPU emulator (tests/common/cuda_emu.h) against the
 //! CPU references: the tile kernels through the same host planning (`TileJobs`) and the same
-//! Pillow/CPU checks as the GPU test (tests/cuda_tile.rs), the decode kernels against
-//! `apply_orientation`, and every SigLIP op against an f64 restatement of its formula. This is
+//! Pillow/CPU checks as the GPU test (tests/cuda_tile.rs), the pHash kernels through
+//! `PhashJobs` against the CPU's 32×32 image bit for bit, and the decode kernels against
+//! `apply_orientation` (the SigLIP ops: tests/cuda_emulated_siglip.rs). This is
 //! how the kernels' logic is tested in CI, which has no GPU; on a GPU the tests/cuda_*.rs
 //! parity tests run the real thing.
 //!
@@ -10,14 +11,16 @@
 
 mod common;
 use common::cuda_emu::{EmuModule, arg, family};
-use common::images::pattern;
+use common::images::{pattern, phash_golden, phash_shapes};
 use common::tile_parity::{SIZES, check_against_pillow_and_cpu};
 
 use vlmprep::backend::cuda::kernels::KernelFamily;
+use vlmprep::backend::cuda::phash::{PHASH_THREADS, PhashJobs, SECOND_BLOCKS_PER_IMAGE};
 use vlmprep::backend::cuda::tile::{
     BLOCK, FIRST_FIELDS, SECOND_FIELDS, TileJobs, dtype_code, level_encodings,
 };
 use vlmprep::backend::{HostTiles, TileSpec};
+use vlmprep::curate::phash::{gray32, phash, phash_of_gray32};
 use vlmprep::image::RgbImage;
 use vlmprep::image::orientation::apply_orientation;
 use vlmprep::image::tiling::TilePlan;
@@ -149,4 +152,77 @@ fn gray_to_rgb8_replicates_the_plane_honouring_its_pitch() {
             assert_eq!(out[i..i + 3], [v, v, v], "pixel {x},{y}");
         }
     }
+}
+
+/// The 32×32 images of `cuda/phash.cu` over host memory, planned by the backend's own
+/// `PhashJobs`: 1024 levels per image.
+fn emulated_gray32(m: &EmuModule, images: &[&RgbImage]) -> Vec<[u8; 1024]> {
+    let sizes: Vec<(u32, u32)> = images.iter().map(|i| (i.width, i.height)).collect();
+    let sources: Vec<u64> = images.iter().map(|i| i.data.as_ptr() as u64).collect();
+    let plan = PhashJobs::new(&sizes, &sources).unwrap();
+    let mut scratch = vec![0u8; plan.scratch_bytes.max(1)];
+    let mut out = vec![0u8; images.len() * 1024];
+    let (jobs, n) = (plan.jobs.as_ptr(), images.len() as i32);
+    let (pos, weights) = (plan.tables.pos.as_ptr(), plan.tables.weights.as_ptr());
+    let (scratch_ptr, out_ptr) = (scratch.as_mut_ptr(), out.as_mut_ptr());
+    let block = (PHASH_THREADS, 1, 1);
+    // SAFETY: the argument types and order of phash_first_pass / phash_second_pass (the
+    // weights are i32 bit patterns); PhashJobs addresses only the images (alive here) and
+    // `scratch`, sized as it planned; `out` holds 1024 bytes per image.
+    unsafe {
+        m.launch_independent(
+            "phash_first_pass",
+            (plan.first_blocks, 1, 1),
+            block,
+            &[
+                arg(&jobs),
+                arg(&n),
+                arg(&pos),
+                arg(&weights),
+                arg(&scratch_ptr),
+            ],
+        );
+        m.launch_independent(
+            "phash_second_pass",
+            (images.len() as u32 * SECOND_BLOCKS_PER_IMAGE, 1, 1),
+            block,
+            &[
+                arg(&jobs),
+                arg(&pos),
+                arg(&weights),
+                arg(&scratch_ptr),
+                arg(&out_ptr),
+            ],
+        );
+    }
+    out.chunks_exact(1024)
+        .map(|g| g.try_into().unwrap())
+        .collect()
+}
+
+#[test]
+fn phash_kernels_reduce_every_shape_as_the_cpu_does() {
+    let Some(m) = family(KernelFamily::Phash) else {
+        return;
+    };
+    let mut images = phash_shapes();
+    images.extend(phash_golden().into_iter().map(|(_, img, _)| img));
+    // photo-sized, and a tall one far past Pillow's vertical-first threshold
+    images.push(pattern(1920, 1080, 40));
+    images.push(pattern(700, 2900, 41));
+    let refs: Vec<&RgbImage> = images.iter().collect();
+    let grays = emulated_gray32(m, &refs);
+    for (img, got) in images.iter().zip(&grays) {
+        let want = gray32(img).unwrap();
+        let first = want.iter().zip(got).position(|(a, b)| a != b);
+        assert!(
+            first.is_none(),
+            "{}x{}: level {first:?} differs",
+            img.width,
+            img.height
+        );
+        assert_eq!(phash_of_gray32(got), phash(img).unwrap());
+    }
+    // Alone, an image gives what it gave inside the batch (offsets and shared tables).
+    assert_eq!(emulated_gray32(m, &refs[3..4])[0], grays[3]);
 }

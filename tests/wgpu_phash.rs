@@ -12,14 +12,13 @@
 
 mod common;
 
-use common::images::{pattern, photo};
+use common::images::{pattern, phash_golden, phash_shapes};
 use common::wgpu::backend_or_skip;
 use std::f32::consts::TAU;
 use vlmprep::backend::wgpu::WgpuBackend;
 use vlmprep::backend::wgpu::phash::PhashStats;
 use vlmprep::curate::phash::{dct_block, gray32, phash, phash_of_gray32};
 use vlmprep::image::RgbImage;
-use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
 
 /// Checks a batch against the CPU, image by image: the gray images and both hashes. Returns
 /// where the hashes were computed.
@@ -50,60 +49,23 @@ fn check_batch(gpu: &WgpuBackend, images: &[RgbImage], what: &str) -> PhashStats
 #[test]
 fn golden_images_hash_as_on_the_cpu_and_as_imagehash() {
     let Some(gpu) = backend_or_skip() else { return };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/phash");
-    let golden: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("hashes.json")).unwrap()).unwrap();
-    let entries = golden["images"].as_array().unwrap();
-    assert!(entries.len() >= 13);
-    let images: Vec<RgbImage> = entries
-        .iter()
-        .map(|e| {
-            let bytes = std::fs::read(dir.join(e["file"].as_str().unwrap())).unwrap();
-            decode_rgb8(&bytes, &DecodeOptions::default()).unwrap()
-        })
-        .collect();
+    let golden = phash_golden();
+    let images: Vec<RgbImage> = golden.iter().map(|(_, img, _)| img.clone()).collect();
     let stats = check_batch(&gpu, &images, "golden");
     // The golden images are textures: the device hashes most of them (11 of 13 on lavapipe;
     // the two others have coefficients within ~0.05 of the median).
     assert!(stats.on_device * 2 > images.len(), "{stats:?}");
     // And against ImageHash itself, which the CPU equals on these images.
     let refs: Vec<&RgbImage> = images.iter().collect();
-    for (entry, h) in entries.iter().zip(gpu.phash_batch(&refs).unwrap()) {
-        let expected = u64::from_str_radix(entry["phash"].as_str().unwrap(), 16).unwrap();
-        assert_eq!(h.hash, expected, "{}", entry["file"]);
+    for ((file, _, expected), h) in golden.iter().zip(gpu.phash_batch(&refs).unwrap()) {
+        assert_eq!(h.hash, *expected, "{file}");
     }
 }
 
 #[test]
 fn generated_images_of_many_shapes_hash_as_on_the_cpu() {
     let Some(gpu) = backend_or_skip() else { return };
-    // Shapes chosen for the resize's branches: both pass orders (taller than wide by far:
-    // vertical first), one axis already 32 (not resampled), upscales, tiny and 1-pixel strips,
-    // a downscale of 30x and more.
-    let sizes = [
-        (640, 480),
-        (480, 640),
-        (64, 480),
-        (45, 260),
-        (300, 90),
-        (32, 200),
-        (200, 32),
-        (32, 32),
-        (7, 5),
-        (1, 1),
-        (1, 77),
-        (77, 1),
-        (33, 31),
-        (1000, 1000),
-        (97, 1301),
-    ];
-    let mut images: Vec<RgbImage> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &(w, h))| pattern(w, h, i as u32 + 1))
-        .collect();
-    images.push(photo("photo0-baseline420.jpg"));
-    images.push(photo("pattern-150x1200.png"));
+    let images = phash_shapes();
     check_batch(&gpu, &images, "generated");
     // Alone, the first image gives the same as inside the batch (offsets and shared tables).
     check_batch(&gpu, &images[..1], "alone");

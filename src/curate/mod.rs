@@ -14,6 +14,7 @@ pub mod groups;
 pub mod manifest;
 pub mod perceptual;
 pub mod phash;
+pub mod phash_tables;
 pub mod planted;
 pub mod reference;
 pub mod rewrite;

@@ -127,8 +127,8 @@ pub fn shard_signals<B: TensorOps>(
         ..Default::default()
     };
     let mut problems: Vec<Problem> = shard.problems().to_vec();
-    // A backend with a pHash kernel (wgpu) hashes each batch's decoded pixels on its device,
-    // equal to the CPU's hash bit for bit; the pixels are kept for the model anyway.
+    // A backend with a pHash kernel (wgpu, CUDA) hashes each batch's decoded pixels on its
+    // device, equal to the CPU's hash bit for bit; the pixels are kept for the model anyway.
     let device_phash = model.is_some_and(|m| m.ops().device_phash(&[]).is_some());
     for chunk in shard.samples().chunks(batch.max(1)) {
         let mut measured: Vec<Measured> = chunk

@@ -28,10 +28,12 @@ pub fn family(family: KernelFamily) -> Option<&'static EmuModule> {
     static TILE: OnceLock<Option<EmuModule>> = OnceLock::new();
     static SIGLIP: OnceLock<Option<EmuModule>> = OnceLock::new();
     static DECODE: OnceLock<Option<EmuModule>> = OnceLock::new();
+    static PHASH: OnceLock<Option<EmuModule>> = OnceLock::new();
     let cell = match family {
         KernelFamily::Tile => &TILE,
         KernelFamily::Siglip => &SIGLIP,
         KernelFamily::Decode => &DECODE,
+        KernelFamily::Phash => &PHASH,
     };
     cell.get_or_init(|| EmuModule::compile(family.file_name(), family.source()))
         .as_ref()

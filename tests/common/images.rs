@@ -37,3 +37,54 @@ pub fn photo(name: &str) -> RgbImage {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     decode_rgb8(&bytes, &DecodeOptions::default()).unwrap()
 }
+
+/// The ImageHash golden images of `tests/fixtures/phash` (decoded) with their `phash` in hex as
+/// ImageHash printed it.
+pub fn phash_golden() -> Vec<(String, RgbImage, u64)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/phash");
+    let golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("hashes.json")).unwrap()).unwrap();
+    let entries = golden["images"].as_array().unwrap();
+    assert!(entries.len() >= 13);
+    entries
+        .iter()
+        .map(|e| {
+            let file = e["file"].as_str().unwrap();
+            let bytes = std::fs::read(dir.join(file)).unwrap();
+            let image = decode_rgb8(&bytes, &DecodeOptions::default()).unwrap();
+            let hash = u64::from_str_radix(e["phash"].as_str().unwrap(), 16).unwrap();
+            (file.to_string(), image, hash)
+        })
+        .collect()
+}
+
+/// Images for the perceptual hash's resize branches: both pass orders (taller than wide by
+/// far: vertical first), one axis already 32 (not resampled), upscales, tiny and 1-pixel
+/// strips, a downscale of 30x and more, and two committed photos.
+pub fn phash_shapes() -> Vec<RgbImage> {
+    let sizes = [
+        (640, 480),
+        (480, 640),
+        (64, 480),
+        (45, 260),
+        (300, 90),
+        (32, 200),
+        (200, 32),
+        (32, 32),
+        (7, 5),
+        (1, 1),
+        (1, 77),
+        (77, 1),
+        (33, 31),
+        (1000, 1000),
+        (97, 1301),
+    ];
+    let mut images: Vec<RgbImage> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &(w, h))| pattern(w, h, i as u32 + 1))
+        .collect();
+    images.push(photo("photo0-baseline420.jpg"));
+    images.push(photo("pattern-150x1200.png"));
+    images
+}

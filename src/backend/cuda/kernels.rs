@@ -10,14 +10,17 @@ pub enum KernelFamily {
     Siglip,
     /// `cuda/decode.cu`: what follows nvJPEG (EXIF orientation, colour conversion).
     Decode,
+    /// `cuda/phash.cu`: the perceptual hash's 32×32 grayscale image.
+    Phash,
 }
 
 impl KernelFamily {
     /// Every family, for the compile-everything test.
-    pub const ALL: [KernelFamily; 3] = [
+    pub const ALL: [KernelFamily; 4] = [
         KernelFamily::Tile,
         KernelFamily::Siglip,
         KernelFamily::Decode,
+        KernelFamily::Phash,
     ];
 
     /// The source file's name under `cuda/`.
@@ -26,6 +29,7 @@ impl KernelFamily {
             KernelFamily::Tile => "tile.cu",
             KernelFamily::Siglip => "siglip.cu",
             KernelFamily::Decode => "decode.cu",
+            KernelFamily::Phash => "phash.cu",
         }
     }
 
@@ -35,6 +39,7 @@ impl KernelFamily {
             KernelFamily::Tile => include_str!("../../../cuda/tile.cu"),
             KernelFamily::Siglip => include_str!("../../../cuda/siglip.cu"),
             KernelFamily::Decode => include_str!("../../../cuda/decode.cu"),
+            KernelFamily::Phash => include_str!("../../../cuda/phash.cu"),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod decode_tile;
 pub mod kernels;
 pub mod nvjpeg;
 pub mod nvrtc;
+pub mod phash;
 pub mod tensor;
 pub mod tile;
 

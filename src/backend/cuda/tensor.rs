@@ -607,6 +607,14 @@ impl CudaTensorOps {
 impl TensorOps for CudaTensorOps {
     type Matrix = CudaMatrix;
 
+    /// The pHash kernels (`cuda/phash.cu`, see [`super::phash`]).
+    fn device_phash(
+        &self,
+        images: &[&crate::image::RgbImage],
+    ) -> Option<Result<Vec<crate::curate::phash::PerceptualHash>>> {
+        Some(self.backend.phash_batch(images))
+    }
+
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaMatrix> {
         shapes::upload(data.len(), rows, cols)?;
         let d = if data.is_empty() {

@@ -12,19 +12,16 @@
 //! rounding) are always flagged; of textured images, a few percent are (4–6% of the test
 //! images on lavapipe, where some coefficient sat within ~0.05 of the median).
 //!
-//! The resize coefficients are [`pillow_resample`]'s own (its fixed-point tables, its
+//! The resize coefficients are [`Gray32Tables`], [`pillow_resample`]'s own (its fixed-point tables, its
 //! pass-order rule), uploaded as they are; the shader only sums.
-
-use std::collections::HashMap;
 
 use super::{ShaderFamily, WgpuBackend, grid, wgpu_err};
 use crate::curate::phash::{PerceptualHash, gray32, phash, phash_of_gray32};
+use crate::curate::phash_tables::{Gray32Tables, SIDE, vertical_first};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
-use crate::image::pillow_resample::{self, PRECISION_BITS, PillowFilter};
+use crate::image::pillow_resample::{self, PillowFilter};
 
-/// Side of the hash's grayscale image.
-const SIDE: usize = 32;
 /// Fields per image descriptor; must match `J_FIELDS` of shaders/phash.wgsl.
 const JOB_FIELDS: usize = 5;
 /// Invocations per workgroup of `phash_gray32`.
@@ -113,50 +110,14 @@ fn levels(raw: &[u8]) -> Vec<[u8; SIDE * SIDE]> {
         .collect()
 }
 
-/// Everything the shader reads besides the pixels.
-#[derive(Debug, Default)]
+/// The descriptors and tables of one `phash_gray32` dispatch.
+#[derive(Default)]
 struct PhashJobs {
     /// Per image: source byte offset, width, vertical pass first (0/1), `pos` index of output
     /// column 0 and of output row 0.
     jobs: Vec<u32>,
-    /// Per output position: first source index, taps, weight offset.
-    pos: Vec<u32>,
-    /// Pillow's 22-bit weights (i32 bit patterns).
-    weights: Vec<u32>,
-    /// `pos` index of the table of each source length (the output is always 32).
-    tables: HashMap<u32, u32>,
-}
-
-impl PhashJobs {
-    /// The `pos` index of output 0 of the `in_size → 32` LANCZOS table, made on first use. A
-    /// source already 32 long is not resampled by Pillow: one tap of weight 2^22 is the same.
-    fn table(&mut self, in_size: u32) -> Result<u32> {
-        if let Some(&t) = self.tables.get(&in_size) {
-            return Ok(t);
-        }
-        let base = self.pos.len() / 3;
-        let wbase = self.weights.len();
-        if in_size as usize == SIDE {
-            for i in 0..SIDE {
-                self.pos
-                    .extend_from_slice(&[i as u32, 1, (wbase + i) as u32]);
-                self.weights.push(1 << PRECISION_BITS);
-            }
-        } else {
-            let c = pillow_resample::coefficients(in_size as usize, SIDE, PillowFilter::Lanczos);
-            for (i, (&s, &n)) in c.start.iter().zip(&c.count).enumerate() {
-                self.pos
-                    .extend_from_slice(&[s as u32, n as u32, (wbase + i * c.ksize) as u32]);
-            }
-            // Two's complement bits: the shader reads them as i32.
-            self.weights.extend(c.weights.iter().map(|&w| w as u32));
-        }
-        if self.weights.len() > u32::MAX as usize {
-            return Err(Error::Resize("phash coefficient tables too large".into()));
-        }
-        self.tables.insert(in_size, base as u32);
-        Ok(base as u32)
-    }
+    /// The LANCZOS tables the jobs point into.
+    tables: Gray32Tables,
 }
 
 /// Loop iterations of one `phash_gray32` invocation for `img`: the widest window of one axis
@@ -395,14 +356,9 @@ impl WgpuBackend {
         let mut jobs = PhashJobs::default();
         let mut pixels = Vec::with_capacity(images.iter().map(|i| i.data.len()).sum::<usize>());
         for img in images {
-            let vfirst = pillow_resample::vertical_pass_first(
-                img.width as usize,
-                img.height as usize,
-                SIDE,
-                SIDE,
-            );
-            let h = jobs.table(img.width)?;
-            let v = jobs.table(img.height)?;
+            let vfirst = vertical_first(img.width, img.height);
+            let h = jobs.tables.table(img.width)?;
+            let v = jobs.tables.table(img.height)?;
             jobs.jobs
                 .extend_from_slice(&[pixels.len() as u32, img.width, u32::from(vfirst), h, v]);
             pixels.extend_from_slice(&img.data);
@@ -411,8 +367,8 @@ impl WgpuBackend {
         let n_out = (images.len() * SIDE * SIDE) as u64;
         let src = self.upload_bytes(&pixels)?;
         let jobs_buf = self.upload_words(&jobs.jobs)?;
-        let pos = self.upload_words(&jobs.pos)?;
-        let weights = self.upload_words(&jobs.weights)?;
+        let pos = self.upload_words(&jobs.tables.pos)?;
+        let weights = self.upload_words(&jobs.tables.weights)?;
         let dst = self.storage(n_out * 4)?;
         let (gx, gy) = grid(n_out.div_ceil(WORKGROUP))?;
         let params = [images.len() as u32, gx * WORKGROUP as u32];
