@@ -9,25 +9,11 @@
 #![cfg(feature = "cuda")]
 
 mod common;
+use common::cuda::gpu_or_skip;
 use common::images::{pattern, phash_golden, phash_shapes};
 
-use vlmprep::backend::cuda::CudaBackend;
 use vlmprep::curate::phash::phash;
 use vlmprep::image::RgbImage;
-
-fn gpu_or_skip() -> Option<CudaBackend> {
-    match CudaBackend::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) => {
-            assert!(
-                std::env::var("VLMPREP_REQUIRE_GPU").as_deref() != Ok("1"),
-                "VLMPREP_REQUIRE_GPU=1 but no GPU: {e}"
-            );
-            eprintln!("skipped: no GPU ({e})");
-            None
-        }
-    }
-}
 
 #[test]
 fn hashes_equal_the_cpu_and_imagehash() {

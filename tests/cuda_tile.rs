@@ -14,6 +14,7 @@
 #![cfg(feature = "cuda")]
 
 mod common;
+use common::cuda::gpu_or_skip;
 use common::images::pattern;
 use common::tile_parity::{
     SIZES, check_against_pillow_and_cpu, images, level_diffs, pillow_batch, pillow_tiles, plans,
@@ -27,20 +28,6 @@ use vlmprep::image::RgbImage;
 use vlmprep::image::normalize::{Dtype, Normalization};
 use vlmprep::image::resize::ResizeFilter;
 use vlmprep::image::tiling::{InternVlSettings, TilePlan, TilingRule};
-
-fn gpu_or_skip() -> Option<CudaBackend> {
-    match CudaBackend::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) => {
-            assert!(
-                std::env::var("VLMPREP_REQUIRE_GPU").as_deref() != Ok("1"),
-                "VLMPREP_REQUIRE_GPU=1 but no GPU: {e}"
-            );
-            eprintln!("skipped: no GPU ({e})");
-            None
-        }
-    }
-}
 
 #[test]
 fn tiles_match_the_cpu_backend_for_every_rule_filter_and_dtype() {

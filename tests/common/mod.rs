@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests: reading the .npy files vlmprep writes and the
-//! fixture scripts save; backend parity helpers ([`parity`]); test images ([`images`]); the wgpu
-//! adapter (`wgpu`, with the feature).
+//! fixture scripts save; backend parity helpers ([`parity`], [`tile_parity`]); test images
+//! ([`images`]); the wgpu adapter (`wgpu`), the GPU (`cuda`) and the CUDA kernel emulator
+//! (`cuda_emu`), each with its feature.
 #![allow(dead_code)] // each test crate uses a subset
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 #[cfg(feature = "cuda")]
 pub mod cuda_emu;
 pub mod images;
