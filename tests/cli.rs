@@ -151,3 +151,76 @@ fn a_missing_input_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("nope-000.tar"), "{stderr}");
 }
+
+/// `tile` on the demo pool into `out` (fixed 64, f32) with extra arguments.
+fn tile_demo(pool: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let spec = format!("{}/pool-{{000000..000001}}.tar", pool.display());
+    let mut args = vec![
+        "--threads",
+        "2",
+        "tile",
+        "--input",
+        &spec,
+        "--mode",
+        "fixed",
+        "--tile-size",
+        "64",
+        "--dtype",
+        "f32",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    vlmprep(&args)
+}
+
+#[test]
+fn tile_output_does_not_depend_on_the_chunking() {
+    // One image per chunk (--memory-mib 0) sends every image through the writer thread on its
+    // own; the index (order included) and every file must equal the default run's.
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool");
+    vlmprep::demo::build_demo_pool(&pool).unwrap();
+    let (whole, split) = (dir.path().join("whole"), dir.path().join("split"));
+    for (out, extra) in [(&whole, &[][..]), (&split, &["--memory-mib", "0"][..])] {
+        let run = tile_demo(&pool, out, extra);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let index = std::fs::read_to_string(whole.join("index.jsonl")).unwrap();
+    assert_eq!(
+        index,
+        std::fs::read_to_string(split.join("index.jsonl")).unwrap()
+    );
+    let lines = jsonl(&whole.join("index.jsonl"));
+    assert_eq!(lines.len(), 22);
+    for line in lines {
+        let file = line["file"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(whole.join(file)).unwrap(),
+            std::fs::read(split.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn a_write_error_stops_the_run_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool");
+    vlmprep::demo::build_demo_pool(&pool).unwrap();
+    let first = dir.path().join("first");
+    assert!(tile_demo(&pool, &first, &[]).status.success());
+    // A folder where a later image's .npy must go: creating that file fails (even as root).
+    let lines = jsonl(&first.join("index.jsonl"));
+    let file = lines[lines.len() / 2]["file"].as_str().unwrap();
+    let out = dir.path().join("blocked");
+    std::fs::create_dir_all(out.join(file)).unwrap();
+    let run = tile_demo(&pool, &out, &["--memory-mib", "0"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the run succeeded: {stderr}");
+    assert!(stderr.contains(file), "{stderr}");
+}

@@ -4,7 +4,10 @@
 //! figures in `summary.json`.
 //!
 //! Shards are processed one after another, each in chunks bounded by decoded bytes, so memory
-//! stays flat whatever the size of the pool; within a chunk all stages run across cores.
+//! stays flat whatever the size of the pool; within a chunk all stages run across cores. A
+//! thread of its own writes each chunk's tiles and index lines while the next chunk is decoded
+//! and tiled, so output never stalls the backend (for a GPU backend, the device works while the
+//! CPU writes); a chunk's tiles are handed over, not copied.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -98,6 +101,29 @@ struct Decoded<'s> {
     image: RgbImage,
 }
 
+/// What the writer needs of one tiled image, owned (the chunk it came from is gone by then).
+struct Written {
+    key: String,
+    size: (u32, u32),
+    plan: TilePlan,
+}
+
+/// A chunk's tiles, handed to the writer thread.
+struct WriteJob {
+    shard: PathBuf,
+    images: Vec<Written>,
+    tiles: HostTiles,
+    /// Bytes of the chunk's members, for the progress bar.
+    member_bytes: u64,
+}
+
+/// Images and tiles the writer wrote.
+#[derive(Default)]
+struct WriteCounts {
+    images: usize,
+    tiles: u64,
+}
+
 /// Runs `tile` over `sources` on `backend`. `progress` is advanced by the bytes of each chunk's
 /// members. Fails only on output errors (the run cannot go on); bad inputs are recorded.
 pub fn run_tile<B: Backend>(
@@ -109,7 +135,7 @@ pub fn run_tile<B: Backend>(
     let start = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let index_path = cfg.out.join("index.jsonl");
-    let mut index = std::io::BufWriter::new(
+    let index = std::io::BufWriter::new(
         std::fs::File::create(&index_path).map_err(|e| Error::io(&index_path, e))?,
     );
     let mut summary = TileSummary {
@@ -117,10 +143,57 @@ pub fn run_tile<B: Backend>(
         ..Default::default()
     };
     let mut problems = ProblemLog::default();
-    let mut written_keys: HashSet<u64> = HashSet::new();
     // Settings are checked (and InternVL's candidate grids built) once, not per image.
     let tiler = Tiler::new(cfg.rule)?;
 
+    // A rendezvous channel: the making side blocks on a finished chunk until the writer has
+    // finished the previous one, so at most two chunks' tiles exist at once.
+    let (to_writer, jobs) = std::sync::mpsc::sync_channel::<WriteJob>(0);
+    let counts = std::thread::scope(|scope| -> Result<WriteCounts> {
+        let writer = scope.spawn(|| write_chunks(cfg, index, &index_path, jobs, progress));
+        let made = tile_sources(
+            backend,
+            sources,
+            cfg,
+            &tiler,
+            &mut summary,
+            &mut problems,
+            &to_writer,
+        );
+        drop(to_writer);
+        let written = writer.join().map_err(|_| Error::Output {
+            path: index_path.clone(),
+            reason: "the writer thread panicked".into(),
+        })?;
+        // The writer's error first: a failed write also ends the making side (its send fails).
+        let counts = written?;
+        made?;
+        Ok(counts)
+    })?;
+    summary.images = counts.images;
+    summary.tiles = counts.tiles;
+
+    summary.seconds = start.elapsed().as_secs_f64();
+    summary.images_per_second = summary.images as f64 / summary.seconds.max(1e-9);
+    summary.problem_counts = problems.counts();
+    write_problems(&cfg.out.join("problems.jsonl"), &problems)?;
+    crate::sink::write_json(&cfg.out.join("summary.json"), &summary)?;
+    Ok((summary, problems))
+}
+
+/// The making side of [`run_tile`]: every shard's chunks decoded and tiled, each handed to the
+/// writer. Stops early, without an error of its own, when the writer has stopped (its error is
+/// the run's).
+fn tile_sources<B: Backend>(
+    backend: &B,
+    sources: &[ShardSource],
+    cfg: &TileConfig,
+    tiler: &Tiler,
+    summary: &mut TileSummary,
+    problems: &mut ProblemLog,
+    to_writer: &std::sync::mpsc::SyncSender<WriteJob>,
+) -> Result<()> {
+    let mut written_keys: HashSet<u64> = HashSet::new();
     for source in sources {
         let shard = match Shard::open(source) {
             Ok(shard) => shard,
@@ -134,62 +207,87 @@ pub fn run_tile<B: Backend>(
         problems.extend(shard.problems().iter().cloned());
 
         for chunk in chunks_by_bytes(shard.samples(), cfg.chunk_bytes) {
-            let chunk_bytes: u64 = chunk.iter().flat_map(|s| &s.members).map(|m| m.len).sum();
+            let member_bytes: u64 = chunk.iter().flat_map(|s| &s.members).map(|m| m.len).sum();
             let fresh = |planned: &Planned| {
                 // Keys must be unique across the run: a second image with the same key is
                 // recorded and skipped rather than overwriting the first one's tiles.
                 written_keys.insert(key_hash(&planned.sample.key))
             };
             let (planned, tiles) = if backend.decodes() {
-                tile_chunk_on_device(backend, &shard, chunk, &tiler, cfg, fresh, &mut problems)?
+                tile_chunk_on_device(backend, &shard, chunk, tiler, cfg, fresh, problems)?
             } else {
-                tile_chunk_on_cpu(backend, &shard, chunk, &tiler, cfg, fresh, &mut problems)?
+                tile_chunk_on_cpu(backend, &shard, chunk, tiler, cfg, fresh, problems)?
             };
-
-            let files: Vec<Result<String>> = planned
-                .par_iter()
-                .enumerate()
-                .map(|(i, d)| match cfg.write_tiles {
-                    true => write_image(cfg, &tiles, i, &d.sample.key),
-                    false => Ok(String::new()),
-                })
-                .collect();
-            for (i, (d, file)) in planned.iter().zip(files).enumerate() {
-                let slot = &tiles.layout.slots[i];
-                let line = IndexLine {
-                    key: &d.sample.key,
-                    shard: shard.path(),
-                    file: file?,
-                    width: d.size.0,
-                    height: d.size.1,
-                    grid: d.plan.grid,
-                    tiles: d.plan.num_tiles(),
-                    thumbnail: d.plan.thumbnail.is_some(),
-                    shape: slot.shape(cfg.spec.dtype),
-                    dtype: cfg.spec.dtype,
-                };
-                serde_json::to_writer(&mut index, &line).map_err(|e| Error::Output {
-                    path: index_path.clone(),
-                    reason: e.to_string(),
-                })?;
-                index
-                    .write_all(b"\n")
-                    .map_err(|e| Error::io(&index_path, e))?;
-                summary.images += 1;
-                summary.tiles += d.plan.num_tiles() as u64;
+            let job = WriteJob {
+                shard: shard.path().to_path_buf(),
+                images: planned
+                    .iter()
+                    .map(|p| Written {
+                        key: p.sample.key.clone(),
+                        size: p.size,
+                        plan: p.plan,
+                    })
+                    .collect(),
+                tiles,
+                member_bytes,
+            };
+            if to_writer.send(job).is_err() {
+                return Ok(());
             }
-            progress.inc(chunk_bytes);
-            progress.set_message(format!("{} images", summary.images));
         }
     }
-    index.flush().map_err(|e| Error::io(&index_path, e))?;
+    Ok(())
+}
 
-    summary.seconds = start.elapsed().as_secs_f64();
-    summary.images_per_second = summary.images as f64 / summary.seconds.max(1e-9);
-    summary.problem_counts = problems.counts();
-    write_problems(&cfg.out.join("problems.jsonl"), &problems)?;
-    crate::sink::write_json(&cfg.out.join("summary.json"), &summary)?;
-    Ok((summary, problems))
+/// The writing side of [`run_tile`]: each chunk's `KEY.npy` files (across cores) and index
+/// lines, in the order the chunks were made; stops at the first output error.
+fn write_chunks(
+    cfg: &TileConfig,
+    mut index: std::io::BufWriter<std::fs::File>,
+    index_path: &Path,
+    jobs: std::sync::mpsc::Receiver<WriteJob>,
+    progress: &indicatif::ProgressBar,
+) -> Result<WriteCounts> {
+    let mut counts = WriteCounts::default();
+    for job in jobs {
+        let files: Vec<Result<String>> = job
+            .images
+            .par_iter()
+            .enumerate()
+            .map(|(i, w)| match cfg.write_tiles {
+                true => write_image(cfg, &job.tiles, i, &w.key),
+                false => Ok(String::new()),
+            })
+            .collect();
+        for (i, (w, file)) in job.images.iter().zip(files).enumerate() {
+            let slot = &job.tiles.layout.slots[i];
+            let line = IndexLine {
+                key: &w.key,
+                shard: &job.shard,
+                file: file?,
+                width: w.size.0,
+                height: w.size.1,
+                grid: w.plan.grid,
+                tiles: w.plan.num_tiles(),
+                thumbnail: w.plan.thumbnail.is_some(),
+                shape: slot.shape(cfg.spec.dtype),
+                dtype: cfg.spec.dtype,
+            };
+            serde_json::to_writer(&mut index, &line).map_err(|e| Error::Output {
+                path: index_path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            index
+                .write_all(b"\n")
+                .map_err(|e| Error::io(index_path, e))?;
+            counts.images += 1;
+            counts.tiles += u64::from(w.plan.num_tiles());
+        }
+        progress.inc(job.member_bytes);
+        progress.set_message(format!("{} images", counts.images));
+    }
+    index.flush().map_err(|e| Error::io(index_path, e))?;
+    Ok(counts)
 }
 
 /// Decodes a chunk on the CPU (across cores), then tiles it on `backend` as one batch. An image
