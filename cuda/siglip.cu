@@ -56,14 +56,24 @@ __device__ float block_max(float v, float* scratch) {
     return scratch[0];
 }
 
+// f32 → bf16 bits, round to nearest even; NaN stays a (quiet) NaN instead of rounding to inf.
+__device__ __forceinline__ unsigned short bf16_bits(float v) {
+    const unsigned int b = __float_as_uint(v);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        return (unsigned short)((b >> 16) | 0x0040u);
+    }
+    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
 // ---- layer norm ---------------------------------------------------------------------------
 
 // One block per row (gridDim.x = rows, blockDim.x a multiple of 32, at most 1024). Two passes
 // (mean, then the centred sum of squares) rather than E[x²]−E[x]², which cancels badly for rows
-// with a large mean. Biased variance, as torch's LayerNorm.
+// with a large mean. Biased variance, as torch's LayerNorm. `yb`, when not null, also receives
+// y in bf16: the operand the next GEMM needs, written here instead of in a pass of its own.
 extern "C" __global__ void layer_norm(const float* __restrict__ x, const float* __restrict__ gamma,
                                       const float* __restrict__ beta, float* __restrict__ y,
-                                      int cols, float eps) {
+                                      unsigned short* __restrict__ yb, int cols, float eps) {
     __shared__ float scratch[32];
     const long long row = blockIdx.x;
     const float* xr = x + row * cols;
@@ -79,7 +89,9 @@ extern "C" __global__ void layer_norm(const float* __restrict__ x, const float* 
     const float var = block_sum(q, scratch) / (float)cols;
     const float inv = rsqrtf(var + eps);
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        yr[c] = (xr[c] - mean) * inv * gamma[c] + beta[c];
+        const float v = (xr[c] - mean) * inv * gamma[c] + beta[c];
+        yr[c] = v;
+        if (yb) yb[row * cols + c] = bf16_bits(v);
     }
 }
 
@@ -92,21 +104,42 @@ extern "C" __global__ void layer_norm(const float* __restrict__ x, const float* 
 // gelu_pytorch_tanh: 0.5·x·(1 + tanh(u)) = x / (1 + exp(−2u)), u = √(2/π)(x + 0.044715x³).
 // exp(−2u) = 2^(−2u·log2 e). For large negative u the denominator overflows to +inf and the
 // result is −0, which is what the exact formula rounds to.
-extern "C" __global__ void gelu_tanh(float* x, long long n) {
-    const float k = 0.7978845608028654f;   // √(2/π)
+__device__ __forceinline__ float gelu_tanh_of(float v) {
+    const float k = 0.7978845608028654f;         // √(2/π)
     const float m2log2e = -2.8853900817779268f;  // −2·log2(e)
-    GRID_STRIDE(i, n) {
-        const float v = x[i];
-        const float u = k * (v + 0.044715f * v * v * v);
-        x[i] = v / (1.f + exp2f(m2log2e * u));
-    }
+    const float u = k * (v + 0.044715f * v * v * v);
+    return v / (1.f + exp2f(m2log2e * u));
 }
 
 // gelu (erf form): 0.5·x·(1 + erf(x/√2)). erff is not replaced by --use_fast_math.
+__device__ __forceinline__ float gelu_erf_of(float v) {
+    return 0.5f * v * (1.f + erff(v * 0.7071067811865476f));
+}
+
+extern "C" __global__ void gelu_tanh(float* x, long long n) {
+    GRID_STRIDE(i, n) { x[i] = gelu_tanh_of(x[i]); }
+}
+
 extern "C" __global__ void gelu_erf(float* x, long long n) {
+    GRID_STRIDE(i, n) { x[i] = gelu_erf_of(x[i]); }
+}
+
+// An MLP's first half after its GEMM (run without bias): y = act(y + bias[i mod cols]) in
+// place, and the same values in bf16 into `yb`, the second GEMM's operand. act: 0 none,
+// 1 gelu_pytorch_tanh, 2 gelu (erf). One pass instead of three (bias broadcast before the GEMM,
+// the activation, the bf16 conversion).
+extern "C" __global__ void bias_act_bf16(float* __restrict__ y, const float* __restrict__ bias,
+                                         unsigned short* __restrict__ yb, long long n,
+                                         long long cols, int act) {
     GRID_STRIDE(i, n) {
-        const float v = x[i];
-        x[i] = 0.5f * v * (1.f + erff(v * 0.7071067811865476f));
+        float v = y[i] + bias[i % cols];
+        if (act == 1) {
+            v = gelu_tanh_of(v);
+        } else if (act == 2) {
+            v = gelu_erf_of(v);
+        }
+        y[i] = v;
+        yb[i] = bf16_bits(v);
     }
 }
 
@@ -153,15 +186,6 @@ extern "C" __global__ void strided_rows(const float* __restrict__ x, float* __re
     }
 }
 
-// f32 → bf16 bits, round to nearest even; NaN stays a (quiet) NaN instead of rounding to inf.
-__device__ __forceinline__ unsigned short bf16_bits(float v) {
-    const unsigned int b = __float_as_uint(v);
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-        return (unsigned short)((b >> 16) | 0x0040u);
-    }
-    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
-
 extern "C" __global__ void f32_to_bf16(const float* __restrict__ x,
                                        unsigned short* __restrict__ y, long long n) {
     GRID_STRIDE(i, n) { y[i] = bf16_bits(x[i]); }
@@ -170,9 +194,11 @@ extern "C" __global__ void f32_to_bf16(const float* __restrict__ x,
 // ---- batched bf16 attention (GemmPrecision::Bf16) -------------------------------------------
 // qkv [batch·seq, 3·dim] (q, k, v side by side, heads concatenated) → three bf16 tensors
 // [batch, heads, seq, head_dim], so that one strided-batched GEMM covers every (sequence, head)
-// pair. Threads run over qkv in its own order: reads are coalesced, writes are coalesced within
-// each head's run of head_dim values.
+// pair. `bias` [3·dim], when not null, is added on the way (the q, k, v projection then runs
+// without it: no pass of its own). Threads run over qkv in its own order: reads are coalesced,
+// writes are coalesced within each head's run of head_dim values.
 extern "C" __global__ void split_heads_bf16(const float* __restrict__ qkv,
+                                            const float* __restrict__ bias,
                                             unsigned short* __restrict__ q,
                                             unsigned short* __restrict__ k,
                                             unsigned short* __restrict__ v, long long n, int seq,
@@ -189,7 +215,7 @@ extern "C" __global__ void split_heads_bf16(const float* __restrict__ qkv,
         const long long s = row - b * seq;
         const long long dst = ((b * heads + h) * seq + s) * head_dim + d;
         unsigned short* out = part == 0 ? q : (part == 1 ? k : v);
-        out[dst] = bf16_bits(qkv[i]);
+        out[dst] = bf16_bits(bias ? qkv[i] + bias[col] : qkv[i]);
     }
 }
 

@@ -59,9 +59,16 @@ fn layer_norm_matches_the_cpu() {
         let gamma = rng.vec(cols as usize, 1.0);
         let beta = rng.vec(cols as usize, 0.5);
         let mut y = vec![f32::NAN; n];
+        let mut yb = vec![0u16; n];
         let eps = 1e-6f32;
         let (xp, gp, bp, yp) = (x.as_ptr(), gamma.as_ptr(), beta.as_ptr(), y.as_mut_ptr());
-        // SAFETY: layer_norm(x, gamma, beta, y, cols, eps), one block per row.
+        // the bf16 copy is asked for in all but the first case (a null pointer skips it)
+        let ybp = if cols == 5 {
+            std::ptr::null_mut()
+        } else {
+            yb.as_mut_ptr()
+        };
+        // SAFETY: layer_norm(x, gamma, beta, y, yb, cols, eps), one block per row.
         unsafe {
             m.launch(
                 "layer_norm",
@@ -73,6 +80,7 @@ fn layer_norm_matches_the_cpu() {
                     arg(&gp),
                     arg(&bp),
                     arg(&yp),
+                    arg(&ybp),
                     arg(&cols),
                     arg(&eps),
                 ],
@@ -88,6 +96,15 @@ fn layer_norm_matches_the_cpu() {
             &CpuBackend.download(&want).unwrap(),
             1e-5,
         );
+        let want_bits: Vec<u16> = y
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        if cols == 5 {
+            assert!(yb.iter().all(|&b| b == 0), "null bf16 output written");
+        } else {
+            assert_eq!(yb, want_bits, "layer_norm bf16 copy, cols {cols}");
+        }
     }
 }
 
@@ -390,41 +407,55 @@ fn bf16_conversion_and_head_layouts() {
     let dim = (heads * head_dim) as usize;
     let rows = batch * seq as usize;
     let qkv = Rng::new(7).vec(rows * 3 * dim, 1.0);
-    let mut parts = vec![vec![0u16; rows * dim]; 3];
-    let (qp, kp, vp) = (
-        parts[0].as_mut_ptr(),
-        parts[1].as_mut_ptr(),
-        parts[2].as_mut_ptr(),
-    );
-    let (src, n) = (qkv.as_ptr(), (rows * 3 * dim) as i64);
-    stride_launch(
-        m,
-        "split_heads_bf16",
-        &[
-            arg(&src),
-            arg(&qp),
-            arg(&kp),
-            arg(&vp),
-            arg(&n),
-            arg(&seq),
-            arg(&heads),
-            arg(&head_dim),
-        ],
-    );
+    let qkv_bias = Rng::new(9).vec(3 * dim, 1.0);
     let (seq_u, heads_u, hd) = (seq as usize, heads as usize, head_dim as usize);
     let head_major =
         |b: usize, h: usize, s: usize, d: usize| ((b * heads_u + h) * seq_u + s) * hd + d;
-    for (part, got) in parts.iter().enumerate() {
-        for b in 0..batch {
-            for s in 0..seq_u {
-                for h in 0..heads_u {
-                    for d in 0..hd {
-                        let v = qkv[(b * seq_u + s) * 3 * dim + part * dim + h * hd + d];
-                        assert_eq!(
-                            got[head_major(b, h, s, d)],
-                            half::bf16::from_f32(v).to_bits(),
-                            "part {part} b {b} s {s} h {h} d {d}"
-                        );
+    // without a bias (null), then with the projection's bias added on the way
+    for with_bias in [false, true] {
+        let mut parts = vec![vec![0u16; rows * dim]; 3];
+        let (qp, kp, vp) = (
+            parts[0].as_mut_ptr(),
+            parts[1].as_mut_ptr(),
+            parts[2].as_mut_ptr(),
+        );
+        let bias_ptr = if with_bias {
+            qkv_bias.as_ptr()
+        } else {
+            std::ptr::null()
+        };
+        let (src, n) = (qkv.as_ptr(), (rows * 3 * dim) as i64);
+        stride_launch(
+            m,
+            "split_heads_bf16",
+            &[
+                arg(&src),
+                arg(&bias_ptr),
+                arg(&qp),
+                arg(&kp),
+                arg(&vp),
+                arg(&n),
+                arg(&seq),
+                arg(&heads),
+                arg(&head_dim),
+            ],
+        );
+        for (part, got) in parts.iter().enumerate() {
+            for b in 0..batch {
+                for s in 0..seq_u {
+                    for h in 0..heads_u {
+                        for d in 0..hd {
+                            let col = part * dim + h * hd + d;
+                            let mut v = qkv[(b * seq_u + s) * 3 * dim + col];
+                            if with_bias {
+                                v += qkv_bias[col];
+                            }
+                            assert_eq!(
+                                got[head_major(b, h, s, d)],
+                                half::bf16::from_f32(v).to_bits(),
+                                "bias {with_bias} part {part} b {b} s {s} h {h} d {d}"
+                            );
+                        }
                     }
                 }
             }
@@ -461,5 +492,60 @@ fn bf16_conversion_and_head_layouts() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn bias_act_bf16_matches_the_cpus_linear_activate() {
+    let Some(m) = siglip() else { return };
+    let mut rng = Rng::new(10);
+    let (n, k, out) = (7usize, 19usize, 45usize);
+    let x = rng.vec(n * k, 1.0);
+    let w = rng.vec(out * k, 1.0);
+    let bias = rng.vec(out, 1.0);
+    let cpu = |v: &[f32], r: usize| CpuBackend.upload(v, r, v.len() / r).unwrap();
+    // the GEMM without bias, as the CUDA path runs it before this kernel
+    let gemm = CpuBackend.download(&CpuBackend.linear(&cpu(&x, n), &cpu(&w, out), None).unwrap());
+    let gemm = gemm.unwrap();
+    for (code, act) in [
+        (0i32, None),
+        (1, Some(Activation::GeluTanh)),
+        (2, Some(Activation::GeluErf)),
+    ] {
+        let mut y = gemm.clone();
+        let mut yb = vec![0u16; y.len()];
+        let (yp, bp, ybp) = (y.as_mut_ptr(), bias.as_ptr(), yb.as_mut_ptr());
+        let (len, cols) = (y.len() as i64, out as i64);
+        stride_launch(
+            m,
+            "bias_act_bf16",
+            &[
+                arg(&yp),
+                arg(&bp),
+                arg(&ybp),
+                arg(&len),
+                arg(&cols),
+                arg(&code),
+            ],
+        );
+        let want = match act {
+            Some(act) => CpuBackend
+                .linear_activate(&cpu(&x, n), &cpu(&w, out), &cpu(&bias, 1), act)
+                .unwrap(),
+            None => CpuBackend
+                .linear(&cpu(&x, n), &cpu(&w, out), Some(&cpu(&bias, 1)))
+                .unwrap(),
+        };
+        assert_close(
+            &format!("bias_act_bf16 act {code}"),
+            &y,
+            &CpuBackend.download(&want).unwrap(),
+            1e-6,
+        );
+        let bits: Vec<u16> = y
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        assert_eq!(yb, bits, "act {code}: the bf16 copy is the rounded output");
     }
 }

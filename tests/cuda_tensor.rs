@@ -463,11 +463,13 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/siglip")
 }
 
-/// Both towers of tiny-a on the GPU against the CPU, on transformers' pixel values and ids.
-fn check_towers(precision: GemmPrecision, tol: f64) {
+/// Both towers of tiny-a on the GPU against the CPU, on transformers' pixel values and ids;
+/// `fused` picks the bf16 path's fused passes or the separate ones.
+fn check_towers(precision: GemmPrecision, fused: bool, tol: f64) {
     let Some(g) = cuda(precision) else {
         return;
     };
+    g.set_fused(fused);
     let dir = fixtures().join("tiny-a");
     let golden = fixtures().join("golden-a");
     let cpu = SiglipModel::load(&dir, CpuBackend).unwrap();
@@ -475,23 +477,103 @@ fn check_towers(precision: GemmPrecision, tol: f64) {
     let pixels = common::load_f32(&golden.join("pixel_values.npy"));
     let want = cpu.image_features(&pixels).unwrap();
     let got = gpu.image_features(&pixels).unwrap();
-    assert_close(&format!("image features {precision:?}"), &got, &want, tol);
+    assert_close(
+        &format!("image features {precision:?} fused {fused}"),
+        &got,
+        &want,
+        tol,
+    );
     let ids: Vec<u32> = common::load_i64(&golden.join("input_ids.npy"))
         .into_iter()
         .map(|v| v as u32)
         .collect();
     let want = cpu.text_features(&ids).unwrap();
     let got = gpu.text_features(&ids).unwrap();
-    assert_close(&format!("text features {precision:?}"), &got, &want, tol);
+    assert_close(
+        &format!("text features {precision:?} fused {fused}"),
+        &got,
+        &want,
+        tol,
+    );
 }
 
 #[test]
 fn tiny_a_towers_f32_match_cpu() {
-    check_towers(GemmPrecision::F32, F32_TOL);
+    check_towers(GemmPrecision::F32, true, F32_TOL);
 }
 
 #[test]
 fn tiny_a_towers_bf16_match_cpu_within_bf16() {
     // bf16 operands through several layers: looser than one GEMM
-    check_towers(GemmPrecision::Bf16, 3e-2);
+    check_towers(GemmPrecision::Bf16, true, 3e-2);
+    check_towers(GemmPrecision::Bf16, false, 3e-2);
+}
+
+#[test]
+fn fused_bf16_passes_match_cpu_and_never_use_a_stale_copy() {
+    // The fused bf16 passes (layer norm's bf16 copy, bias + activation + bf16 after the first
+    // MLP GEMM, the q/k/v bias added while splitting heads), then the same with them off.
+    for fused in [true, false] {
+        let Some(g) = cuda(GemmPrecision::Bf16) else {
+            return;
+        };
+        g.set_fused(fused);
+        let mut rng = Rng::new(23);
+        let (n, k, out) = (37, 72, 45);
+        let (cx, gx) = both(&g, &rng.vec(n * k, 1.0), n, k);
+        let (cw, gw) = both(&g, &rng.vec(out * k, 0.5), out, k);
+        let (cb, gb) = both(&g, &rng.vec(out, 0.5), 1, out);
+        for act in [Activation::GeluTanh, Activation::GeluErf] {
+            let want = CpuBackend.linear_activate(&cx, &cw, &cb, act).unwrap();
+            let got = g.linear_activate(&gx, &gw, &gb, act).unwrap();
+            let what = format!("linear_activate {act:?} fused {fused}");
+            assert_close(&what, &g.download(&got).unwrap(), &want.data, BF16_TOL);
+            // its bf16 copy feeds the next GEMM: the second linear of an MLP
+            let (cw2, gw2) = both(&g, &rng.vec(k * out, 0.5), k, out);
+            let want2 = CpuBackend.linear(&want, &cw2, None).unwrap();
+            let got2 = g.linear(&got, &gw2, None).unwrap();
+            let what = format!("MLP second linear {act:?} fused {fused}");
+            assert_close(&what, &g.download(&got2).unwrap(), &want2.data, BF16_TOL);
+        }
+        // layer norm, changed in place, then a GEMM: the bf16 copy must follow the change
+        let (cg, gg) = both(&g, &rng.vec(k, 1.0), 1, k);
+        let (cbeta, gbeta) = both(&g, &rng.vec(k, 0.5), 1, k);
+        let (cz, gz) = both(&g, &rng.vec(n * k, 1.0), n, k);
+        let mut want = CpuBackend.layer_norm(&cx, &cg, &cbeta, 1e-6).unwrap();
+        let mut got = g.layer_norm(&gx, &gg, &gbeta, 1e-6).unwrap();
+        let direct = g.linear(&got, &gw, None).unwrap();
+        let want_direct = CpuBackend.linear(&want, &cw, None).unwrap();
+        let what = format!("layer norm then linear, fused {fused}");
+        assert_close(
+            &what,
+            &g.download(&direct).unwrap(),
+            &want_direct.data,
+            BF16_TOL,
+        );
+        CpuBackend.add_assign(&mut want, &cz).unwrap();
+        g.add_assign(&mut got, &gz).unwrap();
+        let want_after = CpuBackend.linear(&want, &cw, None).unwrap();
+        let got_after = g.linear(&got, &gw, None).unwrap();
+        let what = format!("layer norm, add, then linear, fused {fused}");
+        assert_close(
+            &what,
+            &g.download(&got_after).unwrap(),
+            &want_after.data,
+            BF16_TOL,
+        );
+        // self-attention with the q, k, v bias
+        let (batch, seq, heads, dim) = (2, 17, 3, 72);
+        let qkv = rng.vec(batch * seq * 3 * dim, 2.0);
+        let bias = rng.vec(3 * dim, 1.0);
+        let (cq, gq) = both(&g, &qkv, batch * seq, 3 * dim);
+        let (cqb, gqb) = both(&g, &bias, 1, 3 * dim);
+        let want = CpuBackend
+            .self_attention_biased(cq, &cqb, batch, seq, heads)
+            .unwrap();
+        let got = g
+            .self_attention_biased(gq, &gqb, batch, seq, heads)
+            .unwrap();
+        let what = format!("self_attention_biased fused {fused}");
+        assert_close(&what, &g.download(&got).unwrap(), &want.data, BF16_TOL);
+    }
 }
