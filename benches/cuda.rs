@@ -1,8 +1,9 @@
 //! Criterion benches of the CUDA stages, one group per stage: tiling from host images (upload
 //! included), nvJPEG decode + tile from JPEG bytes (hardware engine and hybrid), the perceptual
-//! hash, and the SigLIP forward of the committed tiny model with the bf16 passes fused and
-//! separate (per-op overheads; the so400m figures come from `examples/gpu_bench.rs`). Each
-//! iteration ends with the stream synchronized, so the time is the device's.
+//! hash, and the SigLIP forward of the committed tiny model with the bf16 passes separate,
+//! fused, and fused with the attention kernel (per-op overheads; the so400m figures come from
+//! `examples/gpu_bench.rs`). Each iteration ends with the stream synchronized, so the time is
+//! the device's.
 //!
 //! Needs a GPU: without one it prints why and measures nothing. `scripts/gpu-bundle` builds it
 //! (`cargo bench --features cuda --bench cuda --no-run`) for a GPU machine without Rust.
@@ -144,15 +145,20 @@ fn siglip(c: &mut Criterion, gpu: &Arc<CudaBackend>) {
         .collect();
     let mut g = c.benchmark_group("cuda/siglip-tiny-a");
     g.throughput(Throughput::Elements(batch as u64));
-    for fused in [true, false] {
+    for (name, fused, flash) in [
+        ("separate", false, false),
+        ("fused", true, false),
+        ("flash", true, true),
+    ] {
         model.ops().set_fused(fused);
-        let name = if fused { "fused" } else { "separate" };
+        model.ops().set_flash_attention(flash);
         // image_features downloads the result, which synchronizes
         g.bench_function(format!("image-tower/{name}/{batch}"), |b| {
             b.iter(|| black_box(model.image_features(&pixels).unwrap()))
         });
     }
     model.ops().set_fused(true);
+    model.ops().set_flash_attention(false);
     g.finish();
 }
 

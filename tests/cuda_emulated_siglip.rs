@@ -549,3 +549,69 @@ fn bias_act_bf16_matches_the_cpus_linear_activate() {
         assert_eq!(yb, bits, "act {code}: the bf16 copy is the rounded output");
     }
 }
+
+#[test]
+fn flash_attention_matches_the_cpus_attention() {
+    let Some(m) = family(KernelFamily::Attention) else {
+        return;
+    };
+    let mut rng = Rng::new(11);
+    // partial query and key tiles, several key tiles, head_dim not a multiple of 16 (so400m's
+    // 72) or of 8, one of exactly 16; with the q, k, v bias and without
+    for (batch, seq, heads, head_dim, with_bias) in [
+        (2usize, 17i32, 3i32, 72i32, true),
+        (1, 130, 2, 20, false),
+        (1, 64, 1, 16, true),
+        (2, 5, 2, 40, false),
+    ] {
+        let dim = (heads * head_dim) as usize;
+        let rows = batch * seq as usize;
+        let qkv = rng.vec(rows * 3 * dim, 2.0);
+        let bias = rng.vec(3 * dim, 0.5);
+        let mut out = vec![f32::NAN; rows * dim];
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let hdp = (head_dim as usize).div_ceil(16) * 16;
+        let (qp, op) = (qkv.as_ptr(), out.as_mut_ptr());
+        let bp = if with_bias {
+            bias.as_ptr()
+        } else {
+            std::ptr::null()
+        };
+        let grid = ((seq as u32).div_ceil(64), heads as u32, batch as u32);
+        // SAFETY: flash_attention(qkv, bias, out, seq, heads, head_dim, scale) with three
+        // 64 x hdp bf16 tiles of dynamic shared memory; qkv holds rows x 3·dim, out rows x dim.
+        unsafe {
+            m.launch(
+                "flash_attention",
+                grid,
+                (128, 1, 1),
+                3 * 64 * hdp * 2,
+                &[
+                    arg(&qp),
+                    arg(&bp),
+                    arg(&op),
+                    arg(&seq),
+                    arg(&heads),
+                    arg(&head_dim),
+                    arg(&scale),
+                ],
+            )
+        };
+        let c = CpuBackend.upload(&qkv, rows, 3 * dim).unwrap();
+        let (seq_u, heads_u) = (seq as usize, heads as usize);
+        let want = if with_bias {
+            let b = CpuBackend.upload(&bias, 1, 3 * dim).unwrap();
+            CpuBackend.self_attention_biased(c, &b, batch, seq_u, heads_u)
+        } else {
+            CpuBackend.self_attention(&c, batch, seq_u, heads_u)
+        }
+        .unwrap();
+        // bf16 q, k, v and probabilities, f32 sums: as the cuBLAS bf16 path
+        assert_close(
+            &format!("flash_attention b{batch} s{seq} h{heads} d{head_dim} bias {with_bias}"),
+            &out,
+            &CpuBackend.download(&want).unwrap(),
+            1e-2,
+        );
+    }
+}

@@ -372,28 +372,33 @@ fn self_attention_matches_cpu() {
 #[test]
 fn self_attention_bf16_matches_cpu_within_bf16() {
     // The Bf16 path: bf16 q/k/v and probabilities, f32 scores and accumulation, every
-    // (sequence, head) pair in one batched GEMM. seq 729 / head_dim 72 is so400m-384's shape.
+    // (sequence, head) pair in one batched GEMM; then the fused kernel (cuda/attention.cu).
+    // seq 729 / head_dim 72 is so400m-384's shape.
     let Some(g) = cuda(GemmPrecision::Bf16) else {
         return;
     };
-    let mut rng = Rng::new(19);
-    for (batch, seq, heads, dim) in [
-        (2, 17, 3, 72),
-        (3, 70, 2, 80),
-        (1, 1, 1, 1),
-        (2, 729, 4, 288),
-    ] {
-        let data = rng.vec(batch * seq * 3 * dim, 2.0);
-        let (c, x) = both(&g, &data, batch * seq, 3 * dim);
-        let want = CpuBackend.self_attention(&c, batch, seq, heads).unwrap();
-        let got = g.self_attention(&x, batch, seq, heads).unwrap();
-        assert_eq!(g.dims(&got), (batch * seq, dim));
-        assert_close(
-            &format!("self_attention bf16 b{batch} s{seq} h{heads} d{dim}"),
-            &g.download(&got).unwrap(),
-            &want.data,
-            BF16_TOL,
-        );
+    for flash in [false, true] {
+        g.set_flash_attention(flash);
+        let mut rng = Rng::new(19);
+        for (batch, seq, heads, dim) in [
+            (2, 17, 3, 72),
+            (3, 70, 2, 80),
+            (1, 1, 1, 1),
+            (2, 729, 4, 288),
+            (1, 130, 2, 40),
+        ] {
+            let data = rng.vec(batch * seq * 3 * dim, 2.0);
+            let (c, x) = both(&g, &data, batch * seq, 3 * dim);
+            let want = CpuBackend.self_attention(&c, batch, seq, heads).unwrap();
+            let got = g.self_attention(&x, batch, seq, heads).unwrap();
+            assert_eq!(g.dims(&got), (batch * seq, dim));
+            assert_close(
+                &format!("self_attention bf16 flash {flash} b{batch} s{seq} h{heads} d{dim}"),
+                &g.download(&got).unwrap(),
+                &want.data,
+                BF16_TOL,
+            );
+        }
     }
 }
 
@@ -470,6 +475,8 @@ fn check_towers(precision: GemmPrecision, fused: bool, tol: f64) {
         return;
     };
     g.set_fused(fused);
+    // the fused attention kernel with the fused passes, the cuBLAS products without
+    g.set_flash_attention(fused);
     let dir = fixtures().join("tiny-a");
     let golden = fixtures().join("golden-a");
     let cpu = SiglipModel::load(&dir, CpuBackend).unwrap();

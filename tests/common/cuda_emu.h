@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#define VLMPREP_CUDA_EMULATOR 1
 #define __global__
 #define __device__
 #define __host__
@@ -55,6 +56,9 @@ struct Warp {
     explicit Warp(std::ptrdiff_t lanes) : bar(lanes) {}
     std::barrier<> bar;
     uint64_t slot[32];
+    // Operands of a warp-wide matrix multiply-accumulate (mma_m16n8k16_bf16).
+    float a[16][16];
+    float b[16][8];
 };
 
 struct Launch {
@@ -101,6 +105,46 @@ T shfl_xor(T v, int mask) {
     if (from < lanes) std::memcpy(&out, &w.slot[from], sizeof(T));
     w.bar.arrive_and_wait();
     return out;
+}
+
+inline float bf16_to_float(uint32_t bits16) {
+    const uint32_t f = bits16 << 16;
+    float out;
+    std::memcpy(&out, &f, 4);
+    return out;
+}
+
+// PTX `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32` for one warp: D = A·B + C with A
+// 16x16 bf16 (row), B 16x8 bf16 (col), C and D 16x8 f32, each lane holding its fragment in the
+// PTX ISA's layout (groupID = lane / 4, t = lane % 4): A's four registers hold (row, col) pairs
+// (g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..), the lower 16 bits the first; B's two
+// hold (k, n) = (2t..2t+1, g) and (2t+8..2t+9, g); C's and D's four floats are (g, 2t),
+// (g, 2t+1), (g+8, 2t), (g+8, 2t+1). The products are summed in f32 in k order. The kernels'
+// tensor-core code is only as right as this reading of the layout, which only a GPU confirms
+// (tests/cuda_tensor.rs).
+inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                              const float c[4]) {
+    if (independent) refuse("mma.sync");
+    Warp& w = *current.warps[flat_thread / 32];
+    const unsigned lane = flat_thread % 32, g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 4; ++r) {
+        const unsigned row = g + ((r & 1) ? 8 : 0), col = 2 * t + ((r & 2) ? 8 : 0);
+        w.a[row][col] = bf16_to_float(a[r] & 0xffffu);
+        w.a[row][col + 1] = bf16_to_float(a[r] >> 16);
+    }
+    for (int r = 0; r < 2; ++r) {
+        const unsigned k = 2 * t + (r ? 8 : 0);
+        w.b[k][g] = bf16_to_float(b[r] & 0xffffu);
+        w.b[k + 1][g] = bf16_to_float(b[r] >> 16);
+    }
+    w.bar.arrive_and_wait();
+    for (int i = 0; i < 4; ++i) {
+        const unsigned row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float acc = 0.f;
+        for (int k = 0; k < 16; ++k) acc += w.a[row][k] * w.b[k][col];
+        d[i] = c[i] + acc;
+    }
+    w.bar.arrive_and_wait();
 }
 
 template <class... A, std::size_t... I>

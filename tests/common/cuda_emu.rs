@@ -29,11 +29,13 @@ pub fn family(family: KernelFamily) -> Option<&'static EmuModule> {
     static SIGLIP: OnceLock<Option<EmuModule>> = OnceLock::new();
     static DECODE: OnceLock<Option<EmuModule>> = OnceLock::new();
     static PHASH: OnceLock<Option<EmuModule>> = OnceLock::new();
+    static ATTENTION: OnceLock<Option<EmuModule>> = OnceLock::new();
     let cell = match family {
         KernelFamily::Tile => &TILE,
         KernelFamily::Siglip => &SIGLIP,
         KernelFamily::Decode => &DECODE,
         KernelFamily::Phash => &PHASH,
+        KernelFamily::Attention => &ATTENTION,
     };
     cell.get_or_init(|| EmuModule::compile(family.file_name(), family.source()))
         .as_ref()
@@ -179,7 +181,7 @@ impl EmuModule {
 /// emulator's buffer, and one `emu_launch_<kernel>` entry point per `__global__` function.
 fn translation_unit(source: &str) -> String {
     let dynamic_shared = regex::Regex::new(
-        r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w+)\s+(\w+)\s*\[\s*\]\s*;",
+        r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w+(?:\s+\w+)*?)\s+(\w+)\s*\[\s*\]\s*;",
     )
     .unwrap();
     let body =

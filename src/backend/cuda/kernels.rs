@@ -12,15 +12,18 @@ pub enum KernelFamily {
     Decode,
     /// `cuda/phash.cu`: the perceptual hash's 32×32 grayscale image.
     Phash,
+    /// `cuda/attention.cu`: fused self-attention on the tensor cores (sm_80 and newer).
+    Attention,
 }
 
 impl KernelFamily {
     /// Every family, for the compile-everything test.
-    pub const ALL: [KernelFamily; 4] = [
+    pub const ALL: [KernelFamily; 5] = [
         KernelFamily::Tile,
         KernelFamily::Siglip,
         KernelFamily::Decode,
         KernelFamily::Phash,
+        KernelFamily::Attention,
     ];
 
     /// The source file's name under `cuda/`.
@@ -30,6 +33,7 @@ impl KernelFamily {
             KernelFamily::Siglip => "siglip.cu",
             KernelFamily::Decode => "decode.cu",
             KernelFamily::Phash => "phash.cu",
+            KernelFamily::Attention => "attention.cu",
         }
     }
 
@@ -40,6 +44,7 @@ impl KernelFamily {
             KernelFamily::Siglip => include_str!("../../../cuda/siglip.cu"),
             KernelFamily::Decode => include_str!("../../../cuda/decode.cu"),
             KernelFamily::Phash => include_str!("../../../cuda/phash.cu"),
+            KernelFamily::Attention => include_str!("../../../cuda/attention.cu"),
         }
     }
 }

@@ -15,7 +15,9 @@
 //! MLP's first GEMM runs without bias and one pass adds the bias, applies the activation and
 //! writes the bf16 operand of the second; the q, k, v bias is added while the heads are split.
 //! That removes about 4 GB of memory traffic per so400m layer at batch 64 (of ~18 GB outside
-//! the GEMMs, by count).
+//! the GEMMs, by count). Opt-in until measured on a GPU ([`CudaTensorOps::set_flash_attention`],
+//! `VLMPREP_CUDA_FLASH=1`): self-attention as one fused tensor-core kernel, which removes the
+//! score matrix (~8 GB more per layer).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -145,6 +147,10 @@ pub struct CudaTensorOps {
     /// Fused passes around the bf16 GEMMs (see the module docs); atomic so that a benchmark
     /// can switch a loaded model's ops between the two paths.
     fused: AtomicBool,
+    /// Self-attention by `cuda/attention.cu` (see [`CudaTensorOps::set_flash_attention`]).
+    flash: AtomicBool,
+    /// `flash_attention`, loaded on first use.
+    flash_kernel: OnceLock<CudaFunction>,
 }
 
 impl std::fmt::Debug for CudaTensorOps {
@@ -153,6 +159,7 @@ impl std::fmt::Debug for CudaTensorOps {
             .field("backend", &self.backend)
             .field("precision", &self.precision)
             .field("fused", &self.fused())
+            .field("flash_attention", &self.flash.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -231,6 +238,8 @@ impl CudaTensorOps {
             kernels,
             precision,
             fused: AtomicBool::new(std::env::var("VLMPREP_CUDA_FUSED").as_deref() != Ok("0")),
+            flash: AtomicBool::new(std::env::var("VLMPREP_CUDA_FLASH").as_deref() == Ok("1")),
+            flash_kernel: OnceLock::new(),
         };
         ops.set_precision(precision);
         Ok(ops)
@@ -271,6 +280,74 @@ impl CudaTensorOps {
     /// parity tests of both).
     pub fn set_fused(&self, fused: bool) {
         self.fused.store(fused, Ordering::Relaxed);
+    }
+
+    /// Runs bf16 self-attention as one fused kernel (`cuda/attention.cu`: tensor cores, online
+    /// softmax, no score matrix in memory) instead of cuBLAS products around a softmax pass.
+    /// Off by default (`VLMPREP_CUDA_FLASH=1` turns it on) until it has been measured on a GPU:
+    /// its kernel is checked on the CPU emulator only. Applies on sm_80 and newer, to heads of
+    /// at most 128 dimensions; elsewhere the cuBLAS path runs.
+    pub fn set_flash_attention(&self, on: bool) {
+        self.flash.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the fused attention kernel runs for these shapes.
+    fn flash_applies(&self, batch: usize, heads: usize, head_dim: usize) -> bool {
+        self.flash.load(Ordering::Relaxed)
+            && self.precision == GemmPrecision::Bf16
+            && self.backend.arch() >= 80
+            && head_dim <= 128
+            && heads <= 65_535
+            && batch <= 65_535
+    }
+
+    /// `cuda/attention.cu` over `qkv` (plus `bias` when given): the heads-concatenated result.
+    /// Shapes are checked by the callers; batch, seq and dim are nonzero.
+    fn flash_attention(
+        &self,
+        qkv: &CudaMatrix,
+        bias: Option<&CudaMatrix>,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<CudaMatrix> {
+        let what = "self_attention";
+        let dim = qkv.cols / 3;
+        let hd = dim / heads;
+        let kernel = match self.flash_kernel.get() {
+            Some(f) => f,
+            None => {
+                let f = self
+                    .backend
+                    .function(KernelFamily::Attention, "flash_attention")?;
+                self.flash_kernel.get_or_init(|| f)
+            }
+        };
+        let (s_i, h_i, hd_i) = (int(seq, what)?, int(heads, what)?, int(hd, what)?);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let hdp = hd.div_ceil(16) * 16;
+        let mut out = self.alloc_out(batch * seq * dim)?;
+        let no_bias: u64 = 0;
+        let stream = self.backend.stream();
+        let mut l = stream.launch_builder(kernel);
+        l.arg(&qkv.data);
+        match bias {
+            Some(b) => l.arg(&b.data),
+            None => l.arg(&no_bias),
+        };
+        l.arg(&mut out).arg(&s_i).arg(&h_i).arg(&hd_i).arg(&scale);
+        let cfg = LaunchConfig {
+            grid_dim: (seq.div_ceil(64) as u32, heads as u32, batch as u32),
+            block_dim: (128, 1, 1),
+            // q, k and v tiles of 64 x hdp bf16: at most 48 KB (head_dim <= 128)
+            shared_mem_bytes: (3 * 64 * hdp * 2) as u32,
+        };
+        // SAFETY: qkv holds batch·seq·3·dim values and the bias 3·dim (checked by the callers)
+        // or is the null pointer the kernel tests for; the grid covers (query tile, head,
+        // sequence) with seq·heads·batch within the checks of `flash_applies`; every write is
+        // guarded to s < seq, d < head_dim, inside out's batch·seq·dim values.
+        unsafe { l.launch(cfg) }.map_err(cuda_err("flash_attention"))?;
+        Ok(CudaMatrix::new(out, batch * seq, dim))
     }
 
     /// Whether this op runs the fused bf16 path.
@@ -509,6 +586,9 @@ impl CudaTensorOps {
         let what = "self_attention";
         let dim = qkv.cols / 3;
         let hd = dim / heads;
+        if self.flash_applies(batch, heads, hd) {
+            return self.flash_attention(qkv, bias, batch, seq, heads);
+        }
         let scale = 1.0 / (hd as f32).sqrt();
         let pairs = batch * heads;
         let (s_i, hd_i, h_i) = (int(seq, what)?, int(hd, what)?, int(heads, what)?);
