@@ -1,0 +1,151 @@
+//! `tile`'s path for backends that decode on their device (nvJPEG on CUDA), run in CI through
+//! a stand-in backend that "decodes on its device" with the CPU decoder: the chunk planning from
+//! headers, the per-image decode errors kept out of the batch and recorded, and the writer
+//! thread must give exactly what the CPU path gives (index, tiles and problems), whatever the
+//! chunking. On a GPU, the same path runs with `CudaDecodeTile`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use vlmprep::backend::{Backend, CpuBackend, HostTiles, TileSpec};
+use vlmprep::error::Result;
+use vlmprep::image::RgbImage;
+use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
+use vlmprep::image::normalize::{Dtype, Normalization};
+use vlmprep::image::resize::ResizeFilter;
+use vlmprep::image::tiling::{TilePlan, TilingRule};
+use vlmprep::pipeline::tile::{TileConfig, run_tile};
+use vlmprep::shard::ShardSource;
+
+/// The CPU backend, but taking encoded images as a decoding device does.
+struct DecodesItself;
+
+impl Backend for DecodesItself {
+    type Tiles = HostTiles;
+
+    fn name(&self) -> String {
+        "cpu, decoding as a device".into()
+    }
+
+    fn tile_batch(
+        &self,
+        images: &[&RgbImage],
+        plans: &[TilePlan],
+        spec: &TileSpec,
+    ) -> Result<HostTiles> {
+        CpuBackend.tile_batch(images, plans, spec)
+    }
+
+    fn tiles_to_host(&self, tiles: HostTiles) -> Result<HostTiles> {
+        Ok(tiles)
+    }
+
+    fn decodes(&self) -> bool {
+        true
+    }
+
+    fn decode_tile_batch(
+        &self,
+        encoded: &[&[u8]],
+        plans: &[TilePlan],
+        spec: &TileSpec,
+        max_pixels: u64,
+    ) -> Result<(HostTiles, Vec<Option<vlmprep::error::Error>>)> {
+        let opts = DecodeOptions {
+            max_pixels,
+            ..DecodeOptions::default()
+        };
+        let decoded: Vec<Result<RgbImage>> =
+            encoded.iter().map(|e| decode_rgb8(e, &opts)).collect();
+        let images: Vec<&RgbImage> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
+        let kept: Vec<TilePlan> = decoded
+            .iter()
+            .zip(plans)
+            .filter(|(d, _)| d.is_ok())
+            .map(|(_, p)| *p)
+            .collect();
+        let tiles = CpuBackend.tile_batch(&images, &kept, spec)?;
+        Ok((tiles, decoded.into_iter().map(|d| d.err()).collect()))
+    }
+}
+
+fn config(out: PathBuf, chunk_bytes: u64) -> TileConfig {
+    TileConfig {
+        rule: TilingRule::Fixed { size: 64 },
+        spec: TileSpec {
+            filter: ResizeFilter::Bicubic,
+            dtype: Dtype::F32,
+            norm: Normalization::SIGLIP,
+        },
+        decode: DecodeOptions::default(),
+        dct_scaling: false,
+        out,
+        write_tiles: true,
+        png: false,
+        chunk_bytes,
+    }
+}
+
+/// index.jsonl as text, every written file by name, and the problems as (kind, key), sorted
+/// (the device path records an image's decode failure after its batch, not in sample order).
+fn outputs(out: &Path) -> (String, BTreeMap<String, Vec<u8>>, Vec<(String, String)>) {
+    let index = std::fs::read_to_string(out.join("index.jsonl")).unwrap();
+    let mut files = BTreeMap::new();
+    for line in index.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let file = v["file"].as_str().unwrap().to_string();
+        files.insert(file.clone(), std::fs::read(out.join(&file)).unwrap());
+    }
+    let mut problems: Vec<(String, String)> = std::fs::read_to_string(out.join("problems.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["kind"].to_string(), v["key"].to_string())
+        })
+        .collect();
+    problems.sort();
+    (index, files, problems)
+}
+
+#[test]
+fn the_device_decoding_path_gives_what_the_cpu_path_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool");
+    let shards = vlmprep::demo::build_demo_pool(&pool).unwrap();
+    // The demo pool holds corrupt, truncated and non-image samples: per-image failures.
+    let sources: Vec<ShardSource> = shards.iter().map(|p| ShardSource::Tar(p.clone())).collect();
+    let bar = indicatif::ProgressBar::hidden();
+    let cpu_out = dir.path().join("cpu");
+    let (cpu_summary, _) = run_tile(
+        &CpuBackend,
+        &sources,
+        &config(cpu_out.clone(), 1 << 30),
+        &bar,
+    )
+    .unwrap();
+    let want = outputs(&cpu_out);
+    assert!(
+        cpu_summary.images > 0 && !want.2.is_empty(),
+        "{cpu_summary:?}"
+    );
+    for chunk_bytes in [1 << 30, 0] {
+        let out = dir.path().join(format!("device-{chunk_bytes}"));
+        let (summary, _) = run_tile(
+            &DecodesItself,
+            &sources,
+            &config(out.clone(), chunk_bytes),
+            &bar,
+        )
+        .unwrap();
+        assert_eq!(
+            summary.images, cpu_summary.images,
+            "chunk bytes {chunk_bytes}"
+        );
+        assert_eq!(summary.tiles, cpu_summary.tiles);
+        let got = outputs(&out);
+        assert_eq!(got.0, want.0, "index, chunk bytes {chunk_bytes}");
+        assert!(got.1 == want.1, "tiles differ, chunk bytes {chunk_bytes}");
+        assert_eq!(got.2, want.2, "problems, chunk bytes {chunk_bytes}");
+    }
+}
