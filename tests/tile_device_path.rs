@@ -86,9 +86,18 @@ fn config(out: PathBuf, chunk_bytes: u64) -> TileConfig {
     }
 }
 
-/// index.jsonl as text, every written file by name, and the problems as (kind, key), sorted
-/// (the device path records an image's decode failure after its batch, not in sample order).
-fn outputs(out: &Path) -> (String, BTreeMap<String, Vec<u8>>, Vec<(String, String)>) {
+/// What a run left in its output folder.
+struct Outputs {
+    /// index.jsonl as text.
+    index: String,
+    /// Every written file by name.
+    files: BTreeMap<String, Vec<u8>>,
+    /// The problems as (kind, key), sorted (the device path records an image's decode failure
+    /// after its batch, not in sample order).
+    problems: Vec<(String, String)>,
+}
+
+fn outputs(out: &Path) -> Outputs {
     let index = std::fs::read_to_string(out.join("index.jsonl")).unwrap();
     let mut files = BTreeMap::new();
     for line in index.lines() {
@@ -105,7 +114,11 @@ fn outputs(out: &Path) -> (String, BTreeMap<String, Vec<u8>>, Vec<(String, Strin
         })
         .collect();
     problems.sort();
-    (index, files, problems)
+    Outputs {
+        index,
+        files,
+        problems,
+    }
 }
 
 #[test]
@@ -126,7 +139,7 @@ fn the_device_decoding_path_gives_what_the_cpu_path_gives() {
     .unwrap();
     let want = outputs(&cpu_out);
     assert!(
-        cpu_summary.images > 0 && !want.2.is_empty(),
+        cpu_summary.images > 0 && !want.problems.is_empty(),
         "{cpu_summary:?}"
     );
     for chunk_bytes in [1 << 30, 0] {
@@ -144,8 +157,14 @@ fn the_device_decoding_path_gives_what_the_cpu_path_gives() {
         );
         assert_eq!(summary.tiles, cpu_summary.tiles);
         let got = outputs(&out);
-        assert_eq!(got.0, want.0, "index, chunk bytes {chunk_bytes}");
-        assert!(got.1 == want.1, "tiles differ, chunk bytes {chunk_bytes}");
-        assert_eq!(got.2, want.2, "problems, chunk bytes {chunk_bytes}");
+        assert_eq!(got.index, want.index, "index, chunk bytes {chunk_bytes}");
+        assert!(
+            got.files == want.files,
+            "tiles differ, chunk bytes {chunk_bytes}"
+        );
+        assert_eq!(
+            got.problems, want.problems,
+            "problems, chunk bytes {chunk_bytes}"
+        );
     }
 }
