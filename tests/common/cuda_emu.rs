@@ -101,6 +101,10 @@ impl EmuModule {
         );
         // SAFETY: the library is ours, just built; its initialisers only set up globals.
         let lib = unsafe { libloading::Library::new(&so) }.unwrap();
+        // Loaded, the files are no longer needed (the mapping outlives the name): nothing
+        // piles up in the target folder from run to run.
+        let _ = std::fs::remove_file(&so);
+        let _ = std::fs::remove_file(&cpp);
         Some(EmuModule {
             lib,
             name: name.into(),
