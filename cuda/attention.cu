@@ -9,7 +9,8 @@
 // Grid (ceil(seq / 64), heads, batch): the query tiles of one pair are neighbours in launch
 // order, so the pair's keys and values are read from L2 after the first tile. Block: 4 warps,
 // each owning 16 query rows. Dynamic shared memory: q, k and v tiles of 64 x hdp bf16 each
-// (hdp = head_dim rounded up to 16, at most 128: 48 KB), zero-padded past head_dim and seq.
+// (hdp = head_dim rounded up to 16, at most 128: 48 KB), zero-padded past head_dim and seq;
+// v transposed, so that every fragment is read as whole 32-bit pairs.
 //
 // Tensor-core fragments follow the PTX ISA layouts for m16n8k16 (groupID g = lane / 4,
 // t = lane % 4); the score fragment of two neighbouring 8-key tiles is exactly the A fragment
@@ -36,6 +37,12 @@ __device__ __forceinline__ unsigned int pack(unsigned short lo, unsigned short h
     return (unsigned int)lo | ((unsigned int)hi << 16);
 }
 
+// Two neighbouring bf16 values of a tile as one register (one shared-memory load): `p` is at an
+// even element of a row whose byte offset is a multiple of 4; little-endian puts p[0] low.
+__device__ __forceinline__ unsigned int pair_at(const unsigned short* p) {
+    return *(const unsigned int*)p;
+}
+
 // d = a·b + c on the tensor cores for this warp (see the header).
 __device__ __forceinline__ void mma_bf16(float d[4], const unsigned int a[4],
                                          const unsigned int b[2], const float c[4]) {
@@ -55,11 +62,12 @@ __device__ __forceinline__ void mma_bf16(float d[4], const unsigned int a[4],
 }
 
 // Loads rows [first, first + 64) of one part (0 q, 1 k, 2 v) of head h into a 64 x hdp bf16
-// tile: bias added, zeros past head_dim and past the sequence.
+// tile, or its transpose (hdp x 64, for v: the p·v fragments then pair neighbouring keys):
+// bias added, zeros past head_dim and past the sequence.
 __device__ __forceinline__ void load_tile(unsigned short* tile, const float* __restrict__ qkv,
                                           const float* __restrict__ bias, long long seq_base,
                                           int first, int seq, int part, int h, int head_dim,
-                                          int hdp, int dim) {
+                                          int hdp, int dim, bool transpose) {
     const int col0 = part * dim + h * head_dim;
     for (int i = threadIdx.x; i < 64 * hdp; i += blockDim.x) {
         const int r = i / hdp, d = i - (i / hdp) * hdp;
@@ -69,7 +77,7 @@ __device__ __forceinline__ void load_tile(unsigned short* tile, const float* __r
             v = qkv[(seq_base + s) * 3LL * dim + col0 + d];
             if (bias) v += bias[col0 + d];
         }
-        tile[i] = to_bf16(v);
+        tile[transpose ? d * K_TILE + r : i] = to_bf16(v);
     }
 }
 
@@ -92,7 +100,7 @@ extern "C" __global__ void flash_attention(const float* __restrict__ qkv,
     const int n_d8 = (head_dim + 7) / 8;  // 8-wide column tiles of the output
     const float zscale = scale * 1.4426950408889634f;  // scores to the log2 domain
 
-    load_tile(qs, qkv, bias, seq_base, q0, seq, 0, h, head_dim, hdp, dim);
+    load_tile(qs, qkv, bias, seq_base, q0, seq, 0, h, head_dim, hdp, dim, false);
     __syncthreads();
     // This warp's 16 query rows as A fragments, one per 16 columns of head_dim.
     const int r0 = warp * 16 + g, r1 = r0 + 8;
@@ -101,10 +109,10 @@ extern "C" __global__ void flash_attention(const float* __restrict__ qkv,
     for (int kk = 0; kk < HDP_MAX / 16; ++kk) {
         if (kk < n_k16) {
             const int c = kk * 16 + 2 * t;
-            qa[kk][0] = pack(qs[r0 * hdp + c], qs[r0 * hdp + c + 1]);
-            qa[kk][1] = pack(qs[r1 * hdp + c], qs[r1 * hdp + c + 1]);
-            qa[kk][2] = pack(qs[r0 * hdp + c + 8], qs[r0 * hdp + c + 9]);
-            qa[kk][3] = pack(qs[r1 * hdp + c + 8], qs[r1 * hdp + c + 9]);
+            qa[kk][0] = pair_at(qs + r0 * hdp + c);
+            qa[kk][1] = pair_at(qs + r1 * hdp + c);
+            qa[kk][2] = pair_at(qs + r0 * hdp + c + 8);
+            qa[kk][3] = pair_at(qs + r1 * hdp + c + 8);
         }
     }
     float o[HDP_MAX / 8][4];
@@ -115,8 +123,8 @@ extern "C" __global__ void flash_attention(const float* __restrict__ qkv,
 
     for (int k0 = 0; k0 < seq; k0 += K_TILE) {
         __syncthreads();  // every warp is done with the previous k and v tiles
-        load_tile(ks, qkv, bias, seq_base, k0, seq, 1, h, head_dim, hdp, dim);
-        load_tile(vs, qkv, bias, seq_base, k0, seq, 2, h, head_dim, hdp, dim);
+        load_tile(ks, qkv, bias, seq_base, k0, seq, 1, h, head_dim, hdp, dim, false);
+        load_tile(vs, qkv, bias, seq_base, k0, seq, 2, h, head_dim, hdp, dim, true);
         __syncthreads();
 
         // Scores of 16 rows x 64 keys: 8 tiles of 8 keys.
@@ -129,8 +137,7 @@ extern "C" __global__ void flash_attention(const float* __restrict__ qkv,
             for (int kk = 0; kk < HDP_MAX / 16; ++kk) {
                 if (kk < n_k16) {
                     const int c = kk * 16 + 2 * t;
-                    const unsigned int kb[2] = {pack(krow[c], krow[c + 1]),
-                                                pack(krow[c + 8], krow[c + 9])};
+                    const unsigned int kb[2] = {pair_at(krow + c), pair_at(krow + c + 8)};
                     mma_bf16(sc[nt], qa[kk], kb, sc[nt]);
                 }
             }
@@ -183,13 +190,13 @@ extern "C" __global__ void flash_attention(const float* __restrict__ qkv,
                 pack(to_bf16(sc[2 * j + 1][0]), to_bf16(sc[2 * j + 1][1])),
                 pack(to_bf16(sc[2 * j + 1][2]), to_bf16(sc[2 * j + 1][3])),
             };
-            const unsigned short* v0 = vs + (j * 16 + 2 * t) * hdp;
 #pragma unroll
             for (int nt = 0; nt < HDP_MAX / 8; ++nt) {
                 if (nt < n_d8) {
-                    const int c = nt * 8 + g;
-                    const unsigned int vb[2] = {pack(v0[c], v0[hdp + c]),
-                                                pack(v0[8 * hdp + c], v0[9 * hdp + c])};
+                    // v is stored transposed: keys 2t, 2t+1 (and +8) of column nt·8 + g are
+                    // neighbours
+                    const unsigned short* vcol = vs + (nt * 8 + g) * K_TILE + j * 16 + 2 * t;
+                    const unsigned int vb[2] = {pair_at(vcol), pair_at(vcol + 8)};
                     mma_bf16(o[nt], pa, vb, o[nt]);
                 }
             }

@@ -84,6 +84,8 @@ impl EmuModule {
             .args([
                 "-std=c++20",
                 "-O2",
+                // kernels read bf16 pairs through 32-bit pointers, as CUDA code does
+                "-fno-strict-aliasing",
                 "-shared",
                 "-fPIC",
                 "-pthread",
