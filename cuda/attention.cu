@@ -17,20 +17,12 @@
 // of the p·v product, so probabilities never leave registers. The CPU emulator of the tests
 // (tests/common/cuda_emu.h) runs this file with its own mma; sm_80 or newer runs the PTX.
 //
-// No headers (NVRTC compiles this file alone).
+// No headers (NVRTC compiles this file alone, after cuda/common.cuh).
 
 #define Q_TILE 64
 #define K_TILE 64
 #define WARPS 4
 #define HDP_MAX 128
-#define NEG_INF __int_as_float(0xff800000)
-#define FULL_MASK 0xffffffffu
-
-__device__ __forceinline__ unsigned short to_bf16(float v) {
-    const unsigned int b = __float_as_uint(v);
-    if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x0040u);
-    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
 
 // Two bf16 values in one register, the first in the low half (the fragment order).
 __device__ __forceinline__ unsigned int pack(unsigned short lo, unsigned short hi) {
@@ -77,7 +69,7 @@ __device__ __forceinline__ void load_tile(unsigned short* tile, const float* __r
             v = qkv[(seq_base + s) * 3LL * dim + col0 + d];
             if (bias) v += bias[col0 + d];
         }
-        tile[transpose ? d * K_TILE + r : i] = to_bf16(v);
+        tile[transpose ? d * K_TILE + r : i] = bf16_bits(v);
     }
 }
 
@@ -185,10 +177,10 @@ extern "C" __global__ void flash_attention(const float* __restrict__ qkv,
 #pragma unroll
         for (int j = 0; j < K_TILE / 16; ++j) {
             const unsigned int pa[4] = {
-                pack(to_bf16(sc[2 * j][0]), to_bf16(sc[2 * j][1])),
-                pack(to_bf16(sc[2 * j][2]), to_bf16(sc[2 * j][3])),
-                pack(to_bf16(sc[2 * j + 1][0]), to_bf16(sc[2 * j + 1][1])),
-                pack(to_bf16(sc[2 * j + 1][2]), to_bf16(sc[2 * j + 1][3])),
+                pack(bf16_bits(sc[2 * j][0]), bf16_bits(sc[2 * j][1])),
+                pack(bf16_bits(sc[2 * j][2]), bf16_bits(sc[2 * j][3])),
+                pack(bf16_bits(sc[2 * j + 1][0]), bf16_bits(sc[2 * j + 1][1])),
+                pack(bf16_bits(sc[2 * j + 1][2]), bf16_bits(sc[2 * j + 1][3])),
             };
 #pragma unroll
             for (int nt = 0; nt < HDP_MAX / 8; ++nt) {

@@ -41,26 +41,13 @@ __device__ __forceinline__ unsigned char clip8(int acc) {
     return (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-// The image owning flat block `b`: the last whose first block is <= b (image 0 starts at 0).
-__device__ __forceinline__ int find_image(const long long* jobs, int n, long long b) {
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (jobs[(long long)mid * PJ_FIELDS + PJ_BLOCK0] <= b) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    return lo;
-}
-
 extern "C" __global__ void phash_first_pass(const long long* __restrict__ jobs, int n_images,
                                             const unsigned int* __restrict__ pos,
                                             const int* __restrict__ weights,
                                             unsigned char* __restrict__ scratch) {
     const long long b = blockIdx.x;
-    const long long* job = jobs + (long long)find_image(jobs, n_images, b) * PJ_FIELDS;
+    const int j = find_job(jobs, n_images, PJ_FIELDS, PJ_BLOCK0, b);
+    const long long* job = jobs + (long long)j * PJ_FIELDS;
     const long long w = job[PJ_W], h = job[PJ_H];
     const bool vfirst = job[PJ_VFIRST] != 0;
     const long long e = (b - job[PJ_BLOCK0]) * THREADS + threadIdx.x;

@@ -5,10 +5,8 @@
 // cap the grid size. Compiled by NVRTC with --use_fast_math: `tanhf` and `expf` would then be
 // hardware approximations (tanh.approx has ~1e-3 relative error), so GELU-tanh is written as
 // x·sigmoid(2u) on exp2f, and softmax uses exp2f, whose fast form (ex2.approx) is accurate to
-// ~2 ulp. No headers: NVRTC ships none we rely on, so bf16 rounding is done on the bits.
-
-#define FULL_MASK 0xffffffffu
-#define NEG_INF __int_as_float(0xff800000)
+// ~2 ulp. No headers: NVRTC ships none we rely on; bf16 rounding (`bf16_bits`, on the bits) and
+// the masks come from cuda/common.cuh.
 
 // ---- reductions ---------------------------------------------------------------------------
 
@@ -54,15 +52,6 @@ __device__ float block_max(float v, float* scratch) {
     }
     __syncthreads();
     return scratch[0];
-}
-
-// f32 → bf16 bits, round to nearest even; NaN stays a (quiet) NaN instead of rounding to inf.
-__device__ __forceinline__ unsigned short bf16_bits(float v) {
-    const unsigned int b = __float_as_uint(v);
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-        return (unsigned short)((b >> 16) | 0x0040u);
-    }
-    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
 
 // ---- layer norm ---------------------------------------------------------------------------

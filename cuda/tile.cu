@@ -51,22 +51,6 @@
 #define SJ_VFIRST 10     // 1: the first pass was vertical, so this one is horizontal
 #define SJ_FIELDS 11
 
-// The job owning flat block `b`: the last job whose first block is <= b (jobs are in order and
-// job 0 starts at block 0).
-__device__ __forceinline__ int find_job(const long long* jobs, int njobs, int fields, int first,
-                                        long long b) {
-    int lo = 0, hi = njobs - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) >> 1;
-        if (jobs[(long long)mid * fields + first] <= b) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    return lo;
-}
-
 // Round half up and clamp to a level: Pillow's (acc + half) >> bits then clip8.
 __device__ __forceinline__ unsigned int to_level(float acc) {
     float r = floorf(acc + 0.5f);

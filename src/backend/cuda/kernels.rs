@@ -37,14 +37,26 @@ impl KernelFamily {
         }
     }
 
-    /// The CUDA C++ source.
+    /// The CUDA C++ source: `cuda/common.cuh`, then the family's file (a `#line` directive keeps
+    /// NVRTC's messages on the file's own line numbers).
     pub fn source(self) -> &'static str {
+        macro_rules! with_common {
+            ($file:literal) => {
+                concat!(
+                    include_str!("../../../cuda/common.cuh"),
+                    "#line 1 \"",
+                    $file,
+                    "\"\n",
+                    include_str!(concat!("../../../cuda/", $file))
+                )
+            };
+        }
         match self {
-            KernelFamily::Tile => include_str!("../../../cuda/tile.cu"),
-            KernelFamily::Siglip => include_str!("../../../cuda/siglip.cu"),
-            KernelFamily::Decode => include_str!("../../../cuda/decode.cu"),
-            KernelFamily::Phash => include_str!("../../../cuda/phash.cu"),
-            KernelFamily::Attention => include_str!("../../../cuda/attention.cu"),
+            KernelFamily::Tile => with_common!("tile.cu"),
+            KernelFamily::Siglip => with_common!("siglip.cu"),
+            KernelFamily::Decode => with_common!("decode.cu"),
+            KernelFamily::Phash => with_common!("phash.cu"),
+            KernelFamily::Attention => with_common!("attention.cu"),
         }
     }
 }
