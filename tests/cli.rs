@@ -50,24 +50,8 @@ fn tile_writes_every_good_image_and_records_every_bad_one() {
     std::fs::write(pool.join("damaged.tar"), &bytes).unwrap();
 
     let out = dir.path().join("tiles");
-    let spec = format!("{}/pool-{{000000..000001}}.tar", pool.display());
     let damaged = pool.join("damaged.tar").display().to_string();
-    let run = vlmprep(&[
-        "--threads",
-        "2",
-        "tile",
-        "--input",
-        &spec,
-        &damaged,
-        "--mode",
-        "fixed",
-        "--tile-size",
-        "64",
-        "--dtype",
-        "f32",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = tile_demo(&pool, &[&damaged], &out, &[]);
     assert!(
         run.status.success(),
         "{}",
@@ -152,15 +136,18 @@ fn a_missing_input_is_a_clear_error() {
     assert!(stderr.contains("nope-000.tar"), "{stderr}");
 }
 
-/// `tile` on the demo pool into `out` (fixed 64, f32) with extra arguments.
-fn tile_demo(pool: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+/// `tile` on the demo pool's two shards plus `more_inputs` into `out` (fixed 64, f32), with
+/// extra arguments.
+fn tile_demo(
+    pool: &Path,
+    more_inputs: &[&str],
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
     let spec = format!("{}/pool-{{000000..000001}}.tar", pool.display());
-    let mut args = vec![
-        "--threads",
-        "2",
-        "tile",
-        "--input",
-        &spec,
+    let mut args = vec!["--threads", "2", "tile", "--input", &spec];
+    args.extend_from_slice(more_inputs);
+    args.extend_from_slice(&[
         "--mode",
         "fixed",
         "--tile-size",
@@ -169,7 +156,7 @@ fn tile_demo(pool: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         "f32",
         "--out",
         out.to_str().unwrap(),
-    ];
+    ]);
     args.extend_from_slice(extra);
     vlmprep(&args)
 }
@@ -183,7 +170,7 @@ fn tile_output_does_not_depend_on_the_chunking() {
     vlmprep::demo::build_demo_pool(&pool).unwrap();
     let (whole, split) = (dir.path().join("whole"), dir.path().join("split"));
     for (out, extra) in [(&whole, &[][..]), (&split, &["--memory-mib", "0"][..])] {
-        let run = tile_demo(&pool, out, extra);
+        let run = tile_demo(&pool, &[], out, extra);
         assert!(
             run.status.success(),
             "{}",
@@ -213,13 +200,13 @@ fn a_write_error_stops_the_run_and_names_the_file() {
     let pool = dir.path().join("pool");
     vlmprep::demo::build_demo_pool(&pool).unwrap();
     let first = dir.path().join("first");
-    assert!(tile_demo(&pool, &first, &[]).status.success());
+    assert!(tile_demo(&pool, &[], &first, &[]).status.success());
     // A folder where a later image's .npy must go: creating that file fails (even as root).
     let lines = jsonl(&first.join("index.jsonl"));
     let file = lines[lines.len() / 2]["file"].as_str().unwrap();
     let out = dir.path().join("blocked");
     std::fs::create_dir_all(out.join(file)).unwrap();
-    let run = tile_demo(&pool, &out, &["--memory-mib", "0"]);
+    let run = tile_demo(&pool, &[], &out, &["--memory-mib", "0"]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "the run succeeded: {stderr}");
     assert!(stderr.contains(file), "{stderr}");

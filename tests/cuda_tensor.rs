@@ -10,37 +10,21 @@
 
 mod common;
 
+use common::cuda::gpu_or_skip;
 use common::parity::{Rng, assert_close};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vlmprep::backend::cuda::CudaBackend;
 use vlmprep::backend::cuda::tensor::{CudaTensorOps, GemmPrecision};
 use vlmprep::backend::tensor::{Activation, TensorOps};
 use vlmprep::backend::{CpuBackend, CpuMatrix};
 use vlmprep::model::siglip::SiglipModel;
 
-/// The GPU, or `None` after printing why the test is skipped (a panic instead when
-/// `VLMPREP_REQUIRE_GPU=1`).
-fn gpu() -> Option<Arc<CudaBackend>> {
-    match CudaBackend::new(0) {
-        Ok(b) => Some(Arc::new(b)),
-        Err(e) => {
-            assert!(
-                std::env::var("VLMPREP_REQUIRE_GPU").as_deref() != Ok("1"),
-                "VLMPREP_REQUIRE_GPU=1 but no usable GPU: {e}"
-            );
-            eprintln!("skipped: no GPU ({e})");
-            None
-        }
-    }
-}
-
 /// CUDA ops with the given GEMM precision, or `None` (skip) without a GPU. Once a GPU is
 /// there, failing to set up cuBLAS or the kernels is a test failure.
 fn cuda(precision: GemmPrecision) -> Option<CudaTensorOps> {
-    let backend = gpu()?;
+    let backend = Arc::new(gpu_or_skip()?);
     eprintln!("on {}", backend.device_name());
     Some(CudaTensorOps::with_precision(backend, precision).expect("CUDA tensor ops"))
 }

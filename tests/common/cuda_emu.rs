@@ -25,18 +25,10 @@ pub struct EmuModule {
 /// `family` compiled once per test binary (tests run on parallel threads; the emulator
 /// serialises launches itself); `None` when there is no C++ compiler.
 pub fn family(family: KernelFamily) -> Option<&'static EmuModule> {
-    static TILE: OnceLock<Option<EmuModule>> = OnceLock::new();
-    static SIGLIP: OnceLock<Option<EmuModule>> = OnceLock::new();
-    static DECODE: OnceLock<Option<EmuModule>> = OnceLock::new();
-    static PHASH: OnceLock<Option<EmuModule>> = OnceLock::new();
-    static ATTENTION: OnceLock<Option<EmuModule>> = OnceLock::new();
-    let cell = match family {
-        KernelFamily::Tile => &TILE,
-        KernelFamily::Siglip => &SIGLIP,
-        KernelFamily::Decode => &DECODE,
-        KernelFamily::Phash => &PHASH,
-        KernelFamily::Attention => &ATTENTION,
-    };
+    static CELLS: [OnceLock<Option<EmuModule>>; KernelFamily::ALL.len()] =
+        [const { OnceLock::new() }; KernelFamily::ALL.len()];
+    let at = KernelFamily::ALL.iter().position(|&f| f == family).unwrap();
+    let cell = &CELLS[at];
     cell.get_or_init(|| EmuModule::compile(family.file_name(), family.source()))
         .as_ref()
 }

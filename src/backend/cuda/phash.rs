@@ -43,6 +43,7 @@ impl PhashJobs {
     /// `sources[i]`. Errors on a zero size or a batch too large for one launch.
     pub fn new(sizes: &[(u32, u32)], sources: &[u64]) -> Result<PhashJobs> {
         let mut plan = PhashJobs::default();
+        plan.jobs.reserve(sizes.len() * PHASH_FIELDS);
         let mut blocks: u64 = 0;
         for (&(w, h), &src) in sizes.iter().zip(sources) {
             if w == 0 || h == 0 {
