@@ -108,9 +108,9 @@ impl CudaBackend {
         let pos = stream
             .clone_htod(&plan.tables.pos)
             .map_err(cuda_err("uploading phash tables"))?;
-        let weights: Vec<i32> = plan.tables.weights.iter().map(|&w| w as i32).collect();
+        // i32 bit patterns: the kernel reads them as `const int*`
         let weights = stream
-            .clone_htod(&weights)
+            .clone_htod(&plan.tables.weights)
             .map_err(cuda_err("uploading phash weights"))?;
         // SAFETY: the first pass writes every intermediate byte the second pass reads.
         let mut scratch = unsafe { stream.alloc::<u8>(plan.scratch_bytes.max(1)) }

@@ -12,8 +12,8 @@
 //! rounding) are always flagged; of textured images, a few percent are (4–6% of the test
 //! images on lavapipe, where some coefficient sat within ~0.05 of the median).
 //!
-//! The resize coefficients are [`Gray32Tables`], [`pillow_resample`]'s own (its fixed-point tables, its
-//! pass-order rule), uploaded as they are; the shader only sums.
+//! The resize coefficients are [`Gray32Tables`] ([`pillow_resample`]'s own fixed-point tables
+//! and pass-order rule, shared with the CUDA kernel), uploaded as they are; the shader only sums.
 
 use super::{ShaderFamily, WgpuBackend, grid, wgpu_err};
 use crate::curate::phash::{PerceptualHash, gray32, phash, phash_of_gray32};
@@ -111,7 +111,7 @@ fn levels(raw: &[u8]) -> Vec<[u8; SIDE * SIDE]> {
 }
 
 /// The descriptors and tables of one `phash_gray32` dispatch.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct PhashJobs {
     /// Per image: source byte offset, width, vertical pass first (0/1), `pos` index of output
     /// column 0 and of output row 0.
