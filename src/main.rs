@@ -239,9 +239,11 @@ struct TileArgs {
     /// are still written): measures decode + tile throughput alone.
     #[arg(long, conflicts_with = "png")]
     no_write: bool,
-    /// Work is done in chunks of images whose decoded size is about this many MiB. One chunk's
-    /// tiles are written while the next is decoded and tiled, so up to about twice this is held
-    /// at once (decoded images plus tiles). 0: one image per chunk.
+    /// Work is done in chunks of images that hold at most this many MiB, decoded pixels plus
+    /// tiles, counted from the image headers before anything is decoded (an image larger than
+    /// that is a chunk of its own; at most 4096 images per chunk). One chunk's tiles are
+    /// written while the next is decoded and tiled, so up to about twice this is held at once.
+    /// 0: one image per chunk.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     memory_mib: u64,
     /// Where resize + tile + normalize run: auto picks CUDA when built in and a GPU is visible,

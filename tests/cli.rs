@@ -211,3 +211,56 @@ fn a_write_error_stops_the_run_and_names_the_file() {
     assert!(!run.status.success(), "the run succeeded: {stderr}");
     assert!(stderr.contains(file), "{stderr}");
 }
+
+#[test]
+fn tile_chunks_hold_at_most_the_memory_budget_tiles_included() {
+    // InternVL tiles in f32 are many times larger than the demo's small JPEGs decoded: a budget
+    // counted on decoded bytes alone put the whole pool in one chunk. Counting the tiles, the
+    // run needs at least (tile bytes of the pool) / (budget) chunks.
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool");
+    vlmprep::demo::build_demo_pool(&pool).unwrap();
+    let spec = format!("{}/pool-{{000000..000001}}.tar", pool.display());
+    let out = dir.path().join("tiles");
+    let budget_mib = 64u64;
+    let run = vlmprep(&[
+        "--threads",
+        "2",
+        "tile",
+        "--input",
+        &spec,
+        "--mode",
+        "internvl",
+        "--dtype",
+        "f32",
+        "--no-write",
+        "--memory-mib",
+        &budget_mib.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let tile_bytes: u64 = jsonl(&out.join("index.jsonl"))
+        .iter()
+        .map(|line| {
+            let shape = line["shape"].as_array().unwrap();
+            4 * shape.iter().map(|d| d.as_u64().unwrap()).product::<u64>()
+        })
+        .sum();
+    let budget = budget_mib << 20;
+    assert!(
+        tile_bytes > 3 * budget,
+        "the pool's tiles: {tile_bytes} bytes"
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let chunks = summary["chunks"].as_u64().unwrap();
+    assert!(
+        chunks >= tile_bytes.div_ceil(budget),
+        "{chunks} chunks for {tile_bytes} bytes of tiles under {budget_mib} MiB"
+    );
+}

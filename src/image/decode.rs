@@ -104,29 +104,9 @@ pub fn decode_with_header(
             limit: opts.max_pixels,
         });
     }
-    let mut dct_scale = 1;
+    let dct_scale = dct_scale_for(header, opts);
     let image = match header.format {
-        ImageFormat::Jpeg => {
-            if let Some(need) = opts.min_size {
-                // min_size is in displayed orientation; the DCT works on stored axes.
-                let need = if header.orientation >= 5 {
-                    (need.1, need.0)
-                } else {
-                    need
-                };
-                // 4-component (CMYK/YCCK) JPEGs always decode at full size: jpeg-decoder's
-                // reduced-scale output for them is wrong when components are subsampled.
-                if header.components != 4 {
-                    dct_scale = choose_dct_scale((header.width, header.height), need);
-                    // A larger decode keeps the margin; see turbo::max_dct_scale for why.
-                    #[cfg(feature = "turbojpeg")]
-                    {
-                        dct_scale = dct_scale.min(turbo::max_dct_scale(header));
-                    }
-                }
-            }
-            decode_jpeg(data, header, dct_scale)?
-        }
+        ImageFormat::Jpeg => decode_jpeg(data, header, dct_scale)?,
         ImageFormat::Png => decode_png(data, header)?,
         ImageFormat::Webp => decode_webp(data, header)?,
     };
@@ -140,6 +120,28 @@ pub fn decode_with_header(
         image,
         dct_scale,
     })
+}
+
+/// The DCT reduction (1, 2, 4 or 8) [`decode_with_header`] decodes `header`'s image at under
+/// `opts`: 1 unless it is a JPEG, `opts.min_size` is set and the image is much larger than it.
+pub fn dct_scale_for(header: &ImageHeader, opts: &DecodeOptions) -> u32 {
+    let Some(need) = opts.min_size else { return 1 };
+    // 4-component (CMYK/YCCK) JPEGs always decode at full size: jpeg-decoder's reduced-scale
+    // output for them is wrong when components are subsampled.
+    if header.format != ImageFormat::Jpeg || header.components == 4 {
+        return 1;
+    }
+    // min_size is in displayed orientation; the DCT works on stored axes.
+    let need = if header.orientation >= 5 {
+        (need.1, need.0)
+    } else {
+        need
+    };
+    let scale = choose_dct_scale((header.width, header.height), need);
+    // A larger decode keeps the margin; see turbo::max_dct_scale for why.
+    #[cfg(feature = "turbojpeg")]
+    let scale = scale.min(turbo::max_dct_scale(header));
+    scale
 }
 
 /// The largest JPEG DCT reduction (denominator 1, 2, 4 or 8) whose output, `ceil(src / d)`, is

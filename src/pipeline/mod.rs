@@ -10,6 +10,7 @@ pub mod pack;
 pub mod pixels;
 pub mod plan;
 pub mod tile;
+mod tile_chunks;
 
 use crate::problems::Problem;
 use crate::shard::folder::IMAGE_EXTS;

@@ -3,8 +3,9 @@
 //! `index.jsonl` line per image, every problem recorded in `problems.jsonl`, and the run's
 //! figures in `summary.json`.
 //!
-//! Shards are processed one after another, each in chunks bounded by decoded bytes, so memory
-//! stays flat whatever the size of the pool; within a chunk all stages run across cores. A
+//! Shards are processed one after another, each in chunks bounded by the bytes they hold
+//! (decoded images plus tiles, counted from the headers before decoding), so memory stays flat
+//! whatever the size of the pool; within a chunk all stages run across cores. A
 //! thread of its own writes each chunk's tiles and index lines while the next chunk is decoded
 //! and tiled, so output never stalls the backend (for a GPU backend, the device works while the
 //! CPU writes); a chunk's tiles are handed over, not copied.
@@ -12,22 +13,24 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::{image_error_kind, image_member, sample_problem};
+use super::tile_chunks::{
+    Chunker, MAX_CHUNK_IMAGES, PLAN_WINDOW, Planned, PlannedImage, decode_options, held_bytes,
+    plan_sample,
+};
+use super::{image_error_kind, sample_problem};
 use crate::backend::{Backend, HostTiles, TileSpec};
 use crate::error::{Error, Result};
-use crate::image::ImageHeader;
 use crate::image::RgbImage;
 use crate::image::decode::{DecodeOptions, decode_with_header};
 use crate::image::normalize::Dtype;
-use crate::image::probe::probe;
 use crate::image::tiling::{TilePlan, Tiler, TilingRule};
 use crate::problems::{Problem, ProblemLog};
-use crate::shard::{MemberData, SampleEntry, Shard, ShardSource};
+use crate::shard::{SampleEntry, Shard, ShardSource};
 use crate::sink::npy::write_npy;
 
 /// Settings of a `tile` run.
@@ -64,6 +67,9 @@ pub struct TileSummary {
     pub images: usize,
     /// Tiles written (thumbnails included).
     pub tiles: u64,
+    /// Batches the images were tiled in: chunks of at most `--memory-mib` of decoded images
+    /// plus tiles (an image larger than that is a chunk of its own).
+    pub chunks: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Images per second.
@@ -85,14 +91,6 @@ struct IndexLine<'a> {
     thumbnail: bool,
     shape: [usize; 4],
     dtype: Dtype,
-}
-
-/// An image of a chunk, planned from its header.
-struct Planned<'s> {
-    sample: &'s SampleEntry,
-    /// Width and height after EXIF orientation.
-    size: (u32, u32),
-    plan: TilePlan,
 }
 
 /// A decoded image ready for the backend.
@@ -181,9 +179,11 @@ pub fn run_tile<B: Backend>(
     Ok((summary, problems))
 }
 
-/// The making side of [`run_tile`]: every shard's chunks decoded and tiled, each handed to the
-/// writer. Stops early, without an error of its own, when the writer has stopped (its error is
-/// the run's).
+/// The making side of [`run_tile`]: every shard's samples planned from their headers, grouped
+/// into chunks that hold at most `cfg.chunk_bytes` (decoded images plus tiles, see
+/// [`tile_chunks`](super::tile_chunks)), each chunk decoded, tiled and handed to the writer.
+/// Stops early, without an error of its own, when the writer has stopped (its error is the
+/// run's).
 fn tile_sources<B: Backend>(
     backend: &B,
     sources: &[ShardSource],
@@ -206,17 +206,27 @@ fn tile_sources<B: Backend>(
         summary.samples += shard.samples().len();
         problems.extend(shard.problems().iter().cloned());
 
-        for chunk in chunks_by_bytes(shard.samples(), cfg.chunk_bytes) {
-            let member_bytes: u64 = chunk.iter().flat_map(|s| &s.members).map(|m| m.len).sum();
+        let mut make = |images: Vec<PlannedImage>, member_bytes: u64, problems: &mut ProblemLog| {
             let fresh = |planned: &Planned| {
                 // Keys must be unique across the run: a second image with the same key is
                 // recorded and skipped rather than overwriting the first one's tiles.
                 written_keys.insert(key_hash(&planned.sample.key))
             };
-            let (planned, tiles) = if backend.decodes() {
-                tile_chunk_on_device(backend, &shard, chunk, tiler, cfg, fresh, problems)?
+            let (planned, tiles) = if images.is_empty() {
+                (
+                    Vec::new(),
+                    HostTiles {
+                        dtype: cfg.spec.dtype,
+                        layout: Default::default(),
+                        data: Vec::new(),
+                    },
+                )
+            } else if backend.decodes() {
+                summary.chunks += 1;
+                tile_chunk_on_device(backend, &shard, images, cfg, fresh, problems)?
             } else {
-                tile_chunk_on_cpu(backend, &shard, chunk, tiler, cfg, fresh, problems)?
+                summary.chunks += 1;
+                tile_chunk_on_cpu(backend, &shard, images, cfg, fresh, problems)?
             };
             let job = WriteJob {
                 shard: shard.path().to_path_buf(),
@@ -231,12 +241,54 @@ fn tile_sources<B: Backend>(
                 tiles,
                 member_bytes,
             };
-            if to_writer.send(job).is_err() {
-                return Ok(());
+            // A failed send means the writer stopped; its error ends the run.
+            Ok::<bool, Error>(to_writer.send(job).is_ok())
+        };
+
+        let mut chunker = Chunker::new(cfg.chunk_bytes, MAX_CHUNK_IMAGES);
+        // Bytes of the samples taken since the last chunk was made, failed ones included.
+        let mut member_bytes = 0u64;
+        for window in shard.samples().chunks(PLAN_WINDOW) {
+            let planned: Vec<_> = window
+                .par_iter()
+                .map(|sample| plan_sample(&shard, sample, tiler))
+                .collect();
+            for (sample, result) in window.iter().zip(planned) {
+                let image = match result {
+                    Ok(image) => image,
+                    Err(problem) => {
+                        problems.push(problem);
+                        member_bytes += sample_bytes(sample);
+                        continue;
+                    }
+                };
+                let options = decode_options(cfg.decode, cfg.dct_scaling, &image.planned.plan);
+                let decoded_as = (!backend.decodes()).then_some(&options);
+                let held = held_bytes(
+                    &image.header,
+                    &image.planned.plan,
+                    cfg.spec.dtype,
+                    decoded_as,
+                );
+                if let Some(full) = chunker.push(image, held)
+                    && !make(full, std::mem::take(&mut member_bytes), problems)?
+                {
+                    return Ok(());
+                }
+                member_bytes += sample_bytes(sample);
             }
+        }
+        let rest = chunker.take_rest();
+        if (!rest.is_empty() || member_bytes > 0) && !make(rest, member_bytes, problems)? {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// Bytes of a sample's members (what the progress bar counts).
+fn sample_bytes(sample: &SampleEntry) -> u64 {
+    sample.members.iter().map(|m| m.len).sum()
 }
 
 /// The writing side of [`run_tile`]: each chunk's `KEY.npy` files (across cores) and index
@@ -295,15 +347,14 @@ fn write_chunks(
 fn tile_chunk_on_cpu<'s, B: Backend>(
     backend: &B,
     shard: &Shard,
-    chunk: &'s [SampleEntry],
-    tiler: &Tiler,
+    chunk: Vec<PlannedImage<'s, '_>>,
     cfg: &TileConfig,
     mut fresh: impl FnMut(&Planned) -> bool,
     problems: &mut ProblemLog,
 ) -> Result<(Vec<Planned<'s>>, HostTiles)> {
     let (decoded, mut bad): (Vec<_>, Vec<_>) = chunk
-        .par_iter()
-        .map(|sample| decode_sample(shard, sample, tiler, cfg))
+        .into_par_iter()
+        .map(|image| decode_planned(shard, image, cfg))
         .partition(|r| r.is_ok());
     problems.extend(bad.drain(..).filter_map(|r| r.err()));
     let mut decoded: Vec<Decoded> = decoded.into_iter().filter_map(|r| r.ok()).collect();
@@ -335,38 +386,28 @@ fn tile_chunk_on_cpu<'s, B: Backend>(
     Ok((decoded.into_iter().map(|d| d.planned).collect(), tiles))
 }
 
-/// Hands a chunk's encoded images to a backend that decodes on its device (CUDA: nvJPEG),
-/// after planning each from its header on the CPU. Images that fail to decode are recorded
-/// and left out of the batch.
+/// Hands a chunk's encoded images to a backend that decodes on its device (CUDA: nvJPEG).
+/// Images that fail to decode are recorded and left out of the batch.
 fn tile_chunk_on_device<'s, B: Backend>(
     backend: &B,
     shard: &Shard,
-    chunk: &'s [SampleEntry],
-    tiler: &Tiler,
+    mut chunk: Vec<PlannedImage<'s, '_>>,
     cfg: &TileConfig,
     mut fresh: impl FnMut(&Planned) -> bool,
     problems: &mut ProblemLog,
 ) -> Result<(Vec<Planned<'s>>, HostTiles)> {
-    let (planned, mut bad): (Vec<_>, Vec<_>) = chunk
-        .par_iter()
-        .map(|sample| plan_sample(shard, sample, tiler))
-        .partition(|r| r.is_ok());
-    problems.extend(bad.drain(..).filter_map(|r| r.err()));
-    let mut planned: Vec<(Planned, MemberData, ImageHeader)> =
-        planned.into_iter().filter_map(|r| r.ok()).collect();
-    planned.retain(|(p, _, _)| keep_fresh(shard, p, &mut fresh, problems));
-
-    let encoded: Vec<&[u8]> = planned.iter().map(|(_, data, _)| &**data).collect();
-    let plans: Vec<TilePlan> = planned.iter().map(|(p, _, _)| p.plan).collect();
+    chunk.retain(|image| keep_fresh(shard, &image.planned, &mut fresh, problems));
+    let encoded: Vec<&[u8]> = chunk.iter().map(|image| &*image.data).collect();
+    let plans: Vec<TilePlan> = chunk.iter().map(|image| image.planned.plan).collect();
     let (tiles, errors) =
         backend.decode_tile_batch(&encoded, &plans, &cfg.spec, cfg.decode.max_pixels)?;
-    let mut kept = Vec::with_capacity(planned.len());
-    for ((p, _, _), error) in planned.into_iter().zip(errors) {
+    let mut kept = Vec::with_capacity(chunk.len());
+    for (image, error) in chunk.into_iter().zip(errors) {
         match error {
-            None => kept.push(p),
+            None => kept.push(image.planned),
             Some(err) => problems.push(sample_problem(
                 shard,
-                p.sample,
+                image.planned.sample,
                 image_error_kind(&err),
                 err.to_string(),
             )),
@@ -405,85 +446,31 @@ fn tile_decoded<B: Backend>(
     backend.tiles_to_host(backend.tile_batch(&images, &plans, spec)?)
 }
 
-/// Splits samples into runs whose (estimated) decoded size stays under `budget` bytes; the
-/// estimate is 12× the compressed size (a JPEG photo compresses about 10:1 against RGB8).
-fn chunks_by_bytes(samples: &[SampleEntry], budget: u64) -> Vec<&[SampleEntry]> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut used = 0u64;
-    for (i, sample) in samples.iter().enumerate() {
-        let estimate = 12 * image_member(sample).map_or(0, |m| m.len);
-        if i > start && used + estimate > budget {
-            chunks.push(&samples[start..i]);
-            start = i;
-            used = 0;
-        }
-        used += estimate;
-    }
-    if start < samples.len() {
-        chunks.push(&samples[start..]);
-    }
-    chunks
-}
-
-/// Finds a sample's image, checks its key, probes its header and plans its tiles; returns the
-/// plan with the image's bytes (borrowed from the mapping for tar shards) and its header.
-fn plan_sample<'s, 'd>(
-    shard: &'d Shard,
-    sample: &'s SampleEntry,
-    tiler: &Tiler,
-) -> Result<(Planned<'s>, MemberData<'d>, ImageHeader), Problem> {
-    let fail = |kind: &'static str, message: String| sample_problem(shard, sample, kind, message);
-    let member = image_member(sample)
-        .ok_or_else(|| fail("no-image", "sample has no image member".into()))?;
-    safe_relative_key(&sample.key).ok_or_else(|| {
-        fail(
-            "bad-key",
-            "key would write outside the output folder".into(),
-        )
-    })?;
-    let data = shard
-        .member_data(member)
-        .map_err(|e| fail(image_error_kind(&e), e.to_string()))?;
-    let header = probe(&data).map_err(|e| fail(image_error_kind(&e), e.to_string()))?;
-    let (width, height) = header.oriented_size();
-    let plan = tiler
-        .plan(width, height)
-        .map_err(|e| fail("tiling", e.to_string()))?;
-    let planned = Planned {
-        sample,
-        size: (width, height),
-        plan,
-    };
-    Ok((planned, data, header))
-}
-
-fn decode_sample<'s>(
+/// Decodes a planned image (with the header its planning probed: one parse of the markers per
+/// image), at a reduced DCT scale when `cfg.dct_scaling` allows.
+fn decode_planned<'s>(
     shard: &Shard,
-    sample: &'s SampleEntry,
-    tiler: &Tiler,
+    image: PlannedImage<'s, '_>,
     cfg: &TileConfig,
 ) -> Result<Decoded<'s>, Problem> {
-    // The header probed while planning is reused: one parse of the markers per image.
-    let (planned, data, header) = plan_sample(shard, sample, tiler)?;
-    let fail = |kind: &'static str, message: String| sample_problem(shard, sample, kind, message);
-    let mut options = cfg.decode;
-    if cfg.dct_scaling {
-        let side = planned.plan.thumbnail.unwrap_or(0);
-        let resize = planned.plan.resize;
-        options.min_size = Some((resize.0.max(side), resize.1.max(side)));
+    let PlannedImage {
+        planned,
+        data,
+        header,
+    } = image;
+    let options = decode_options(cfg.decode, cfg.dct_scaling, &planned.plan);
+    match decode_with_header(&data, &header, &options) {
+        Ok(decoded) => Ok(Decoded {
+            planned,
+            image: decoded.image,
+        }),
+        Err(e) => Err(sample_problem(
+            shard,
+            planned.sample,
+            image_error_kind(&e),
+            e.to_string(),
+        )),
     }
-    let image = decode_with_header(&data, &header, &options)
-        .map_err(|e| fail(image_error_kind(&e), e.to_string()))?
-        .image;
-    Ok(Decoded { planned, image })
-}
-
-/// The key as a relative path that stays inside the output folder, or None.
-fn safe_relative_key(key: &str) -> Option<PathBuf> {
-    let path = Path::new(key);
-    let ok = !key.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
-    ok.then(|| path.to_path_buf())
 }
 
 fn key_hash(key: &str) -> u64 {
@@ -529,46 +516,5 @@ fn source_problem(source: &ShardSource, err: Error) -> Problem {
         key: None,
         kind: "io",
         message: err.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::shard::MemberEntry;
-
-    fn sample(key: &str, len: u64) -> SampleEntry {
-        SampleEntry {
-            key: key.into(),
-            offset: 0,
-            members: vec![MemberEntry {
-                ext: "jpg".into(),
-                offset: 0,
-                len,
-                file: 0,
-            }],
-        }
-    }
-
-    #[test]
-    fn chunks_respect_budget_and_cover_everything() {
-        let samples: Vec<_> = (0..10).map(|i| sample(&i.to_string(), 100)).collect();
-        let chunks = chunks_by_bytes(&samples, 12 * 100 * 3);
-        assert_eq!(
-            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
-            vec![3, 3, 3, 1]
-        );
-        // One sample larger than the budget still gets a chunk of its own.
-        let big = vec![sample("a", 10_000), sample("b", 1)];
-        assert_eq!(chunks_by_bytes(&big, 100).len(), 2);
-    }
-
-    #[test]
-    fn keys_cannot_escape_the_output_folder() {
-        assert!(safe_relative_key("a/b/000123").is_some());
-        assert!(safe_relative_key("../etc/passwd").is_none());
-        assert!(safe_relative_key("/abs").is_none());
-        assert!(safe_relative_key("a/./b").is_some()); // `.` components are dropped by Path
-        assert!(safe_relative_key("").is_none());
     }
 }
