@@ -44,7 +44,8 @@ impl Backend for CpuBackend {
             )));
         }
         let layout = TileLayout::new(plans, spec.dtype);
-        let mut data = vec![0u8; layout.total_bytes];
+        // A batch buffer `tile` handed back after writing the previous chunk, when one fits.
+        let mut data = super::buffer_pool::take_zeroed::<u8>(layout.total_bytes);
         let table = NormalizeTable::new(&spec.norm)?;
 
         // Hand each image its own disjoint part of the batch.

@@ -975,7 +975,7 @@ mod tests {
         // the no-bias path stores the product into an unfilled buffer: take a pooled one that
         // held other values, then check every value against the naive product
         let (n, k, out) = (300, 40, 250);
-        let dirty = buffer_pool::take_zeroed(n * out);
+        let dirty = buffer_pool::take_zeroed::<f32>(n * out);
         buffer_pool::recycle(dirty.into_iter().map(|_| f32::NAN).collect());
         let x = m(&pseudo(n * k, 31), n, k);
         let w = m(&pseudo(out * k, 32), out, k);

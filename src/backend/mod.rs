@@ -3,7 +3,7 @@
 //! Stages are written once against them; the CPU backend is the reference every other backend
 //! is tested against.
 
-mod buffer_pool;
+pub(crate) mod buffer_pool;
 pub mod cpu;
 mod cpu_gemm;
 mod cpu_tensor;

@@ -279,7 +279,9 @@ fn decode_jpeg_with_zune(data: &[u8], header: &ImageHeader) -> Result<RgbImage> 
         return Err(decode_err(f, "decoder cannot produce RGB for this image"));
     }
     let len = 3 * w as usize * h as usize;
-    let mut out = vec![0u8; len];
+    // Zeroed, so a decoder that stops early on a damaged stream leaves no stale pixels; `tile`
+    // hands decoded images back once they are tiled, saving the page faults of a fresh buffer.
+    let mut out = crate::backend::buffer_pool::take_zeroed::<u8>(len);
     decoder
         .decode_into(&mut out)
         .map_err(|e| decode_err(f, e))?;

@@ -23,7 +23,7 @@ use super::tile_chunks::{
     plan_sample,
 };
 use super::{image_error_kind, sample_problem};
-use crate::backend::{Backend, HostTiles, TileSpec};
+use crate::backend::{Backend, HostTiles, TileSpec, buffer_pool};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::decode::{DecodeOptions, decode_with_header};
@@ -337,6 +337,8 @@ fn write_chunks(
         }
         progress.inc(job.member_bytes);
         progress.set_message(format!("{} images", counts.images));
+        // Written: the batch buffer can take a later chunk's tiles.
+        buffer_pool::recycle(job.tiles.data);
     }
     index.flush().map_err(|e| Error::io(index_path, e))?;
     Ok(counts)
@@ -383,7 +385,15 @@ fn tile_chunk_on_cpu<'s, B: Backend>(
             tile_decoded(backend, &decoded, &cfg.spec)?
         }
     };
-    Ok((decoded.into_iter().map(|d| d.planned).collect(), tiles))
+    let planned = decoded
+        .into_iter()
+        .map(|d| {
+            // The pixels are tiled: their buffer can hold the next chunk's decodes.
+            buffer_pool::recycle(d.image.data);
+            d.planned
+        })
+        .collect();
+    Ok((planned, tiles))
 }
 
 /// Hands a chunk's encoded images to a backend that decodes on its device (CUDA: nvJPEG).

@@ -473,13 +473,14 @@ impl Backend for CudaBackend {
 
     fn tiles_to_host(&self, tiles: DeviceTiles) -> Result<HostTiles> {
         let total = tiles.layout.total_bytes;
-        let data = if total == 0 {
-            Vec::new()
-        } else {
+        // A buffer `tile` handed back after writing an earlier chunk, when one fits: already
+        // mapped, so the download does not fault in fresh pages (costly under gVisor).
+        let mut data = crate::backend::buffer_pool::take_overwritable::<u8>(total);
+        if total > 0 {
             self.stream()
-                .clone_dtoh(&tiles.data.slice(..total))
-                .map_err(cuda_err("downloading the tile batch"))?
-        };
+                .memcpy_dtoh(&tiles.data.slice(..total), &mut data)
+                .map_err(cuda_err("downloading the tile batch"))?;
+        }
         // clone_dtoh is asynchronous on the stream; wait before the bytes are read, which also
         // surfaces a kernel fault as an error here.
         self.synchronize()?;
