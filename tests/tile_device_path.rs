@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vlmprep::backend::{Backend, CpuBackend, HostTiles, TileSpec};
-use vlmprep::error::Result;
+use vlmprep::error::{Error, Result};
 use vlmprep::image::RgbImage;
 use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
 use vlmprep::image::normalize::{Dtype, Normalization};
@@ -17,8 +18,13 @@ use vlmprep::image::tiling::{TilePlan, TilingRule};
 use vlmprep::pipeline::tile::{TileConfig, run_tile};
 use vlmprep::shard::ShardSource;
 
-/// The CPU backend, but taking encoded images as a decoding device does.
-struct DecodesItself;
+/// The CPU backend, but taking encoded images as a decoding device does. With `fail_download`
+/// set, bringing the tiles "to the host" fails from that download on (0: the first).
+#[derive(Default)]
+struct DecodesItself {
+    fail_download: Option<usize>,
+    downloads: AtomicUsize,
+}
 
 impl Backend for DecodesItself {
     type Tiles = HostTiles;
@@ -37,7 +43,11 @@ impl Backend for DecodesItself {
     }
 
     fn tiles_to_host(&self, tiles: HostTiles) -> Result<HostTiles> {
-        Ok(tiles)
+        let n = self.downloads.fetch_add(1, Ordering::Relaxed);
+        match self.fail_download {
+            Some(at) if n >= at => Err(Error::cuda(format!("download {n} failed"))),
+            _ => Ok(tiles),
+        }
     }
 
     fn decodes(&self) -> bool {
@@ -50,7 +60,7 @@ impl Backend for DecodesItself {
         plans: &[TilePlan],
         spec: &TileSpec,
         max_pixels: u64,
-    ) -> Result<(HostTiles, Vec<Option<vlmprep::error::Error>>)> {
+    ) -> Result<(HostTiles, Vec<Option<Error>>)> {
         let opts = DecodeOptions {
             max_pixels,
             ..DecodeOptions::default()
@@ -145,7 +155,7 @@ fn the_device_decoding_path_gives_what_the_cpu_path_gives() {
     for chunk_bytes in [1 << 30, 0] {
         let out = dir.path().join(format!("device-{chunk_bytes}"));
         let (summary, _) = run_tile(
-            &DecodesItself,
+            &DecodesItself::default(),
             &sources,
             &config(out.clone(), chunk_bytes),
             &bar,
@@ -166,5 +176,26 @@ fn the_device_decoding_path_gives_what_the_cpu_path_gives() {
             got.problems, want.problems,
             "problems, chunk bytes {chunk_bytes}"
         );
+    }
+}
+
+#[test]
+fn a_failed_download_stops_the_run_with_its_error() {
+    // The download runs on a thread of its own; its error must end the making side (which
+    // would otherwise block on its next chunk) and be the run's error.
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool");
+    let shards = vlmprep::demo::build_demo_pool(&pool).unwrap();
+    let sources: Vec<ShardSource> = shards.iter().map(|p| ShardSource::Tar(p.clone())).collect();
+    let bar = indicatif::ProgressBar::hidden();
+    for at in [0, 3] {
+        let backend = DecodesItself {
+            fail_download: Some(at),
+            ..Default::default()
+        };
+        // One image per chunk: many chunks queued behind the failed one.
+        let result = run_tile(&backend, &sources, &config(dir.path().join("out"), 0), &bar);
+        let err = result.err().expect("the run should fail").to_string();
+        assert!(err.contains(&format!("download {at} failed")), "{err}");
     }
 }

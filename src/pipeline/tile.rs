@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -106,13 +107,26 @@ struct Written {
     plan: TilePlan,
 }
 
-/// A chunk's tiles, handed to the writer thread.
-struct WriteJob {
+/// A made chunk on its way to the writer: its images, and their tiles on the host
+/// ([`WriteJob`]) or, from a backend that decodes on its device, still there.
+struct ChunkOut<T> {
     shard: PathBuf,
     images: Vec<Written>,
-    tiles: HostTiles,
+    tiles: T,
     /// Bytes of the chunk's members, for the progress bar.
     member_bytes: u64,
+}
+
+/// A chunk's tiles on the host, handed to the writer thread.
+type WriteJob = ChunkOut<HostTiles>;
+
+/// Where the making side hands its chunks.
+enum Outlet<'a, T> {
+    /// Tiles made on the host go straight to the writer.
+    Writer(&'a SyncSender<WriteJob>),
+    /// Tiles made on a device go to the download thread (None: a chunk none of whose images
+    /// could be planned, which still advances the progress bar).
+    Download(&'a SyncSender<ChunkOut<Option<T>>>),
 }
 
 /// Images and tiles the writer wrote.
@@ -129,7 +143,10 @@ pub fn run_tile<B: Backend>(
     sources: &[ShardSource],
     cfg: &TileConfig,
     progress: &indicatif::ProgressBar,
-) -> Result<(TileSummary, ProblemLog)> {
+) -> Result<(TileSummary, ProblemLog)>
+where
+    B::Tiles: Send,
+{
     let start = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let index_path = cfg.out.join("index.jsonl");
@@ -144,27 +161,50 @@ pub fn run_tile<B: Backend>(
     // Settings are checked (and InternVL's candidate grids built) once, not per image.
     let tiler = Tiler::new(cfg.rule)?;
 
-    // A rendezvous channel: the making side blocks on a finished chunk until the writer has
-    // finished the previous one, so at most two chunks' tiles exist at once.
-    let (to_writer, jobs) = std::sync::mpsc::sync_channel::<WriteJob>(0);
+    // Rendezvous channels: a stage blocks on a finished chunk until the next stage has taken
+    // it, so at most two chunks' tiles are on the host at once (the one being written and the
+    // one waiting for the writer).
+    let (to_writer, jobs) = sync_channel::<WriteJob>(0);
     let counts = std::thread::scope(|scope| -> Result<WriteCounts> {
         let writer = scope.spawn(|| write_chunks(cfg, index, &index_path, jobs, progress));
-        let made = tile_sources(
-            backend,
-            sources,
-            cfg,
-            &tiler,
-            &mut summary,
-            &mut problems,
-            &to_writer,
-        );
-        drop(to_writer);
+        let mut make = |outlet: &Outlet<B::Tiles>| {
+            tile_sources(
+                backend,
+                sources,
+                cfg,
+                &tiler,
+                &mut summary,
+                &mut problems,
+                outlet,
+            )
+        };
+        let (made, downloaded) = if backend.decodes() {
+            // A device backend's chunk is downloaded on a thread of its own while the device
+            // decodes and tiles the next one.
+            let (to_download, downloads) = sync_channel(0);
+            let dtype = cfg.spec.dtype;
+            let downloader =
+                scope.spawn(move || download_chunks(backend, downloads, to_writer, dtype));
+            let made = make(&Outlet::Download(&to_download));
+            drop(to_download);
+            let downloaded = downloader.join().map_err(|_| Error::Output {
+                path: index_path.clone(),
+                reason: "the download thread panicked".into(),
+            });
+            (made, downloaded)
+        } else {
+            let made = make(&Outlet::Writer(&to_writer));
+            drop(to_writer);
+            (made, Ok(Ok(())))
+        };
         let written = writer.join().map_err(|_| Error::Output {
             path: index_path.clone(),
             reason: "the writer thread panicked".into(),
         })?;
-        // The writer's error first: a failed write also ends the making side (its send fails).
+        // The later stage's error first: a failed write also ends the download and making
+        // sides (their sends fail), and a failed download ends the making side.
         let counts = written?;
+        downloaded??;
         made?;
         Ok(counts)
     })?;
@@ -191,7 +231,7 @@ fn tile_sources<B: Backend>(
     tiler: &Tiler,
     summary: &mut TileSummary,
     problems: &mut ProblemLog,
-    to_writer: &std::sync::mpsc::SyncSender<WriteJob>,
+    outlet: &Outlet<B::Tiles>,
 ) -> Result<()> {
     let mut written_keys: HashSet<u64> = HashSet::new();
     for source in sources {
@@ -212,37 +252,36 @@ fn tile_sources<B: Backend>(
                 // recorded and skipped rather than overwriting the first one's tiles.
                 written_keys.insert(key_hash(&planned.sample.key))
             };
-            let (planned, tiles) = if images.is_empty() {
-                (
-                    Vec::new(),
-                    HostTiles {
-                        dtype: cfg.spec.dtype,
-                        layout: Default::default(),
-                        data: Vec::new(),
-                    },
-                )
-            } else if backend.decodes() {
+            if !images.is_empty() {
                 summary.chunks += 1;
-                tile_chunk_on_device(backend, &shard, images, cfg, fresh, problems)?
-            } else {
-                summary.chunks += 1;
-                tile_chunk_on_cpu(backend, &shard, images, cfg, fresh, problems)?
+            }
+            // A failed send means a later stage stopped; its error ends the run.
+            let sent = match outlet {
+                Outlet::Download(to_download) => {
+                    let (planned, tiles) = match images.is_empty() {
+                        true => (Vec::new(), None),
+                        false => {
+                            let (planned, tiles) = tile_chunk_on_device(
+                                backend, &shard, images, cfg, fresh, problems,
+                            )?;
+                            (planned, Some(tiles))
+                        }
+                    };
+                    to_download
+                        .send(chunk_out(&shard, &planned, tiles, member_bytes))
+                        .is_ok()
+                }
+                Outlet::Writer(to_writer) => {
+                    let (planned, tiles) = match images.is_empty() {
+                        true => (Vec::new(), empty_tiles(cfg.spec.dtype)),
+                        false => tile_chunk_on_cpu(backend, &shard, images, cfg, fresh, problems)?,
+                    };
+                    to_writer
+                        .send(chunk_out(&shard, &planned, tiles, member_bytes))
+                        .is_ok()
+                }
             };
-            let job = WriteJob {
-                shard: shard.path().to_path_buf(),
-                images: planned
-                    .iter()
-                    .map(|p| Written {
-                        key: p.sample.key.clone(),
-                        size: p.size,
-                        plan: p.plan,
-                    })
-                    .collect(),
-                tiles,
-                member_bytes,
-            };
-            // A failed send means the writer stopped; its error ends the run.
-            Ok::<bool, Error>(to_writer.send(job).is_ok())
+            Ok::<bool, Error>(sent)
         };
 
         let mut chunker = Chunker::new(cfg.chunk_bytes, MAX_CHUNK_IMAGES);
@@ -286,9 +325,62 @@ fn tile_sources<B: Backend>(
     Ok(())
 }
 
+/// A made chunk as the later stages take it: what they need of each image, owned.
+fn chunk_out<T>(shard: &Shard, planned: &[Planned], tiles: T, member_bytes: u64) -> ChunkOut<T> {
+    ChunkOut {
+        shard: shard.path().to_path_buf(),
+        images: planned
+            .iter()
+            .map(|p| Written {
+                key: p.sample.key.clone(),
+                size: p.size,
+                plan: p.plan,
+            })
+            .collect(),
+        tiles,
+        member_bytes,
+    }
+}
+
 /// Bytes of a sample's members (what the progress bar counts).
 fn sample_bytes(sample: &SampleEntry) -> u64 {
     sample.members.iter().map(|m| m.len).sum()
+}
+
+/// The download side of [`run_tile`] for a backend that decodes on its device: each chunk's
+/// tiles brought to the host while the making side works on the next chunk, then handed to
+/// the writer. Stops early, without an error of its own, when the writer has stopped.
+fn download_chunks<B: Backend>(
+    backend: &B,
+    chunks: Receiver<ChunkOut<Option<B::Tiles>>>,
+    to_writer: SyncSender<WriteJob>,
+    dtype: Dtype,
+) -> Result<()> {
+    for chunk in chunks {
+        let tiles = match chunk.tiles {
+            Some(tiles) => backend.tiles_to_host(tiles)?,
+            None => empty_tiles(dtype),
+        };
+        let job = ChunkOut {
+            shard: chunk.shard,
+            images: chunk.images,
+            tiles,
+            member_bytes: chunk.member_bytes,
+        };
+        if to_writer.send(job).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The tiles of a chunk with no images.
+fn empty_tiles(dtype: Dtype) -> HostTiles {
+    HostTiles {
+        dtype,
+        layout: Default::default(),
+        data: Vec::new(),
+    }
 }
 
 /// The writing side of [`run_tile`]: each chunk's `KEY.npy` files (across cores) and index
@@ -297,7 +389,7 @@ fn write_chunks(
     cfg: &TileConfig,
     mut index: std::io::BufWriter<std::fs::File>,
     index_path: &Path,
-    jobs: std::sync::mpsc::Receiver<WriteJob>,
+    jobs: Receiver<WriteJob>,
     progress: &indicatif::ProgressBar,
 ) -> Result<WriteCounts> {
     let mut counts = WriteCounts::default();
@@ -396,8 +488,9 @@ fn tile_chunk_on_cpu<'s, B: Backend>(
     Ok((planned, tiles))
 }
 
-/// Hands a chunk's encoded images to a backend that decodes on its device (CUDA: nvJPEG).
-/// Images that fail to decode are recorded and left out of the batch.
+/// Hands a chunk's encoded images to a backend that decodes on its device (CUDA: nvJPEG); the
+/// tiles stay there for the download thread. Images that fail to decode are recorded and left
+/// out of the batch.
 fn tile_chunk_on_device<'s, B: Backend>(
     backend: &B,
     shard: &Shard,
@@ -405,7 +498,7 @@ fn tile_chunk_on_device<'s, B: Backend>(
     cfg: &TileConfig,
     mut fresh: impl FnMut(&Planned) -> bool,
     problems: &mut ProblemLog,
-) -> Result<(Vec<Planned<'s>>, HostTiles)> {
+) -> Result<(Vec<Planned<'s>>, B::Tiles)> {
     chunk.retain(|image| keep_fresh(shard, &image.planned, &mut fresh, problems));
     let encoded: Vec<&[u8]> = chunk.iter().map(|image| &*image.data).collect();
     let plans: Vec<TilePlan> = chunk.iter().map(|image| image.planned.plan).collect();
@@ -423,7 +516,7 @@ fn tile_chunk_on_device<'s, B: Backend>(
             )),
         }
     }
-    Ok((kept, backend.tiles_to_host(tiles)?))
+    Ok((kept, tiles))
 }
 
 /// Whether `planned`'s key is new in this run; a repeated key is recorded as a problem.

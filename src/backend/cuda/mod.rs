@@ -31,11 +31,15 @@ pub struct DeviceImage {
     pub height: u32,
 }
 
-/// One CUDA device: its context, the stream all work of this backend is ordered on, and the
-/// kernel modules loaded so far.
+/// One CUDA device: its context, the stream all work of this backend is ordered on, a second
+/// stream for tile downloads, and the kernel modules loaded so far.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// Tile batches are copied to the host on this stream, so a download runs while the next
+    /// batch is decoded and tiled on `stream`. cudarc's event tracking (on by default) makes
+    /// it wait for the kernels that wrote the batch, and the batch's free wait for the copy.
+    download: Arc<CudaStream>,
     arch: u32,
     name: String,
     modules: Mutex<Vec<(KernelFamily, Arc<CudaModule>)>>,
@@ -86,9 +90,11 @@ impl CudaBackend {
             .map_err(cuda_err("reading the compute capability"))?;
         let gpu = ctx.name().map_err(cuda_err("reading the device name"))?;
         let stream = ctx.new_stream().map_err(cuda_err("creating a stream"))?;
+        let download = ctx.new_stream().map_err(cuda_err("creating a stream"))?;
         Ok(CudaBackend {
             ctx,
             stream,
+            download,
             arch: (major * 10 + minor) as u32,
             name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
             modules: Mutex::new(Vec::new()),

@@ -477,13 +477,17 @@ impl Backend for CudaBackend {
         // mapped, so the download does not fault in fresh pages (costly under gVisor).
         let mut data = crate::backend::buffer_pool::take_overwritable::<u8>(total);
         if total > 0 {
-            self.stream()
+            // On the download stream: it waits for the batch's kernels (cudarc records their
+            // write), not for work queued on the main stream since (the next batch).
+            self.download
                 .memcpy_dtoh(&tiles.data.slice(..total), &mut data)
                 .map_err(cuda_err("downloading the tile batch"))?;
         }
-        // clone_dtoh is asynchronous on the stream; wait before the bytes are read, which also
-        // surfaces a kernel fault as an error here.
-        self.synchronize()?;
+        // The copy is asynchronous; wait before the bytes are read, which also surfaces a
+        // kernel fault (sticky, context-wide) as an error here.
+        self.download
+            .synchronize()
+            .map_err(cuda_err("waiting for the tile download"))?;
         Ok(HostTiles {
             dtype: tiles.dtype,
             layout: tiles.layout,
