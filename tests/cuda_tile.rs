@@ -23,6 +23,7 @@ use common::tile_parity::{
 
 use vlmprep::backend::cuda::CudaBackend;
 use vlmprep::backend::cuda::DeviceImage;
+use vlmprep::backend::cuda::download::PIECE_BYTES;
 use vlmprep::backend::{Backend, CpuBackend, TileLayout, TileSpec};
 use vlmprep::image::RgbImage;
 use vlmprep::image::normalize::{Dtype, Normalization};
@@ -81,9 +82,14 @@ fn every_byte_is_written_and_the_device_path_equals_the_host_path() {
         })
         .collect();
     let device_refs: Vec<&DeviceImage> = device.iter().collect();
+    // tiles_to_host stages batches through pinned buffers in pieces (download.rs); the largest
+    // batches here span several pieces, so the comparisons below also check that staging
+    // against clone_dtoh's direct copy.
+    let mut largest = 0;
     for rule in rules() {
         let plans = plans(rule, &SIZES);
         for dtype in [Dtype::U8, Dtype::F32, Dtype::F16, Dtype::Bf16] {
+            largest = largest.max(TileLayout::new(&plans, dtype).total_bytes);
             let spec = TileSpec {
                 filter: ResizeFilter::Bicubic,
                 dtype,
@@ -114,6 +120,7 @@ fn every_byte_is_written_and_the_device_path_equals_the_host_path() {
             );
         }
     }
+    assert!(largest > 2 * PIECE_BYTES, "largest batch {largest} bytes");
 }
 
 #[test]

@@ -195,7 +195,7 @@ fn a_failed_download_stops_the_run_with_its_error() {
         };
         // One image per chunk: many chunks queued behind the failed one.
         let result = run_tile(&backend, &sources, &config(dir.path().join("out"), 0), &bar);
-        let err = result.err().expect("the run should fail").to_string();
+        let err = result.expect_err("the run should fail").to_string();
         assert!(err.contains(&format!("download {at} failed")), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! missing instead of crashing.
 
 pub mod decode_tile;
+pub mod download;
 pub mod kernels;
 pub mod nvjpeg;
 pub mod nvrtc;
@@ -40,6 +41,8 @@ pub struct CudaBackend {
     /// batch is decoded and tiled on `stream`. cudarc's event tracking (on by default) makes
     /// it wait for the kernels that wrote the batch, and the batch's free wait for the copy.
     download: Arc<CudaStream>,
+    /// Pinned buffers the downloads are staged through.
+    staging: download::Staging,
     arch: u32,
     name: String,
     modules: Mutex<Vec<(KernelFamily, Arc<CudaModule>)>>,
@@ -95,6 +98,7 @@ impl CudaBackend {
             ctx,
             stream,
             download,
+            staging: download::Staging::new(),
             arch: (major * 10 + minor) as u32,
             name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
             modules: Mutex::new(Vec::new()),

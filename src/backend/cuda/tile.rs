@@ -476,18 +476,12 @@ impl Backend for CudaBackend {
         // A buffer `tile` handed back after writing an earlier chunk, when one fits: already
         // mapped, so the download does not fault in fresh pages (costly under gVisor).
         let mut data = crate::backend::buffer_pool::take_overwritable::<u8>(total);
-        if total > 0 {
-            // On the download stream: it waits for the batch's kernels (cudarc records their
-            // write), not for work queued on the main stream since (the next batch).
-            self.download
-                .memcpy_dtoh(&tiles.data.slice(..total), &mut data)
-                .map_err(cuda_err("downloading the tile batch"))?;
-        }
-        // The copy is asynchronous; wait before the bytes are read, which also surfaces a
-        // kernel fault (sticky, context-wide) as an error here.
-        self.download
-            .synchronize()
-            .map_err(cuda_err("waiting for the tile download"))?;
+        // On the download stream, through pinned staging buffers (download.rs): it waits for
+        // the batch's kernels (cudarc records their write), not for work queued on the main
+        // stream since (the next batch). Waiting for the copy also surfaces a kernel fault
+        // (sticky, context-wide) as an error here.
+        self.staging
+            .download(&self.download, &tiles.data, &mut data)?;
         Ok(HostTiles {
             dtype: tiles.dtype,
             layout: tiles.layout,
