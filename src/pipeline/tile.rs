@@ -221,9 +221,9 @@ where
 
 /// The making side of [`run_tile`]: every shard's samples planned from their headers, grouped
 /// into chunks that hold at most `cfg.chunk_bytes` (decoded images plus tiles, see
-/// [`tile_chunks`](super::tile_chunks)), each chunk decoded, tiled and handed to the writer.
-/// Stops early, without an error of its own, when the writer has stopped (its error is the
-/// run's).
+/// [`tile_chunks`](super::tile_chunks)), each chunk decoded, tiled and handed to `outlet` (the
+/// writer, or the download thread for a device backend). Stops early, without an error of its
+/// own, when a later stage has stopped (its error is the run's).
 fn tile_sources<B: Backend>(
     backend: &B,
     sources: &[ShardSource],
