@@ -131,13 +131,18 @@ fn outputs(out: &Path) -> Outputs {
     }
 }
 
+/// The demo pool's shards in a temporary folder. They hold corrupt, truncated and non-image
+/// samples: per-image failures.
+fn demo_pool() -> (tempfile::TempDir, Vec<ShardSource>) {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = vlmprep::demo::build_demo_pool(&dir.path().join("pool")).unwrap();
+    let sources = shards.into_iter().map(ShardSource::Tar).collect();
+    (dir, sources)
+}
+
 #[test]
 fn the_device_decoding_path_gives_what_the_cpu_path_gives() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = dir.path().join("pool");
-    let shards = vlmprep::demo::build_demo_pool(&pool).unwrap();
-    // The demo pool holds corrupt, truncated and non-image samples: per-image failures.
-    let sources: Vec<ShardSource> = shards.iter().map(|p| ShardSource::Tar(p.clone())).collect();
+    let (dir, sources) = demo_pool();
     let bar = indicatif::ProgressBar::hidden();
     let cpu_out = dir.path().join("cpu");
     let (cpu_summary, _) = run_tile(
@@ -183,10 +188,7 @@ fn the_device_decoding_path_gives_what_the_cpu_path_gives() {
 fn a_failed_download_stops_the_run_with_its_error() {
     // The download runs on a thread of its own; its error must end the making side (which
     // would otherwise block on its next chunk) and be the run's error.
-    let dir = tempfile::tempdir().unwrap();
-    let pool = dir.path().join("pool");
-    let shards = vlmprep::demo::build_demo_pool(&pool).unwrap();
-    let sources: Vec<ShardSource> = shards.iter().map(|p| ShardSource::Tar(p.clone())).collect();
+    let (dir, sources) = demo_pool();
     let bar = indicatif::ProgressBar::hidden();
     for at in [0, 3] {
         let backend = DecodesItself {
