@@ -19,10 +19,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::tile_chunks::{
-    Chunker, MAX_CHUNK_IMAGES, PLAN_WINDOW, Planned, PlannedImage, decode_options, held_bytes,
-    plan_sample,
-};
+use super::tile_chunks::{Planned, PlannedImage, decode_options, plan_chunks};
 use super::{image_error_kind, sample_problem};
 use crate::backend::{Backend, HostTiles, TileSpec, buffer_pool};
 use crate::error::{Error, Result};
@@ -31,7 +28,7 @@ use crate::image::decode::{DecodeOptions, decode_with_header};
 use crate::image::normalize::Dtype;
 use crate::image::tiling::{TilePlan, Tiler, TilingRule};
 use crate::problems::{Problem, ProblemLog};
-use crate::shard::{SampleEntry, Shard, ShardSource};
+use crate::shard::{Shard, ShardSource};
 use crate::sink::npy::write_npy;
 
 /// Settings of a `tile` run.
@@ -284,41 +281,23 @@ fn tile_sources<B: Backend>(
             Ok::<bool, Error>(sent)
         };
 
-        let mut chunker = Chunker::new(cfg.chunk_bytes, MAX_CHUNK_IMAGES);
-        // Bytes of the samples taken since the last chunk was made, failed ones included.
-        let mut member_bytes = 0u64;
-        for window in shard.samples().chunks(PLAN_WINDOW) {
-            let planned: Vec<_> = window
-                .par_iter()
-                .map(|sample| plan_sample(&shard, sample, tiler))
-                .collect();
-            for (sample, result) in window.iter().zip(planned) {
-                let image = match result {
-                    Ok(image) => image,
-                    Err(problem) => {
-                        problems.push(problem);
-                        member_bytes += sample_bytes(sample);
-                        continue;
-                    }
-                };
-                let options = decode_options(cfg.decode, cfg.dct_scaling, &image.planned.plan);
-                let decoded_as = (!backend.decodes()).then_some(&options);
-                let held = held_bytes(
-                    &image.header,
-                    &image.planned.plan,
-                    cfg.spec.dtype,
-                    decoded_as,
-                );
-                if let Some(full) = chunker.push(image, held)
-                    && !make(full, std::mem::take(&mut member_bytes), problems)?
-                {
-                    return Ok(());
+        // The next chunk is planned (and read in) on a thread of its own while this one is
+        // made; a rendezvous channel keeps it to one chunk ahead.
+        let made = std::thread::scope(|scope| -> Result<bool> {
+            let (to_maker, chunks) = sync_channel(0);
+            let decodes = backend.decodes();
+            let shard = &shard;
+            scope.spawn(move || plan_chunks(shard, tiler, cfg, decodes, to_maker));
+            for chunk in chunks {
+                problems.extend(chunk.problems);
+                if !make(chunk.images, chunk.member_bytes, problems)? {
+                    // Dropping `chunks` on return stops the planner at its next hand-over.
+                    return Ok(false);
                 }
-                member_bytes += sample_bytes(sample);
             }
-        }
-        let rest = chunker.take_rest();
-        if (!rest.is_empty() || member_bytes > 0) && !make(rest, member_bytes, problems)? {
+            Ok(true)
+        })?;
+        if !made {
             return Ok(());
         }
     }
@@ -340,11 +319,6 @@ fn chunk_out<T>(shard: &Shard, planned: &[Planned], tiles: T, member_bytes: u64)
         tiles,
         member_bytes,
     }
-}
-
-/// Bytes of a sample's members (what the progress bar counts).
-fn sample_bytes(sample: &SampleEntry) -> u64 {
-    sample.members.iter().map(|m| m.len).sum()
 }
 
 /// The download side of [`run_tile`] for a backend that decodes on its device: each chunk's

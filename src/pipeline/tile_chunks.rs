@@ -6,9 +6,17 @@
 //! Counting the tiles matters: an InternVL image of 0.3 MP cut into up to 13 tiles of 448² in
 //! f32 holds ~20× its decoded size in tiles, so a budget of decoded bytes alone let a chunk
 //! hold many times the memory the user allowed.
+//!
+//! [`plan_chunks`] runs on a thread of its own: while one chunk is decoded and tiled, the next
+//! is planned and its encoded bytes are read in from the shard's mapping, so reading overlaps
+//! decoding.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::SyncSender;
 
+use rayon::prelude::*;
+
+use super::tile::TileConfig;
 use super::{image_error_kind, image_member, sample_problem};
 use crate::backend::tile_bytes;
 use crate::image::ImageHeader;
@@ -41,6 +49,97 @@ pub(super) struct PlannedImage<'s, 'd> {
     pub planned: Planned<'s>,
     pub data: MemberData<'d>,
     pub header: ImageHeader,
+}
+
+/// A chunk as planned: its images, the problems met planning its samples, and the bytes of
+/// all those samples' members (failed ones included, for the progress bar).
+pub(super) struct PlannedChunk<'d> {
+    pub images: Vec<PlannedImage<'d, 'd>>,
+    pub problems: Vec<Problem>,
+    pub member_bytes: u64,
+}
+
+/// Plans every sample of `shard` (across cores, [`PLAN_WINDOW`] at a time), groups the
+/// planned images into chunks within `cfg.chunk_bytes` and hands each to `to_maker`, after
+/// reading its images' encoded bytes in, so that what the maker decodes next is in memory.
+/// `device_decodes`: the images will be decoded at full size on a device (no DCT scaling).
+/// Stops early when the receiving side is gone.
+pub(super) fn plan_chunks<'d>(
+    shard: &'d Shard,
+    tiler: &Tiler,
+    cfg: &TileConfig,
+    device_decodes: bool,
+    to_maker: SyncSender<PlannedChunk<'d>>,
+) {
+    let mut chunker = Chunker::new(cfg.chunk_bytes, MAX_CHUNK_IMAGES);
+    // What the open chunk carries besides its images: the samples taken since the last
+    // chunk was handed over, failed ones included.
+    let mut problems = Vec::new();
+    let mut member_bytes = 0u64;
+    let hand_over = |images: Vec<PlannedImage<'d, 'd>>, problems, member_bytes| {
+        for image in &images {
+            read_in(&image.data);
+        }
+        let chunk = PlannedChunk {
+            images,
+            problems,
+            member_bytes,
+        };
+        to_maker.send(chunk).is_ok()
+    };
+    for window in shard.samples().chunks(PLAN_WINDOW) {
+        let planned: Vec<_> = window
+            .par_iter()
+            .map(|sample| plan_sample(shard, sample, tiler))
+            .collect();
+        for (sample, result) in window.iter().zip(planned) {
+            let image = match result {
+                Ok(image) => image,
+                Err(problem) => {
+                    problems.push(problem);
+                    member_bytes += sample_bytes(sample);
+                    continue;
+                }
+            };
+            let options = decode_options(cfg.decode, cfg.dct_scaling, &image.planned.plan);
+            let decoded_as = (!device_decodes).then_some(&options);
+            let held = held_bytes(
+                &image.header,
+                &image.planned.plan,
+                cfg.spec.dtype,
+                decoded_as,
+            );
+            if let Some(full) = chunker.push(image, held)
+                && !hand_over(
+                    full,
+                    std::mem::take(&mut problems),
+                    std::mem::take(&mut member_bytes),
+                )
+            {
+                return;
+            }
+            member_bytes += sample_bytes(sample);
+        }
+    }
+    let rest = chunker.take_rest();
+    if !rest.is_empty() || !problems.is_empty() || member_bytes > 0 {
+        hand_over(rest, problems, member_bytes);
+    }
+}
+
+/// Touches one byte per page of `data`, so a mapped file's pages are read in here, on the
+/// planning thread, and not when the decoder reaches them.
+fn read_in(data: &[u8]) {
+    let sum = data
+        .iter()
+        .step_by(4096)
+        .fold(0u8, |acc, &b| acc.wrapping_add(b));
+    std::hint::black_box(sum);
+}
+
+/// Bytes of a sample's members (what the progress bar counts).
+fn sample_bytes(sample: &SampleEntry) -> u64 {
+    sample.members.iter().map(|m| m.len).sum()
 }
 
 /// Finds a sample's image, checks its key, probes its header and plans its tiles.
