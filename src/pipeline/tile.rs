@@ -5,10 +5,11 @@
 //!
 //! Shards are processed one after another, each in chunks bounded by the bytes they hold
 //! (decoded images plus tiles, counted from the headers before decoding), so memory stays flat
-//! whatever the size of the pool; within a chunk all stages run across cores. A
-//! thread of its own writes each chunk's tiles and index lines while the next chunk is decoded
-//! and tiled, so output never stalls the backend (for a GPU backend, the device works while the
-//! CPU writes); a chunk's tiles are handed over, not copied.
+//! whatever the size of the pool; within a chunk all stages run across cores. The stages of a
+//! run are threads joined by rendezvous channels, each a chunk ahead of the next: a planner
+//! (headers probed, chunks formed, encoded bytes read in), the maker (decode and tile), for a
+//! backend that decodes on its device a downloader (tiles to the host), and the writer (tiles
+//! and index lines). A chunk's tiles are handed over, not copied.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
