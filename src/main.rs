@@ -242,8 +242,8 @@ struct TileArgs {
     /// Work is done in chunks of images that hold at most this many MiB, decoded pixels plus
     /// tiles, counted from the image headers before anything is decoded (an image larger than
     /// that is a chunk of its own; at most 4096 images per chunk). One chunk's tiles are
-    /// written while the next is decoded and tiled, so up to about twice this is held at once.
-    /// 0: one image per chunk.
+    /// written while the next is decoded and tiled, so up to about twice this is held at once,
+    /// plus up to 1 GiB of freed buffers kept for the next chunks. 0: one image per chunk.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     memory_mib: u64,
     /// Where resize + tile + normalize run: auto picks CUDA when built in and a GPU is visible,

@@ -35,8 +35,9 @@ impl Pooled for f32 {
 impl Pooled for u8 {
     /// 256 KiB, twice glibc's initial threshold for serving an allocation by `mmap`.
     const MIN_POOLED: usize = 1 << 18;
-    /// 2 GiB: two tile batches at `tile`'s default budget of 1 GiB per chunk.
-    const MAX_IDLE: usize = 1 << 31;
+    /// 1 GiB, as for f32: `tile`'s chunks reuse each other's buffers within it, and memory
+    /// stays predictable (the `--memory-mib` help counts it).
+    const MAX_IDLE: usize = 1 << 30;
     fn pool() -> &'static Mutex<Vec<Vec<u8>>> {
         static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
         &POOL
