@@ -122,9 +122,8 @@ type WriteJob = ChunkOut<HostTiles>;
 enum Outlet<'a, T> {
     /// Tiles made on the host go straight to the writer.
     Writer(&'a SyncSender<WriteJob>),
-    /// Tiles made on a device go to the download thread (None: a chunk none of whose images
-    /// could be planned, which still advances the progress bar).
-    Download(&'a SyncSender<ChunkOut<Option<T>>>),
+    /// Tiles made on a device go to the download thread.
+    Download(&'a SyncSender<ChunkOut<T>>),
 }
 
 /// Images and tiles the writer wrote.
@@ -174,15 +173,14 @@ where
                 &mut summary,
                 &mut problems,
                 outlet,
+                progress,
             )
         };
         let (made, downloaded) = if backend.decodes() {
             // A device backend's chunk is downloaded on a thread of its own while the device
             // decodes and tiles the next one.
             let (to_download, downloads) = sync_channel(0);
-            let dtype = cfg.spec.dtype;
-            let downloader =
-                scope.spawn(move || download_chunks(backend, downloads, to_writer, dtype));
+            let downloader = scope.spawn(move || download_chunks(backend, downloads, to_writer));
             let made = make(&Outlet::Download(&to_download));
             drop(to_download);
             let downloaded = downloader.join().map_err(|_| Error::Output {
@@ -222,6 +220,7 @@ where
 /// [`tile_chunks`](super::tile_chunks)), each chunk decoded, tiled and handed to `outlet` (the
 /// writer, or the download thread for a device backend). Stops early, without an error of its
 /// own, when a later stage has stopped (its error is the run's).
+#[allow(clippy::too_many_arguments)]
 fn tile_sources<B: Backend>(
     backend: &B,
     sources: &[ShardSource],
@@ -230,6 +229,7 @@ fn tile_sources<B: Backend>(
     summary: &mut TileSummary,
     problems: &mut ProblemLog,
     outlet: &Outlet<B::Tiles>,
+    progress: &indicatif::ProgressBar,
 ) -> Result<()> {
     let mut written_keys: HashSet<u64> = HashSet::new();
     for source in sources {
@@ -250,30 +250,24 @@ fn tile_sources<B: Backend>(
                 // recorded and skipped rather than overwriting the first one's tiles.
                 written_keys.insert(key_hash(&planned.sample.key))
             };
-            if !images.is_empty() {
-                summary.chunks += 1;
+            if images.is_empty() {
+                // Only samples that failed planning: nothing to make, their bytes are done.
+                progress.inc(member_bytes);
+                return Ok(true);
             }
+            summary.chunks += 1;
             // A failed send means a later stage stopped; its error ends the run.
             let sent = match outlet {
                 Outlet::Download(to_download) => {
-                    let (planned, tiles) = match images.is_empty() {
-                        true => (Vec::new(), None),
-                        false => {
-                            let (planned, tiles) = tile_chunk_on_device(
-                                backend, &shard, images, cfg, fresh, problems,
-                            )?;
-                            (planned, Some(tiles))
-                        }
-                    };
+                    let (planned, tiles) =
+                        tile_chunk_on_device(backend, &shard, images, cfg, fresh, problems)?;
                     to_download
                         .send(chunk_out(&shard, &planned, tiles, member_bytes))
                         .is_ok()
                 }
                 Outlet::Writer(to_writer) => {
-                    let (planned, tiles) = match images.is_empty() {
-                        true => (Vec::new(), empty_tiles(cfg.spec.dtype)),
-                        false => tile_chunk_on_cpu(backend, &shard, images, cfg, fresh, problems)?,
-                    };
+                    let (planned, tiles) =
+                        tile_chunk_on_cpu(backend, &shard, images, cfg, fresh, problems)?;
                     to_writer
                         .send(chunk_out(&shard, &planned, tiles, member_bytes))
                         .is_ok()
@@ -327,15 +321,11 @@ fn chunk_out<T>(shard: &Shard, planned: &[Planned], tiles: T, member_bytes: u64)
 /// the writer. Stops early, without an error of its own, when the writer has stopped.
 fn download_chunks<B: Backend>(
     backend: &B,
-    chunks: Receiver<ChunkOut<Option<B::Tiles>>>,
+    chunks: Receiver<ChunkOut<B::Tiles>>,
     to_writer: SyncSender<WriteJob>,
-    dtype: Dtype,
 ) -> Result<()> {
     for chunk in chunks {
-        let tiles = match chunk.tiles {
-            Some(tiles) => backend.tiles_to_host(tiles)?,
-            None => empty_tiles(dtype),
-        };
+        let tiles = backend.tiles_to_host(chunk.tiles)?;
         let job = ChunkOut {
             shard: chunk.shard,
             images: chunk.images,
@@ -347,15 +337,6 @@ fn download_chunks<B: Backend>(
         }
     }
     Ok(())
-}
-
-/// The tiles of a chunk with no images.
-fn empty_tiles(dtype: Dtype) -> HostTiles {
-    HostTiles {
-        dtype,
-        layout: Default::default(),
-        data: Vec::new(),
-    }
 }
 
 /// The writing side of [`run_tile`]: each chunk's `KEY.npy` files (across cores) and index

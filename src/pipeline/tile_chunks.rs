@@ -30,10 +30,10 @@ use crate::shard::{MemberData, SampleEntry, Shard};
 /// At most this many images go into one chunk, whatever their size: a chunk holds each image's
 /// member data (a memory map per file for folder inputs) and is one decode batch on devices
 /// that decode.
-pub(super) const MAX_CHUNK_IMAGES: usize = 4096;
+const MAX_CHUNK_IMAGES: usize = 4096;
 
 /// Samples are planned this many at a time (across cores) ahead of the chunk they join.
-pub(super) const PLAN_WINDOW: usize = 256;
+const PLAN_WINDOW: usize = 256;
 
 /// An image of a chunk, planned from its header.
 pub(super) struct Planned<'s> {
@@ -143,7 +143,7 @@ fn sample_bytes(sample: &SampleEntry) -> u64 {
 }
 
 /// Finds a sample's image, checks its key, probes its header and plans its tiles.
-pub(super) fn plan_sample<'s, 'd>(
+fn plan_sample<'s, 'd>(
     shard: &'d Shard,
     sample: &'s SampleEntry,
     tiler: &Tiler,
@@ -195,7 +195,7 @@ pub(super) fn decode_options(
 /// Bytes an image holds while its chunk is made: its decoded pixels (at the DCT scale it will
 /// be decoded at, or full size when `options` is None, as on a device that decodes) and all
 /// its tiles in `dtype`.
-pub(super) fn held_bytes(
+fn held_bytes(
     header: &ImageHeader,
     plan: &TilePlan,
     dtype: Dtype,
@@ -211,7 +211,7 @@ pub(super) fn held_bytes(
 /// Groups items, in order, into chunks whose summed cost stays within `budget` and whose
 /// length stays within `max_items`; an item costing more than the budget gets a chunk of its
 /// own.
-pub(super) struct Chunker<T> {
+struct Chunker<T> {
     budget: u64,
     max_items: usize,
     items: Vec<T>,
@@ -250,7 +250,7 @@ impl<T> Chunker<T> {
 }
 
 /// The key as a relative path that stays inside the output folder, or None.
-pub(super) fn safe_relative_key(key: &str) -> Option<PathBuf> {
+fn safe_relative_key(key: &str) -> Option<PathBuf> {
     let path = Path::new(key);
     let ok = !key.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
     ok.then(|| path.to_path_buf())
