@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use vlmprep::backend::{Backend, CpuBackend, HostTiles, TileSpec};
+use vlmprep::backend::{Backend, CpuBackend, HostTiles, TileSpec, split_decoded};
 use vlmprep::error::{Error, Result};
 use vlmprep::image::RgbImage;
 use vlmprep::image::decode::{DecodeOptions, decode_rgb8};
@@ -65,17 +65,11 @@ impl Backend for DecodesItself {
             max_pixels,
             ..DecodeOptions::default()
         };
-        let decoded: Vec<Result<RgbImage>> =
-            encoded.iter().map(|e| decode_rgb8(e, &opts)).collect();
-        let images: Vec<&RgbImage> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
-        let kept: Vec<TilePlan> = decoded
-            .iter()
-            .zip(plans)
-            .filter(|(d, _)| d.is_ok())
-            .map(|(_, p)| *p)
-            .collect();
-        let tiles = CpuBackend.tile_batch(&images, &kept, spec)?;
-        Ok((tiles, decoded.into_iter().map(|d| d.err()).collect()))
+        let decoded = encoded.iter().map(|e| decode_rgb8(e, &opts));
+        let (images, kept, errors) = split_decoded(decoded, plans);
+        let refs: Vec<&RgbImage> = images.iter().collect();
+        let tiles = CpuBackend.tile_batch(&refs, &kept, spec)?;
+        Ok((tiles, errors))
     }
 }
 

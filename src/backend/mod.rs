@@ -125,6 +125,29 @@ impl HostTiles {
     }
 }
 
+/// How a decoding backend's [`Backend::decode_tile_batch`] sorts per-image decode results:
+/// the images that decoded with their plans, in input order (what it tiles), and per input the
+/// error that kept it out (`None`: it is in the batch).
+pub fn split_decoded<I>(
+    decoded: impl IntoIterator<Item = crate::error::Result<I>>,
+    plans: &[TilePlan],
+) -> (Vec<I>, Vec<TilePlan>, Vec<Option<crate::error::Error>>) {
+    let mut images = Vec::with_capacity(plans.len());
+    let mut kept = Vec::with_capacity(plans.len());
+    let mut errors = Vec::with_capacity(plans.len());
+    for (result, plan) in decoded.into_iter().zip(plans) {
+        match result {
+            Ok(image) => {
+                images.push(image);
+                kept.push(*plan);
+                errors.push(None);
+            }
+            Err(e) => errors.push(Some(e)),
+        }
+    }
+    (images, kept, errors)
+}
+
 /// A compute device that runs the batch stages.
 pub trait Backend: Send + Sync {
     /// The batch tensor of tiles as this device holds it.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::nvjpeg::NvJpegDecoder;
 use super::tile::DeviceTiles;
 use super::{CudaBackend, DeviceImage};
-use crate::backend::{Backend, HostTiles, TileSpec};
+use crate::backend::{Backend, HostTiles, TileSpec, split_decoded};
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::image::tiling::TilePlan;
@@ -68,19 +68,10 @@ impl Backend for CudaDecodeTile {
             )));
         }
         let decoded = self.decoder.decode_batch(encoded, max_pixels);
-        let mut images: Vec<DeviceImage> = Vec::with_capacity(decoded.len());
-        let mut kept_plans = Vec::with_capacity(decoded.len());
-        let mut errors = Vec::with_capacity(decoded.len());
-        for (result, plan) in decoded.into_iter().zip(plans) {
-            match result {
-                Ok((image, _)) => {
-                    images.push(image);
-                    kept_plans.push(*plan);
-                    errors.push(None);
-                }
-                Err(e) => errors.push(Some(e)),
-            }
-        }
+        let (images, kept_plans, errors) = split_decoded(
+            decoded.into_iter().map(|r| r.map(|(image, _route)| image)),
+            plans,
+        );
         let refs: Vec<&DeviceImage> = images.iter().collect();
         let tiles = self.backend.tile_device_batch(&refs, &kept_plans, spec)?;
         Ok((tiles, errors))
